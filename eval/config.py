@@ -1,0 +1,21 @@
+"""Typed configuration of the evaluation stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EvalConfig:
+    heldout_fraction: float = field(default=0.2, metadata={"help": "Fraction of each task's kept examples held out for eval (split per task, before training)."})
+    min_heldout_per_task: int = field(default=1, metadata={"help": "Hold out at least this many examples of a task that has two or more."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass (length-sorted) for eval loss."})
+    generation_samples: int = field(default=4, metadata={"help": "Held-out examples the student answers greedily each round (scored by ROUGE-L, logged as samples); 0 disables."})
+    max_new_tokens: int = field(default=96, metadata={"help": "Max new tokens for those sample answers."})
+
+    def __post_init__(self):
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction: must be in (0, 1), got {self.heldout_fraction}")
+        if self.min_heldout_per_task < 0 or self.generation_samples < 0:
+            raise ValueError("min_heldout_per_task and generation_samples: must be >= 0")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens: must be >= 1")

@@ -1,0 +1,1 @@
+"""Instruction generation: domain corpus, task pool, teachers, DAIG prompts and filters."""

@@ -1,0 +1,73 @@
+"""Typed configuration of the generation stage (teacher, corpus, pool, DAIG prompts, filters)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TEACHER_BACKENDS = ("local", "openai")
+
+
+@dataclass
+class TeacherConfig:
+    backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched) or 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server)."})
+    model: str = field(default="qwen2.5-coder-0.5b-instruct", metadata={"help": "Local backend: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id. OpenAI backend: the model name the endpoint serves."})
+    base_url: str = field(default="", metadata={"help": "OpenAI backend: endpoint base URL, e.g. http://127.0.0.1:8000/v1. Empty means api.openai.com."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "OpenAI backend: NAME of the environment variable that holds the API key. The key itself never goes in a config."})
+    max_concurrency: int = field(default=8, metadata={"help": "OpenAI backend: requests in flight at once."})
+    timeout_s: float = field(default=120.0, metadata={"help": "OpenAI backend: seconds before one request times out."})
+    max_retries: int = field(default=3, metadata={"help": "OpenAI backend: retries for 429/5xx/connection errors (exponential backoff, honours Retry-After)."})
+    batch_size: int = field(default=16, metadata={"help": "Local backend: prompts per generate() call (sorted by length to limit padding)."})
+    num_threads: int = field(default=0, metadata={"help": "Local backend: torch threads; 0 means the run's num_threads."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for instruction writing (answers use answer_temperature)."})
+    answer_temperature: float = field(default=0.2, metadata={"help": "Sampling temperature for the ground-truth answers (low: faithful to the chunk)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling top_p."})
+    instruction_max_tokens: int = field(default=64, metadata={"help": "Max new tokens for a generated instruction."})
+    answer_max_tokens: int = field(default=160, metadata={"help": "Max new tokens for a generated answer; answers cut by this limit are rejected."})
+
+    def __post_init__(self):
+        if self.backend not in TEACHER_BACKENDS:
+            raise ValueError(f"backend: unknown teacher backend {self.backend!r}; use one of {', '.join(TEACHER_BACKENDS)}")
+        if not self.model:
+            raise ValueError("model: empty; set a packaged model name, a folder, a Hub id or the endpoint's model name")
+        for name in ("max_concurrency", "batch_size", "instruction_max_tokens", "answer_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_retries < 0 or self.num_threads < 0 or self.timeout_s <= 0:
+            raise ValueError("max_retries and num_threads must be >= 0 and timeout_s > 0")
+        for name in ("temperature", "answer_temperature"):
+            if not 0 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name}: must be in [0, 2], got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class GenerationConfig:
+    domain_path: str = field(default="", metadata={"help": "Your domain data: a folder of .txt/.md files, a .jsonl file (field domain_text_field), a `datasets` save_to_disk folder, or a `datasets` Hub name. Relative paths in a YAML file are relative to that file."})
+    domain_split: str = field(default="train", metadata={"help": "Split to read when domain_path is a `datasets` dataset."})
+    domain_text_field: str = field(default="text", metadata={"help": "Field that holds the text in JSONL rows or dataset rows."})
+    chunk_words: int = field(default=120, metadata={"help": "Target passage length in words; paragraphs are packed up to this size (a longer paragraph is split)."})
+    general_pool: str = field(default="builtin", metadata={"help": "General-purpose task pool: 'builtin' (ships with the package), '' for none, a .jsonl path, or a `datasets` name/folder. Rows need 'task' and 'instruction'."})
+    domain_pool: str = field(default="", metadata={"help": "Domain-specific example tasks in the same format ('' for none)."})
+    pool_split: str = field(default="train", metadata={"help": "Split to read when a pool is a `datasets` dataset."})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "Restrict to these task names (empty: every task found in the pools)."})
+    examples_per_round: int = field(default=24, metadata={"help": "New instructions requested from the teacher per round (before filtering)."})
+    examples_in_prompt: int = field(default=3, metadata={"help": "Pool examples shown to the teacher per request (k)."})
+    domain_share: float = field(default=0.5, metadata={"help": "Probability that each shown example is drawn from the domain pool rather than the general pool (when the task has both)."})
+    min_instruction_words: int = field(default=3, metadata={"help": "Reject instructions with fewer words."})
+    max_instruction_words: int = field(default=150, metadata={"help": "Reject instructions with more words."})
+    max_answer_words: int = field(default=400, metadata={"help": "Reject answers with more words."})
+    max_example_similarity: float = field(default=0.7, metadata={"help": "Reject an instruction whose ROUGE-L F1 with any shown example exceeds this (a copy, not a new task)."})
+    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "The teacher LLM."})
+
+    def __post_init__(self):
+        for name in ("chunk_words", "examples_per_round", "examples_in_prompt", "min_instruction_words"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_instruction_words < self.min_instruction_words:
+            raise ValueError("max_instruction_words: must be >= min_instruction_words")
+        if not 0 <= self.domain_share <= 1:
+            raise ValueError(f"domain_share: must be in [0, 1], got {self.domain_share}")
+        if not 0 < self.max_example_similarity <= 1:
+            raise ValueError(f"max_example_similarity: must be in (0, 1], got {self.max_example_similarity}")
+        if not self.general_pool and not self.domain_pool:
+            raise ValueError("general_pool: both pools are empty; set general_pool: builtin or a domain_pool path")

@@ -1,0 +1,87 @@
+"""The task pool: example instructions, each with a task name, from general and domain sources.
+
+A row needs 'task' and 'instruction'; 'id', 'input' and 'output' are optional. Sampling draws the task
+by the current weights, then k examples of that task, each from the domain pool with probability
+domain_share (when the task has examples of both kinds).
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from generation.corpus import DataError, load_rows
+
+BUILTIN_GENERAL_POOL = Path(__file__).parent / "data" / "general_tasks.jsonl"
+
+
+@dataclass(frozen=True)
+class PoolItem:
+    id: str
+    task: str
+    instruction: str
+    input: str
+    output: str
+    kind: str  # "domain" or "general"
+
+
+def load_pool(spec: str, kind: str, split: str = "train") -> list[PoolItem]:
+    """Load one pool: 'builtin', a .jsonl path or a `datasets` name/folder. '' gives an empty pool."""
+    if not spec:
+        return []
+    path = BUILTIN_GENERAL_POOL if spec == "builtin" else Path(spec).expanduser()
+    if path.is_file():
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+        name = path.name
+    else:
+        rows, name = load_rows(spec, split), Path(spec).name
+    items = []
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not str(row.get("instruction", "")).strip() or not str(row.get("task", "")).strip():
+            raise DataError(f"{name} row {n}: needs non-empty 'task' and 'instruction' fields; fix the {kind} pool")
+        items.append(PoolItem(id=str(row.get("id") or f"{kind}-{n}"), task=str(row["task"]).strip(),
+                              instruction=str(row["instruction"]).strip(), input=str(row.get("input") or "").strip(),
+                              output=str(row.get("output") or "").strip(), kind=kind))
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{name}: duplicate ids in the {kind} pool; make every 'id' unique")
+    return items
+
+
+def build_pool(general: list[PoolItem], domain: list[PoolItem], tasks: list[str]) -> dict[str, list[PoolItem]]:
+    """Group items by task; restrict to `tasks` when given (each must exist)."""
+    by_task: dict[str, list[PoolItem]] = {}
+    for item in general + domain:
+        by_task.setdefault(item.task, []).append(item)
+    if tasks:
+        missing = [t for t in tasks if t not in by_task]
+        if missing:
+            raise DataError(f"generation.tasks names {missing} but the pools only have {sorted(by_task)}; fix generation.tasks")
+        by_task = {t: by_task[t] for t in tasks}
+    if not by_task:
+        raise DataError("the task pool is empty; set generation.general_pool: builtin or give a domain_pool")
+    return dict(sorted(by_task.items()))
+
+
+def sample_task(weights: dict[str, float], rng: random.Random) -> str:
+    tasks = sorted(weights)
+    return rng.choices(tasks, weights=[weights[t] for t in tasks], k=1)[0]
+
+
+def sample_examples(items: list[PoolItem], k: int, domain_share: float, rng: random.Random) -> list[PoolItem]:
+    """k distinct examples of one task; each slot prefers the domain kind with probability domain_share."""
+    left = {"domain": [i for i in items if i.kind == "domain"], "general": [i for i in items if i.kind == "general"]}
+    chosen = []
+    for _ in range(min(k, len(items))):
+        kind = "domain" if rng.random() < domain_share else "general"
+        if not left[kind]:
+            kind = "general" if kind == "domain" else "domain"
+        chosen.append(left[kind].pop(rng.randrange(len(left[kind]))))
+    return chosen

@@ -1,0 +1,206 @@
+"""Teachers: anything with `generate(requests) -> replies`. Two real backends.
+
+LocalTeacher runs a transformers model in process (batched, length-sorted, left-padded).
+OpenAITeacher talks to any OpenAI-compatible endpoint with bounded concurrency. A failed request
+becomes a reply with `error` set (counted by the caller), never an exception that ends the round.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class TeacherError(RuntimeError):
+    """The teacher cannot be used at all (no key, unreachable endpoint); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs; a tuple so requests are hashable
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+
+    def chat(self) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def key(self, model: str) -> str:
+        """Hash of everything that changes the output (never concurrency or batch size)."""
+        payload = {"model": model, **asdict(self)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class TeacherReply:
+    text: str
+    finish_reason: str  # "stop", "length" or "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str = ""
+
+
+class Teacher(Protocol):
+    model: str
+
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalTeacher:
+    """A transformers causal LM with a chat template, generating in length-sorted batches."""
+
+    def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(num_threads)
+        self.model = model_name
+        self.batch_size = batch_size
+        self.tok = AutoTokenizer.from_pretrained(model_path)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        if not self.tok.chat_template:
+            raise TeacherError(f"teacher {model_name} has no chat template; use an instruct model")
+        self.lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        eos = self.lm.generation_config.eos_token_id
+        self.eos_ids = sorted({self.tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
+
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
+        prompts = [self.tok.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests]
+        lengths = [len(self.tok(p, add_special_tokens=False).input_ids) for p in prompts]
+        # Same decoding parameters share a batch; within a group longest first, to pad little.
+        order = sorted(range(len(requests)), key=lambda i: (self._params(requests[i]), -lengths[i]))
+        replies: list[TeacherReply | None] = [None] * len(requests)
+        batches = []
+        for i in order:
+            if batches and len(batches[-1]) < self.batch_size and self._params(requests[batches[-1][0]]) == self._params(requests[i]):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
+            for batch in batches:
+                for i, reply in zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]])):
+                    replies[i] = reply
+                bar.update(len(batch))
+        return replies
+
+    @staticmethod
+    def _params(r: TeacherRequest):
+        return (r.max_tokens, r.temperature, r.top_p)
+
+    def _generate_batch(self, prompts: list[str], params: TeacherRequest) -> list[TeacherReply]:
+        import torch
+
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        with torch.inference_mode():
+            out = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=sample,
+                                   temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
+                                   top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id)
+        replies = []
+        for row, mask in zip(out[:, enc.input_ids.shape[1]:].tolist(), enc.attention_mask):
+            stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
+            ids = row if stop is None else row[:stop]
+            replies.append(TeacherReply(text=self.tok.decode(ids, skip_special_tokens=True),
+                                        finish_reason="length" if stop is None else "stop",
+                                        prompt_tokens=int(mask.sum()), completion_tokens=len(ids) + (stop is not None)))
+        return replies
+
+    def close(self) -> None:
+        del self.lm
+
+
+def api_key_from_env(api_key_env: str) -> str:
+    """The key, read from the named variable. '' as the name means a server that needs no key."""
+    if not api_key_env:
+        return "no-key"
+    key = os.environ.get(api_key_env, "")
+    if not key:
+        raise TeacherError(f"environment variable {api_key_env} is not set: export it with your API key, or set "
+                           f"generation.teacher.api_key_env: '' for a local server that needs no key")
+    return key
+
+
+class OpenAITeacher:
+    """Any OpenAI-compatible chat endpoint, with at most max_concurrency requests in flight."""
+
+    def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int):
+        self.model = model
+        self.base_url = base_url or None
+        self._key = api_key_from_env(api_key_env)
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+
+    def _client(self, sync: bool = False):
+        import openai
+
+        cls = openai.OpenAI if sync else openai.AsyncOpenAI
+        return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries)
+
+    def check_reachable(self) -> None:
+        """Fail before any model loads when the endpoint is down or rejects the key."""
+        import openai
+
+        where = self.base_url or "the OpenAI API"
+        try:
+            with self._client(sync=True).with_options(timeout=min(self.timeout_s, 10.0), max_retries=1) as client:
+                client.models.list()
+        except openai.AuthenticationError:
+            raise TeacherError(f"{where} rejected the API key; check the key in the variable named by generation.teacher.api_key_env") from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise TeacherError(f"cannot reach the teacher endpoint {where} ({type(e).__name__}); start the server or fix generation.teacher.base_url") from None
+        except openai.APIStatusError:
+            pass  # reachable; some servers do not serve /models
+
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
+        return asyncio.run(self._generate_all(requests, desc))
+
+    async def _generate_all(self, requests: list[TeacherRequest], desc: str) -> list[TeacherReply]:
+        sem = asyncio.Semaphore(self.max_concurrency)
+        async with self._client() as client:
+            with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
+                async def one(r: TeacherRequest) -> TeacherReply:
+                    async with sem:
+                        reply = await self._one(client, r)
+                    bar.update(1)
+                    return reply
+                return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def _one(self, client, r: TeacherRequest) -> TeacherReply:
+        import openai
+
+        try:
+            resp = await client.chat.completions.create(model=self.model, messages=r.chat(), max_tokens=r.max_tokens,
+                                                        temperature=r.temperature, top_p=r.top_p, seed=r.seed)
+        except openai.APIStatusError as e:
+            return TeacherReply("", "error", error=f"http_{e.status_code}")
+        except openai.APITimeoutError:
+            return TeacherReply("", "error", error="timeout")
+        except openai.APIConnectionError:
+            return TeacherReply("", "error", error="connection")
+        except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError):
+            return TeacherReply("", "error", error="malformed_reply")
+        choices = getattr(resp, "choices", None)
+        if not choices or choices[0].message is None:
+            return TeacherReply("", "error", error="malformed_reply")
+        usage = resp.usage
+        return TeacherReply(text=choices[0].message.content or "", finish_reason=choices[0].finish_reason or "stop",
+                            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                            completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+
+    def close(self) -> None:
+        pass

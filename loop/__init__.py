@@ -1,0 +1,1 @@
+"""The controller: the only package that imports generation/, training/ and eval/."""

@@ -1,0 +1,77 @@
+"""Command line: `daig run CONFIG --out DIR [key=value ...]`, `daig config`, `daig models`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "openai", "urllib3", "filelock", "datasets", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="daig", description="Closed-loop generate-and-train instruction tuning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the loop", description="daig run configs/quickstart.yaml --out runs/qs training.lora_r=16")
+    run_p.add_argument("config", help="YAML config file")
+    run_p.add_argument("--out", required=True, help="output folder (must not already hold a run)")
+    run_p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.lora_r=16 rounds=3")
+    cfg_p = sub.add_parser("config", help="print every config key with its default and help, or a config resolved")
+    cfg_p.add_argument("config", nargs="?", help="YAML config to resolve (omit to list all keys)")
+    cfg_p.add_argument("overrides", nargs="*")
+    sub.add_parser("models", help="list the packaged offline models")
+    # Overrides may come after --out, which argparse alone does not take as positionals.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray or (extra and args.command == "models"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+
+    from loop.config import ConfigError, describe, load_config, to_dict
+
+    try:
+        if args.command == "models":
+            from loop.models import PACKAGED
+
+            for name, m in PACKAGED.items():
+                print(f"{name}: {m.note}; from {', '.join(f'{d}=={v}' for d, v, _ in m.parts[:2])}{' ...' if len(m.parts) > 2 else ''}; licence {m.licence}")
+            return 0
+        if args.command == "config":
+            if args.config is None:
+                print("\n".join(describe()))
+            else:
+                import yaml
+
+                print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False))
+            return 0
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+    from loop.models import is_local
+
+    # Local models need no hub; without this, transformers retries a hub for ~46 s before failing.
+    if is_local(cfg.student) and (cfg.generation.teacher.backend == "openai" or is_local(cfg.generation.teacher.model)):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _setup_logging()
+    from generation.corpus import DataError
+    from generation.teachers import TeacherError
+    from loop.controller import run
+    from loop.models import ModelError
+
+    try:
+        run(cfg, args.out)
+    except (DataError, TeacherError, ModelError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The run config: one typed dataclass per stage, composed, loaded from YAML with dotted overrides.
+
+Every problem is found before any model loads: unknown keys (with a suggestion), wrong types and bad
+values each raise ConfigError naming the dotted key and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from eval.config import EvalConfig
+from generation.config import GenerationConfig
+from training.config import TrainConfig
+
+POLICIES = ("loss_softmax", "uniform")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the dotted key and the fix."""
+
+
+@dataclass
+class FeedbackConfig:
+    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval loss sets next round's task sampling weights: 'loss_softmax' (softmax of loss / temperature, with a floor) or 'uniform' (the control)."})
+    temperature: float = field(default=0.5, metadata={"help": "loss_softmax: lower sharpens toward the highest-loss task."})
+    floor: float = field(default=0.05, metadata={"help": "Minimum weight of every task, so none starves (must be < 1 / number of tasks)."})
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: unknown policy {self.policy!r}; use one of {', '.join(POLICIES)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if not 0 <= self.floor < 1:
+            raise ValueError(f"floor: must be in [0, 1), got {self.floor}")
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = field(default=True, metadata={"help": "Log to Weights & Biases (config, per-round metrics, weights table). metrics.jsonl is always written."})
+    mode: str = field(default="auto", metadata={"help": "W&B mode: 'auto' follows WANDB_MODE if set, else online when WANDB_API_KEY is set, else offline; or online, offline, disabled."})
+    project: str = field(default="daig", metadata={"help": "W&B project."})
+    entity: str = field(default="", metadata={"help": "W&B entity (team or user); empty for your default."})
+    group: str = field(default="", metadata={"help": "W&B group, e.g. an ablation name."})
+    run_name: str = field(default="", metadata={"help": "W&B run name; empty uses the output folder's name."})
+    tags: list[str] = field(default_factory=list, metadata={"help": "W&B tags."})
+
+    def __post_init__(self):
+        if self.mode not in WANDB_MODES:
+            raise ValueError(f"mode: {self.mode!r} is not one of {', '.join(WANDB_MODES)}")
+
+
+@dataclass
+class RunConfig:
+    rounds: int = field(default=2, metadata={"help": "Generate-train-evaluate-reweight rounds."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, splits, training and teacher requests."})
+    student: str = field(default="smollm2-135m-instruct", metadata={"help": "Student model: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id."})
+    num_threads: int = field(default=2, metadata={"help": "torch threads for teacher and student (they run one after the other). Use 1 per process when two share 2 cores."})
+    cache_dir: str = field(default="~/.cache/daig", metadata={"help": "Where packaged models are unpacked and converted (shared by runs)."})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation stage."})
+    training: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training stage."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig, metadata={"help": "Feedback stage."})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "Experiment tracking."})
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads: must be >= 1, got {self.num_threads}")
+        if not self.student:
+            raise ValueError("student: empty; set a packaged model name, a folder or a Hub id")
+        if not self.generation.domain_path:
+            raise ValueError("generation.domain_path: not set; point it at your documents (folder, .jsonl or dataset)")
+
+
+# ---------------------------------------------------------------- building from plain data
+
+def _check_type(value, tp, key: str):
+    """Return value converted to annotation tp, or raise ConfigError naming key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _check_type(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
+    if origin is list:
+        if not isinstance(value, list):
+            value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def build(cls, data: dict | None, prefix: str = ""):
+    """Build dataclass cls from nested dict data; unknown keys and bad values raise ConfigError."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a mapping of its fields, got {value!r}")
+            kwargs[name] = build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(value, tp, prefix + name)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def set_dotted(data: dict, dotted: str, value) -> None:
+    """Apply one 'a.b.c=value' override to nested dict data."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value, e.g. training.lora_r=16")
+    key, raw = text.split("=", 1)
+    return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
+
+
+_PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool")
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML config, apply dotted overrides, resolve relative paths, validate everything."""
+    data: dict = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/quickstart.yaml")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        base = path.resolve().parent
+        _resolve_paths(data, base)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key in _PATH_KEYS and isinstance(value, str):
+            value = _resolve(value, Path.cwd())
+        set_dotted(data, key, value)
+    return build(RunConfig, data)
+
+
+def _resolve(value: str, base: Path) -> str:
+    """A relative path that exists under base becomes absolute; anything else (a Hub name) passes through."""
+    if not value or value == "builtin" or Path(value).is_absolute():
+        return value
+    candidate = base / value
+    return str(candidate) if candidate.exists() else value
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    for dotted in _PATH_KEYS:
+        section, key = dotted.split(".")
+        node = data.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = _resolve(node[key], base)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def describe(cls=RunConfig, prefix: str = "") -> list[str]:
+    """One line per field: dotted key, default, help. Used by `daig config`."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += describe(tp, f"{prefix}{f.name}.")
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"{prefix}{f.name} = {default!r}\n    {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,177 @@
+"""The closed loop, top to bottom: generate -> filter -> split -> train -> evaluate -> reweight -> log.
+
+Run: daig run configs/quickstart.yaml --out runs/qs
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from eval.evaluate import evaluate
+from generation.corpus import load_corpus
+from generation.daig import plan_requests, run_daig_round
+from generation.pool import build_pool, load_pool
+from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
+from loop.config import RunConfig, to_dict
+from loop.feedback import next_weights
+from loop.models import resolve_model
+from loop.tracking import Tracker
+from training.sft import train_adapter
+
+log = logging.getLogger("daig")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def student_row(row: dict, include_context: bool) -> dict:
+    """A kept example as a conversational prompt/completion row for trl and eval."""
+    prompt = row["instruction"] if not include_context else f"{row['context']}\n\n{row['instruction']}"
+    return {"id": row["id"], "task": row["task"], "prompt": [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": row["output"]}]}
+
+
+def split_per_task(rows: list[dict], fraction: float, min_heldout: int, rng: random.Random) -> None:
+    """Mark each row 'train' or 'eval', per task, so every task with 2+ rows has held-out examples."""
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    for task_rows in by_task.values():
+        n = len(task_rows)
+        n_eval = 0 if n < 2 else min(n - 1, max(min_heldout, round(n * fraction)))
+        held = set(rng.sample(range(n), n_eval))
+        for i, r in enumerate(task_rows):
+            r["split"] = "eval" if i in held else "train"
+
+
+def make_teacher(cfg: RunConfig) -> Teacher:
+    t = cfg.generation.teacher
+    if t.backend == "openai":
+        teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries)
+        teacher.check_reachable()
+        return teacher
+    path = resolve_model(t.model, cfg.cache_dir)
+    return LocalTeacher(path, t.model, t.batch_size, t.num_threads or cfg.num_threads)
+
+
+def _finite(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: (v if v is not None and math.isfinite(v) else None) for k, v in d.items()}
+
+
+def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
+    """Run every round; returns the per-round metrics (also in out_dir/metrics.jsonl)."""
+    out = Path(out_dir)
+    if (out / "metrics.jsonl").exists():
+        raise FileExistsError(f"{out} already holds a run (metrics.jsonl); choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    config_dict = to_dict(cfg)
+    write_atomic(out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
+
+    # Data first: bad input fails in seconds, before any model loads.
+    g = cfg.generation
+    chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field)
+    pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
+    log.info("corpus: %d chunks; pool: %s", len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
+
+    teacher = make_teacher(cfg)
+    student = resolve_model(cfg.student, cfg.cache_dir)
+    tracker = Tracker(cfg.tracking, out, config_dict)
+    rng = random.Random(cfg.seed)
+    weights = {t: 1.0 / len(pool) for t in pool}
+    all_rows: list[dict] = []
+    adapter: Path | None = None
+    history = []
+    try:
+        for r in range(1, cfg.rounds + 1):
+            start = time.time()
+            rdir = out / "rounds" / str(r)
+            plan = plan_requests(weights, pool, chunks, g, rng)
+            kept, rejected, stats = run_daig_round(teacher, plan, g, r, cfg.seed)
+            split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
+            write_jsonl(rdir / "data.jsonl", kept)
+            write_jsonl(rdir / "rejected.jsonl", rejected)
+            all_rows += kept
+            gen_seconds = time.time() - start
+
+            new_train = [student_row(x, cfg.training.include_context) for x in kept if x["split"] == "train"]
+            if cfg.training.adapter_mode == "continue" and adapter is not None:
+                train_rows, init = new_train, adapter
+            else:
+                train_rows, init = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "train"], None
+            train_stats = {}
+            if train_rows:
+                tmp = Path(tempfile.mkdtemp(dir=rdir, prefix=".adapter."))
+                train_stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads,
+                                            init_adapter=init, work_dir=rdir / ".trainer")
+                shutil.rmtree(rdir / ".trainer", ignore_errors=True)
+                os.replace(tmp, rdir / "adapter")
+                adapter = rdir / "adapter"
+            else:
+                log.warning("round %d kept no training examples; the adapter is not retrained this round", r)
+
+            eval_rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
+            ev = evaluate(student, str(adapter) if adapter else None, eval_rows, cfg.eval, cfg.training.max_length,
+                          cfg.num_threads, desc=f"round {r} eval") if eval_rows else {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "seconds": 0}
+            losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in pool}
+            new_weights = next_weights(losses, cfg.feedback)
+
+            metrics = {
+                "round": r,
+                "task_weights": _finite(weights),
+                "task_eval_loss": _finite(losses),
+                "next_task_weights": _finite(new_weights),
+                "eval_loss": _finite({"x": ev["eval_loss"]})["x"],
+                "sample_rouge_l": _finite({"x": ev["sample_rouge_l"]})["x"],
+                "n_generated": stats.requests,
+                "n_kept": len(kept),
+                "n_train": sum(x["split"] == "train" for x in kept),
+                "n_eval": sum(x["split"] == "eval" for x in kept),
+                "rejected": stats.rejected,
+                "teacher_calls": stats.teacher_calls,
+                "teacher_tokens": stats.prompt_tokens + stats.completion_tokens,
+                "teacher_prompt_tokens": stats.prompt_tokens,
+                "teacher_completion_tokens": stats.completion_tokens,
+                "train_loss": train_stats.get("train_loss"),
+                "train_steps": train_stats.get("steps", 0),
+                "adapter": str(adapter) if adapter else None,
+                "generation_seconds": round(gen_seconds, 2),
+                "train_seconds": train_stats.get("seconds", 0),
+                "eval_seconds": ev["seconds"],
+                "seconds": round(time.time() - start, 2),
+            }
+            table = [[r, t, weights[t], losses[t] if math.isfinite(losses[t]) else None, new_weights[t]] for t in pool]
+            tracker.log_round(metrics, table, ev["samples"])
+            write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
+            history.append(metrics)
+            log.info("round %d: kept %d/%d (rejected %s), train loss %s, eval loss %s, %.0f s; next weights %s", r, len(kept),
+                     stats.requests, stats.rejected or "none", _fmt(metrics["train_loss"]), _fmt(metrics["eval_loss"]), metrics["seconds"],
+                     ", ".join(f"{t}={w:.2f}" for t, w in new_weights.items()))
+            weights = new_weights
+    finally:
+        teacher.close()
+        tracker.finish()
+    return history
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

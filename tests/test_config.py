@@ -1,0 +1,89 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loop.config import ConfigError, RunConfig, describe, load_config, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "quickstart_data" not in p.parts)
+
+
+def write(tmp_path, data: dict) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    assert Path(cfg.generation.domain_path).exists(), "shipped configs point at data that ships with them"
+
+
+def test_quickstart_paths_resolve_relative_to_the_file():
+    cfg = load_config(REPO / "configs" / "quickstart.yaml")
+    assert Path(cfg.generation.domain_path) == REPO / "configs" / "quickstart_data" / "corpus"
+    assert cfg.generation.teacher.model == "qwen2.5-coder-0.5b-instruct"
+    assert cfg.rounds >= 2
+
+
+def test_dotted_overrides_are_typed(tmp_path):
+    p = write(tmp_path, {"generation": {"domain_path": str(tmp_path)}})
+    cfg = load_config(p, ["training.lora_r=16", "feedback.temperature=2", "generation.tasks=[a, b]", "tracking.wandb=false"])
+    assert cfg.training.lora_r == 16 and cfg.feedback.temperature == 2.0 and isinstance(cfg.feedback.temperature, float)
+    assert cfg.generation.tasks == ["a", "b"] and cfg.tracking.wandb is False
+
+
+def test_unknown_key_names_the_key_and_suggests(tmp_path):
+    p = write(tmp_path, {"generation": {"domain_path": str(tmp_path)}, "training": {"lora_rr": 4}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'training.lora_rr'; did you mean 'training.lora_r'"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="unknown config key 'trainin'"):
+        load_config(p, ["trainin.lora_r=3"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("training.lora_r=0", "training.lora_r: must be >= 1"),
+    ("training.lora_r=abc", "training.lora_r: expected int"),
+    ("training.adapter_mode=sideways", "training.adapter_mode: 'sideways' is not one of restart, continue"),
+    ("feedback.policy=best", "feedback.policy: unknown policy 'best'"),
+    ("generation.teacher.backend=vllm", "generation.teacher.backend: unknown teacher backend 'vllm'"),
+    ("generation.domain_share=1.5", "generation.domain_share: must be in [0, 1]"),
+    ("rounds=0", "rounds: must be >= 1"),
+    ("training", "expected key=value"),
+])
+def test_bad_values_name_the_field(tmp_path, override, message):
+    p = write(tmp_path, {"generation": {"domain_path": str(tmp_path)}})
+    with pytest.raises(ConfigError) as e:
+        load_config(p, [override])
+    assert message in str(e.value)
+
+
+def test_missing_domain_path_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="generation.domain_path: not set"):
+        load_config(write(tmp_path, {}))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(REPO / "configs" / "quickstart.yaml", ["seed=3"])
+    again = load_config(write(tmp_path, to_dict(cfg)))
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_every_field_has_help():
+    lines = describe()
+    assert len(lines) > 40
+    assert all(line.split("\n    ")[1].strip() for line in lines), "every config field needs help text"
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    p = write(tmp_path, {"generation": {"domain_path": str(tmp_path)}, "trianing": {}})
+    proc = subprocess.run([sys.executable, "-m", "loop.cli", "run", str(p), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "config error: unknown config key 'trianing'; did you mean 'training'?"
+    assert not (tmp_path / "o").exists(), "nothing is written before the config is valid"

@@ -1,0 +1,89 @@
+import dataclasses
+import json
+import random
+
+import pytest
+
+from generation.corpus import DataError, chunk_text, load_corpus
+from generation.pool import build_pool, load_pool, sample_examples, sample_task
+
+
+def test_folder_corpus_chunks_have_stable_ids(tiny_corpus):
+    chunks = load_corpus(str(tiny_corpus), chunk_words=20)
+    again = load_corpus(str(tiny_corpus), chunk_words=20)
+    assert [c.id for c in chunks] == [c.id for c in again]
+    assert {c.source for c in chunks} == {"a.md", "b.txt"}
+    assert chunks[0].id == "a.md#0" and all(c.text for c in chunks)
+    assert len({c.id for c in chunks}) == len(chunks)
+
+
+def test_chunking_packs_paragraphs_and_splits_long_ones():
+    text = "one two three\n\nfour five\n\n" + " ".join(f"w{i}" for i in range(25))
+    chunks = chunk_text(text, chunk_words=10)
+    assert chunks[0] == "one two three four five"
+    assert all(len(c.split()) <= 10 for c in chunks)
+    assert sum(len(c.split()) for c in chunks) == 30
+
+
+def test_jsonl_and_datasets_corpora(tmp_path):
+    from datasets import Dataset
+
+    rows = [{"body": "Alpha beta gamma. " * 5}, {"body": "Delta epsilon. " * 5}]
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows))
+    assert len(load_corpus(str(jsonl), 50, text_field="body")) == 2
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    chunks = load_corpus(str(tmp_path / "ds"), 50, text_field="body")
+    assert [c.text.split()[0] for c in chunks] == ["Alpha", "Delta"]
+    with pytest.raises(DataError, match="no field 'text'.*domain_text_field"):
+        load_corpus(str(tmp_path / "ds"), 50)
+
+
+def test_bad_domain_data_gets_one_clear_line(tmp_path):
+    with pytest.raises(DataError, match="does not exist|not a local path"):
+        load_corpus(str(tmp_path / "missing"), 50)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("  \n\n ")
+    with pytest.raises(DataError, match="has no text"):
+        load_corpus(str(tmp_path / "empty"), 50)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match="no .txt or .md files"):
+        load_corpus(str(tmp_path / "none"), 50)
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "a.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    with pytest.raises(DataError, match=r"a.txt is not UTF-8.*iconv"):
+        load_corpus(str(tmp_path / "latin"), 50)
+
+
+def test_builtin_pool_covers_several_tasks():
+    pool = load_pool("builtin", "general")
+    tasks = {i.task for i in pool}
+    assert len(pool) >= 30 and len(tasks) >= 4
+    assert all(i.kind == "general" and i.instruction for i in pool)
+
+
+def test_pool_validation_and_task_restriction(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "no task here"}) + "\n")
+    with pytest.raises(DataError, match="needs non-empty 'task' and 'instruction'"):
+        load_pool(str(bad), "domain")
+    with pytest.raises(DataError, match="generation.tasks names"):
+        build_pool(load_pool("builtin", "general"), [], ["no_such_task"])
+
+
+def test_sampling_follows_weights_and_domain_share(tmp_path):
+    rows = [{"id": f"d{i}", "task": "qa", "instruction": f"domain q {i}"} for i in range(5)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    general = [i for i in load_pool("builtin", "general") if i.task == "question_answering"]
+    domain = [dataclasses.replace(i, task="question_answering") for i in load_pool(str(tmp_path / "d.jsonl"), "domain")]
+    pool = build_pool(general, domain, [])
+    rng = random.Random(0)
+    picks = [e for _ in range(300) for e in sample_examples(pool["question_answering"], 3, 0.8, rng)]
+    share = sum(e.kind == "domain" for e in picks) / len(picks)
+    assert 0.7 < share < 0.9
+    ex = sample_examples(pool["question_answering"], 3, 0.5, rng)
+    assert len({e.id for e in ex}) == 3
+    counts = {"a": 0, "b": 0}
+    for _ in range(2000):
+        counts[sample_task({"a": 0.9, "b": 0.1}, rng)] += 1
+    assert 0.85 < counts["a"] / 2000 < 0.95

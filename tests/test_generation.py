@@ -1,0 +1,128 @@
+import random
+
+import pytest
+
+from generation.config import GenerationConfig, TeacherConfig
+from generation.corpus import Chunk
+from generation.daig import DIRECTIVE, parse_answer, parse_instruction, plan_requests, run_daig_round
+from generation.filters import answer_problem, instruction_problem, rouge_l
+from generation.pool import build_pool, load_pool
+from generation.teachers import LocalTeacher, OpenAITeacher, TeacherError, TeacherRequest
+
+CHUNKS = [Chunk("manual.md#0", "manual.md", "Hold the Mode button for ten seconds to reset the Ferncast controller. The screen flashes blue."),
+          Chunk("manual.md#1", "manual.md", "Error E07 means the rain sensor is disconnected. Check the wires at terminals S1 and S2.")]
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("Task: How do I reset the controller?", "How do I reset the controller?"),
+    ("**New task:** What does E07 mean?\n\nExtra commentary.", "What does E07 mean?"),
+    ('1. "Summarize the reset steps."', "Summarize the reset steps."),
+    ("  \n\nQuestion 3: Which terminals\nhold the sensor wires?", "Which terminals hold the sensor wires?"),
+    ("", ""),
+    ("Classification task: Classify the error E07.", "Classify the error E07."),
+    ("Explain why the FC-200 keeps watering offline. 2. Explain the resistor. 3. Ex", "Explain why the FC-200 keeps watering offline."),
+])
+def test_parse_instruction(raw, expected):
+    assert parse_instruction(raw) == expected
+
+
+def test_parse_answer_strips_label():
+    assert parse_answer("Answer: Hold Mode for ten seconds.") == "Hold Mode for ten seconds."
+
+
+def test_instruction_filters():
+    examples = ["What is the capital of France?"]
+    d = DIRECTIVE.format(task="question answering")
+    assert instruction_problem("", examples, d, 3, 150, 0.7)[0] == "empty"
+    assert instruction_problem("Reset it", examples, d, 3, 150, 0.7)[0] == "too_short"
+    assert instruction_problem("word " * 151, examples, d, 3, 150, 0.7)[0] == "too_long"
+    reason, score, _ = instruction_problem("What is the capital of France?", examples, d, 3, 150, 0.7)
+    assert reason == "copy_of_example" and score == 1.0
+    reason, score, _ = instruction_problem("How do I reset the Ferncast controller?", examples, d, 3, 150, 0.7)
+    assert reason == "" and score == pytest.approx(rouge_l("How do I reset the Ferncast controller?", examples[0]))
+    echo = "Write a new question answering task that a user could ask about the facts in this passage."
+    assert instruction_problem(echo, examples, d, 3, 150, 0.7)[0] == "echoes_prompt"
+    for meta in ("Write an explanation task about the passage above, in the style of the examples.",
+                 "Write a task that asks about the facts in the passage.", "Rewrite the task to ask a user about the facts in the passage."):
+        assert instruction_problem(meta, examples, d, 3, 150, 0.7)[0] == "echoes_prompt", meta
+    assert instruction_problem("List the maintenance tasks for spring start-up.", examples, d, 3, 150, 0.7)[0] == ""
+    assert answer_problem("cut", "length", 100) == "answer_truncated"
+    assert answer_problem(" ... ", "stop", 100) == "empty_answer"
+    assert answer_problem("fine answer", "stop", 100) == ""
+
+
+def test_request_key_depends_on_what_changes_the_output_only():
+    r = TeacherRequest((("user", "hi"),), 10, 0.7, 0.9, 1)
+    assert r.key("m") == TeacherRequest((("user", "hi"),), 10, 0.7, 0.9, 1).key("m")
+    assert len({r.key("m"), r.key("other"), TeacherRequest((("user", "hi"),), 10, 0.7, 0.9, 2).key("m")}) == 3
+
+
+def _plan(n=6, seed=0):
+    cfg = GenerationConfig(domain_path="x", examples_per_round=n)
+    pool = build_pool(load_pool("builtin", "general"), [], [])
+    weights = {t: 1 / len(pool) for t in pool}
+    return cfg, plan_requests(weights, pool, CHUNKS, cfg, random.Random(seed))
+
+
+def test_daig_round_with_real_local_model_accounts_for_every_request(tiny_model):
+    """The tiny random model writes garbage: every request must still end as a kept or rejected row."""
+    cfg, plan = _plan()
+    teacher = LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1)
+    kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
+    assert len(kept) + len(rejected) == len(plan) == stats.requests
+    assert sum(stats.rejected.values()) == len(rejected)
+    assert stats.teacher_calls == len(plan) + len(kept) + sum(r["stage"] == "answer" for r in rejected)
+    assert stats.completion_tokens > 0 and stats.prompt_tokens > 0
+    for row in rejected:
+        assert row["reason"] and "raw" in row and row["chunk_id"] in {c.id for c in CHUNKS}
+
+
+def test_local_teacher_batching_does_not_change_greedy_output(tiny_model):
+    reqs = [TeacherRequest((("user", f"Write one new task about item {i} " + "x " * i),), 8, 0.0, 1.0, 0) for i in range(5)]
+    one = LocalTeacher(tiny_model, "tiny", batch_size=1, num_threads=1).generate(reqs)
+    many = LocalTeacher(tiny_model, "tiny", batch_size=5, num_threads=1).generate(reqs)
+    assert [r.text for r in one] == [r.text for r in many]
+    assert all(r.finish_reason in ("stop", "length") and r.prompt_tokens > 0 for r in many)
+
+
+def test_daig_round_over_openai_protocol_keeps_rows_with_provenance(fake_openai, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test-123")
+    cfg, plan = _plan(n=5)
+    teacher = OpenAITeacher("fake-teacher", fake_openai.base_url, "TEST_TEACHER_KEY", max_concurrency=3, timeout_s=10, max_retries=0)
+    teacher.check_reachable()
+    kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=2, seed=7)
+    assert len(kept) == 5 and not rejected
+    row = kept[0]
+    assert row["round"] == 2 and row["chunk_id"] in {c.id for c in CHUNKS} and len(row["example_ids"]) == 3
+    assert row["instruction"].startswith("What does the passage say about") and row["output"]
+    assert len(row["instruction_request"]) == 64 and len(row["answer_request"]) == 64 and row["teacher_model"] == "fake-teacher"
+    assert stats.teacher_calls == 10 == len(fake_openai.requests)
+    assert set(fake_openai.auth_headers) == {"Bearer sk-test-123"}
+    sent = fake_openai.requests[0]
+    assert sent["model"] == "fake-teacher" and sent["temperature"] == cfg.teacher.temperature and sent["seed"] is not None
+
+
+def test_faults_become_counted_rejections(fake_openai, monkeypatch):
+    monkeypatch.setenv("K", "x")
+    fake_openai.faults = ["500", "garbage", "empty", "length"]
+    cfg, plan = _plan(n=4)
+    teacher = OpenAITeacher("fake-teacher", fake_openai.base_url, "K", max_concurrency=1, timeout_s=10, max_retries=0)
+    kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
+    # Three instruction requests fail; the fourth is cut by length but an instruction is still parseable.
+    assert stats.rejected.get("teacher_http_500") == 1
+    assert stats.rejected.get("teacher_malformed_reply") == 2
+    assert len(kept) + len(rejected) == 4
+
+
+def test_missing_key_and_unreachable_endpoint_fail_clearly(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(TeacherError, match="NO_SUCH_KEY_VAR is not set.*api_key_env"):
+        OpenAITeacher("m", "http://127.0.0.1:9/v1", "NO_SUCH_KEY_VAR", 1, 1.0, 0)
+    teacher = OpenAITeacher("m", "http://127.0.0.1:9/v1", "", 1, 2.0, 0)
+    with pytest.raises(TeacherError, match=r"cannot reach the teacher endpoint http://127.0.0.1:9/v1.*base_url"):
+        teacher.check_reachable()
+
+
+def test_teacher_config_validation():
+    with pytest.raises(ValueError, match="top_p"):
+        TeacherConfig(top_p=0)

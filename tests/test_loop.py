@@ -1,0 +1,100 @@
+"""The whole loop, 2 rounds: loopback OpenAI-protocol teacher, tiny real student, real training."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loop.config import load_config
+from loop.controller import run, split_per_task
+
+REPO = Path(__file__).resolve().parents[1]
+PLANTED = "sk-planted-SECRET-4242"
+
+
+def _config(tmp_path, tiny_corpus, base_url, tiny_model, *extra):
+    return load_config(None, [f"generation.domain_path={tiny_corpus}", "generation.teacher.backend=openai",
+                              f"generation.teacher.base_url={base_url}", "generation.teacher.model=fake-teacher",
+                              "generation.teacher.api_key_env=DAIG_TEST_KEY", "generation.examples_per_round=12",
+                              f"student={tiny_model}", "rounds=2", "num_threads=1", "training.max_steps=3",
+                              "training.learning_rate=0.005", "eval.generation_samples=2", "eval.max_new_tokens=4",
+                              "eval.heldout_fraction=0.3", f"tracking.run_name=test", *extra])
+
+
+def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    monkeypatch.setenv("DAIG_TEST_KEY", PLANTED)
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-planted-SECRET-" + "9" * 32)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model)
+    out = tmp_path / "run"
+    history = run(cfg, out)
+
+    assert [m["round"] for m in history] == [1, 2]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines == json.loads(json.dumps(history))
+    for m in lines:
+        for key in ("round", "task_weights", "task_eval_loss", "n_generated", "n_kept", "teacher_calls", "teacher_tokens", "seconds"):
+            assert key in m, key
+        assert math.isclose(sum(m["task_weights"].values()), 1.0, rel_tol=1e-6)
+        assert m["n_generated"] == 12 and m["teacher_calls"] == 24 and m["teacher_tokens"] > 0
+    # Round 2 samples with the weights round 1's losses produced, higher loss -> higher weight.
+    r1 = lines[0]
+    assert lines[1]["task_weights"] == r1["next_task_weights"]
+    known = {t: v for t, v in r1["task_eval_loss"].items() if v is not None}
+    assert len(known) >= 2
+    hi, lo = max(known, key=known.get), min(known, key=known.get)
+    assert r1["next_task_weights"][hi] > r1["next_task_weights"][lo]
+    assert len(fake_openai.requests) == 48
+
+    rows = [json.loads(x) for x in (out / "rounds" / "1" / "data.jsonl").read_text().splitlines()]
+    assert len(rows) == lines[0]["n_kept"] and {r["split"] for r in rows} == {"train", "eval"}
+    for r in rows:
+        assert {"round", "task", "example_ids", "chunk_id", "teacher_model", "instruction_request", "answer_request"} <= set(r)
+    assert (out / "rounds" / "1" / "rejected.jsonl").exists()
+    assert (out / "config.yaml").exists()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for r in (1, 2):
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(out / "rounds" / str(r) / "adapter"))
+        tok = AutoTokenizer.from_pretrained(out / "rounds" / str(r) / "adapter")
+        gen = model.generate(**tok("Hold the", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+        assert gen.shape[1] > 2
+
+    assert list((out / "wandb").glob("offline-run-*")), "W&B logged offline into the run folder"
+    for f in out.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert PLANTED.encode() not in data and b"wandb-planted-SECRET" not in data, f"secret leaked into {f}"
+
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run(cfg, out)
+
+
+def test_split_keeps_heldout_per_task():
+    import random
+
+    rows = [{"task": t} for t in ["a"] * 5 + ["b"] * 2 + ["c"]]
+    split_per_task(rows, 0.2, 1, random.Random(0))
+    by = {t: [r["split"] for r in rows if r["task"] == t] for t in "abc"}
+    assert by["a"].count("eval") == 1 and by["b"].count("eval") == 1 and by["c"] == ["train"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generation.domain_path=/nonexistent/docs"], "error: "),
+    (["generation.teacher.backend=openai", "generation.teacher.api_key_env=DAIG_UNSET_VAR"], "DAIG_UNSET_VAR is not set"),
+    (["generation.teacher.backend=openai", "generation.teacher.base_url=http://127.0.0.1:9/v1", "generation.teacher.api_key_env="],
+     "cannot reach the teacher endpoint"),
+])
+def test_cli_bad_input_is_one_clear_line(tmp_path, tiny_corpus, args, message, monkeypatch):
+    monkeypatch.delenv("DAIG_UNSET_VAR", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"generation:\n  domain_path: {tiny_corpus}\ntracking:\n  wandb: false\n")
+    proc = subprocess.run([sys.executable, "-m", "loop.cli", "run", str(cfg), "--out", str(tmp_path / "o"), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last

@@ -1,0 +1,104 @@
+"""Real LoRA training steps on a tiny config-built model; eval loss checked against trl's own masking."""
+import math
+
+import pytest
+import torch
+
+from eval.config import EvalConfig
+from eval.evaluate import encode, evaluate, load_student, task_losses
+from training.config import TrainConfig
+from training.sft import train_adapter
+
+ROWS = [{"id": f"x{i}", "task": ["qa", "summarization"][i % 2],
+         "prompt": [{"role": "user", "content": f"How do I reset controller {i}?"}],
+         "completion": [{"role": "assistant", "content": f"Hold the Mode button for {i + 5} seconds."}]} for i in range(8)]
+
+
+def _train(tiny_model, out, **kw):
+    cfg = TrainConfig(**{"max_steps": 4, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1, **kw})
+    return train_adapter(tiny_model, ROWS, out, cfg, seed=0, num_threads=1)
+
+
+def test_lora_weights_move_and_base_weights_do_not(tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    stats = _train(tiny_model, tmp_path / "a")
+    assert stats["steps"] == 4 and math.isfinite(stats["train_loss"])
+    assert stats["last_logged_loss"] < stats["first_logged_loss"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(tmp_path / "a"))
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "lora_B starts at zero and must have moved"
+    base_sd = base.state_dict()
+    for name, p in tuned.get_base_model().named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, base_sd[name.replace(".base_layer", "")]), name
+
+
+def test_answer_only_masking_matches_trl(tiny_model, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    args = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, use_cpu=True, bf16=False, report_to="none", max_length=512)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, processing_class=tok,
+                         train_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in ROWS]))
+    for row, processed in zip(ROWS, trainer.train_dataset):
+        ids, labels = encode(tok, row["prompt"], row["completion"], 512)
+        assert ids == processed["input_ids"]
+        assert labels == processed["labels"], "same tokens supervised as trl, prompt positions -100"
+        ours = [label != -100 for label in labels]
+        answer = tok.decode([i for i, keep in zip(ids, ours) if keep])
+        assert answer.startswith("Hold the Mode button") and "How do I reset" not in answer
+
+
+def test_continue_starts_from_previous_adapter_restart_does_not(tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _train(tiny_model, tmp_path / "first")
+    cfg = TrainConfig(max_steps=1, batch_size=4, learning_rate=1e-12, logging_steps=1)
+    train_adapter(tiny_model, ROWS, tmp_path / "cont", cfg, seed=0, num_threads=1, init_adapter=tmp_path / "first")
+    train_adapter(tiny_model, ROWS, tmp_path / "fresh", cfg, seed=0, num_threads=1)
+
+    def lora_b(d):
+        m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(d))
+        return torch.cat([p.flatten() for n, p in m.named_parameters() if "lora_B" in n])
+
+    first, cont, fresh = lora_b(tmp_path / "first"), lora_b(tmp_path / "cont"), lora_b(tmp_path / "fresh")
+    assert torch.allclose(first, cont, atol=1e-6), "continue keeps the previous adapter's weights (lr ~ 0)"
+    assert fresh.abs().max() < 1e-6, "restart begins from a fresh adapter (lora_B = 0)"
+
+
+def test_adapter_reloads_with_same_logits(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _train(tiny_model, tmp_path / "a")
+    m1, tok = load_student(tiny_model, str(tmp_path / "a"), 1)
+    m2, _ = load_student(tiny_model, str(tmp_path / "a"), 1)
+    x = tok("Hold the Mode button", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(m1(**x).logits, m2(**x).logits)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)(**x).logits
+        assert not torch.allclose(m1(**x).logits, base), "the adapter changes the output"
+
+
+def test_batched_eval_loss_equals_one_at_a_time(tiny_model):
+    model, tok = load_student(tiny_model, None, 1)
+    batched = task_losses(model, tok, ROWS, batch_size=8, max_length=512)
+    single = task_losses(model, tok, ROWS, batch_size=1, max_length=512)
+    assert set(batched) == {"qa", "summarization"}
+    for t in batched:
+        assert batched[t]["loss"] == pytest.approx(single[t]["loss"], rel=1e-4)
+        assert batched[t]["tokens"] == single[t]["tokens"] and batched[t]["examples"] == 4
+
+
+def test_eval_loss_falls_after_training_on_the_same_rows(tiny_model, tmp_path):
+    before = evaluate(tiny_model, None, ROWS, EvalConfig(generation_samples=2, max_new_tokens=4), 512, 1)
+    _train(tiny_model, tmp_path / "a", max_steps=10)
+    after = evaluate(tiny_model, str(tmp_path / "a"), ROWS, EvalConfig(generation_samples=2, max_new_tokens=4), 512, 1)
+    assert after["eval_loss"] < before["eval_loss"]
+    assert len(after["samples"]) == 2 and {s["task"] for s in after["samples"]} == {"qa", "summarization"}
+    assert all(0 <= s["rouge_l"] <= 1 for s in after["samples"])

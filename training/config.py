@@ -1,0 +1,43 @@
+"""Typed configuration of the LoRA SFT stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ADAPTER_MODES = ("restart", "continue")
+
+
+@dataclass
+class TrainConfig:
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    target_modules: str = field(default="all-linear", metadata={"help": "Modules that get adapters: 'all-linear' or a comma-separated list such as 'q_proj,v_proj'."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, cosine, constant, ...)."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps used for warm-up."})
+    epochs: float = field(default=2.0, metadata={"help": "Epochs over the round's training data (ignored when max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Train for exactly this many steps per round; -1 uses epochs."})
+    batch_size: int = field(default=4, metadata={"help": "Per-device batch size."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    max_length: int = field(default=512, metadata={"help": "Max tokens per example (prompt + answer); longer ones are truncated."})
+    adapter_mode: str = field(default="restart", metadata={"help": "'restart': a fresh adapter each round on all data so far; 'continue': keep training the previous round's adapter on the new round's data."})
+    include_context: bool = field(default=False, metadata={"help": "Show the domain chunk to the student in its prompt (open book). Default closed book: the student must learn the domain."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory, about 30% more compute. trl turns it on by default; small students do not need it."})
+    logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps."})
+
+    def __post_init__(self):
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps: must be -1 (use epochs) or >= 1, got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ValueError(f"epochs: must be > 0 when max_steps is -1, got {self.epochs}")
+        if self.adapter_mode not in ADAPTER_MODES:
+            raise ValueError(f"adapter_mode: {self.adapter_mode!r} is not one of {', '.join(ADAPTER_MODES)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")

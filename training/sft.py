@@ -1,0 +1,91 @@
+"""LoRA SFT of the student with trl's SFTTrainer: conversational prompt/completion rows, loss on the
+completion (the answer and its end-of-turn tokens) only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [m.strip() for m in cfg.target_modules.split(",") if m.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
+                  num_threads: int, init_adapter: str | Path | None = None, work_dir: str | Path | None = None) -> dict:
+    """Train a LoRA adapter on rows ({'prompt': [msgs], 'completion': [msgs]}) and save it to out_dir.
+
+    init_adapter: continue training that adapter instead of starting a fresh one.
+    Returns training figures (loss, steps, seconds, tokens).
+    """
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise ValueError("no training rows: the round kept no examples")
+    torch.set_num_threads(num_threads)
+    start = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    peft_config = None
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        peft_config = lora_config(cfg)
+    out_dir = Path(out_dir)
+    args = SFTConfig(
+        output_dir=str(work_dir or out_dir.parent / "trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        # trl defaults to bf16=True; on a CPU without native bf16 that emulates every matmul (10x slower, measured).
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name; trl's default is on
+        dataloader_num_workers=0,
+    )
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    result = trainer.train()
+    trainer.model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    stats = {
+        "train_loss": float(result.training_loss),
+        "first_logged_loss": history[0]["loss"] if history else float("nan"),
+        "last_logged_loss": history[-1]["loss"] if history else float("nan"),
+        "steps": int(result.global_step),
+        "rows": len(rows),
+        "tokens_per_epoch": int(n_tokens),
+        "seconds": round(time.time() - start, 2),
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+    }
+    (out_dir / "training_stats.json").write_text(json.dumps({**stats, "config": cfg.__dict__}, indent=2, default=str))
+    if not math.isfinite(stats["train_loss"]):
+        log.warning("training loss is not finite (%s); check the learning rate", stats["train_loss"])
+    return stats

@@ -15,6 +15,16 @@ class TeacherConfig:
     max_concurrency: int = field(default=8, metadata={"help": "OpenAI backend: requests in flight at once."})
     timeout_s: float = field(default=120.0, metadata={"help": "OpenAI backend: seconds before one request times out."})
     max_retries: int = field(default=3, metadata={"help": "OpenAI backend: retries for 429/5xx/connection errors (exponential backoff, honours Retry-After)."})
+    rpm: int = field(default=0, metadata={"help": "OpenAI backend: max requests per minute (0: no limit)."})
+    tpm: int = field(default=0, metadata={"help": "OpenAI backend: max tokens per minute, estimated before sending as prompt chars / 4 + max_tokens (0: no limit)."})
+    backoff_s: float = field(default=1.0, metadata={"help": "OpenAI backend: first retry delay; doubles each attempt, with +-50% jitter, unless the server sends Retry-After."})
+    max_backoff_s: float = field(default=60.0, metadata={"help": "OpenAI backend: longest wait between attempts."})
+    cache_path: str = field(default="~/.cache/daig/teacher_cache.sqlite", metadata={"help": "On-disk reply cache shared by every run and ablation arm that names the same file: a repeated request costs nothing. '' disables it."})
+    usd_per_m_prompt_tokens: float = field(default=0.0, metadata={"help": "Price per million prompt tokens, for the cost ledger and max_cost_usd (0 for local models)."})
+    usd_per_m_completion_tokens: float = field(default=0.0, metadata={"help": "Price per million completion tokens."})
+    max_teacher_calls: int = field(default=0, metadata={"help": "Stop generating before the run makes more paid teacher calls than this (0: no cap). Cache hits are free."})
+    max_teacher_tokens: int = field(default=0, metadata={"help": "Stop before paid prompt + completion tokens could exceed this (0: no cap); requests are admitted on a worst-case bound, so the cap is never crossed."})
+    max_cost_usd: float = field(default=0.0, metadata={"help": "Stop before the run's teacher cost could exceed this many dollars (0: no cap)."})
     batch_size: int = field(default=16, metadata={"help": "Local backend: prompts per generate() call (sorted by length to limit padding)."})
     num_threads: int = field(default=0, metadata={"help": "Local backend: torch threads; 0 means the run's num_threads."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for instruction writing (answers use answer_temperature)."})
@@ -33,6 +43,12 @@ class TeacherConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_retries < 0 or self.num_threads < 0 or self.timeout_s <= 0:
             raise ValueError("max_retries and num_threads must be >= 0 and timeout_s > 0")
+        for name in ("rpm", "tpm", "backoff_s", "max_backoff_s", "usd_per_m_prompt_tokens", "usd_per_m_completion_tokens",
+                     "max_teacher_calls", "max_teacher_tokens", "max_cost_usd"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0 (0 means no limit or free), got {getattr(self, name)}")
+        if self.max_cost_usd and not (self.usd_per_m_prompt_tokens or self.usd_per_m_completion_tokens):
+            raise ValueError("max_cost_usd: set usd_per_m_prompt_tokens / usd_per_m_completion_tokens too, or the cost is always 0")
         for name in ("temperature", "answer_temperature"):
             if not 0 <= getattr(self, name) <= 2:
                 raise ValueError(f"{name}: must be in [0, 2], got {getattr(self, name)}")

@@ -15,7 +15,7 @@ from generation.config import GenerationConfig
 from generation.corpus import Chunk
 from generation.filters import answer_problem, instruction_problem
 from generation.pool import PoolItem, sample_examples, sample_task
-from generation.teachers import Teacher, TeacherReply, TeacherRequest
+from generation.teachers import Teacher, TeacherRequest
 
 INSTRUCTION_PROMPT = """Examples of {task} tasks (other topics; for the style only, do not reuse them):
 {examples}
@@ -48,16 +48,9 @@ _NEXT_ITEM = re.compile(r"\s+2[.)]\s")  # "1. task 2. another task": keep the fi
 
 @dataclass
 class RoundStats:
+    """Candidates and rejections; what the teacher cost is the teacher ledger's business."""
     requests: int = 0
-    teacher_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-
-    def add(self, replies: list[TeacherReply]) -> None:
-        self.teacher_calls += len(replies)
-        self.prompt_tokens += sum(r.prompt_tokens for r in replies)
-        self.completion_tokens += sum(r.completion_tokens for r in replies)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -111,7 +104,6 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk), t.instruction_max_tokens, t.temperature, t.top_p, seed * 100003 + round_idx * 1009 + i)
                     for i, (task, ex, chunk) in enumerate(plan)]
     ins_replies = teacher.generate(ins_requests, desc=f"round {round_idx} instructions")
-    stats.add(ins_replies)
 
     rejected, pending = [], []
     for i, ((task, examples, chunk), req, reply) in enumerate(zip(plan, ins_requests, ins_replies)):
@@ -132,7 +124,6 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     ans_requests = [TeacherRequest(answer_messages(ins, chunk), t.answer_max_tokens, t.answer_temperature, t.top_p, seed * 100003 + round_idx * 1009 + 500009 + n)
                     for n, (_, ins, chunk) in enumerate(pending)]
     ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
-    stats.add(ans_replies)
 
     kept = []
     for (row, instruction, chunk), req, reply in zip(pending, ans_requests, ans_replies):

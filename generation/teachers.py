@@ -7,12 +7,15 @@ becomes a reply with `error` set (counted by the caller), never an exception tha
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import json
 import logging
 import os
+import random
+import time
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
 
@@ -47,12 +50,18 @@ class TeacherReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str = ""
+    cached: bool = False
+    attempts: int = 1
+
+
+OnReply = Callable[[int, TeacherReply], None]
 
 
 class Teacher(Protocol):
     model: str
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]: ...
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
+        """Replies in request order; on_reply(index, reply) is called as each one arrives."""
 
     def close(self) -> None: ...
 
@@ -77,7 +86,7 @@ class LocalTeacher:
         eos = self.lm.generation_config.eos_token_id
         self.eos_ids = sorted({self.tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
         prompts = [self.tok.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests]
         lengths = [len(self.tok(p, add_special_tokens=False).input_ids) for p in prompts]
         # Same decoding parameters share a batch; within a group longest first, to pad little.
@@ -93,6 +102,8 @@ class LocalTeacher:
             for batch in batches:
                 for i, reply in zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]])):
                     replies[i] = reply
+                    if on_reply:
+                        on_reply(i, reply)
                 bar.update(len(batch))
         return replies
 
@@ -135,21 +146,26 @@ def api_key_from_env(api_key_env: str) -> str:
 
 
 class OpenAITeacher:
-    """Any OpenAI-compatible chat endpoint, with at most max_concurrency requests in flight."""
+    """Any OpenAI-compatible chat endpoint: at most max_concurrency requests in flight, optional
+    requests/tokens-per-minute limits, retries with exponential backoff and jitter honouring Retry-After."""
 
-    def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int):
+    def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int,
+                 rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0):
         self.model = model
         self.base_url = base_url or None
         self._key = api_key_from_env(api_key_env)
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.rpm, self.tpm = rpm, tpm
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
 
     def _client(self, sync: bool = False):
         import openai
 
         cls = openai.OpenAI if sync else openai.AsyncOpenAI
-        return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries)
+        # Retries are ours (counted, jittered, Retry-After honoured), so the client's are off.
+        return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
 
     def check_reachable(self) -> None:
         """Fail before any model loads when the endpoint is down or rejects the key."""
@@ -157,7 +173,7 @@ class OpenAITeacher:
 
         where = self.base_url or "the OpenAI API"
         try:
-            with self._client(sync=True).with_options(timeout=min(self.timeout_s, 10.0), max_retries=1) as client:
+            with self._client(sync=True).with_options(timeout=min(self.timeout_s, 10.0)) as client:
                 client.models.list()
         except openai.AuthenticationError:
             raise TeacherError(f"{where} rejected the API key; check the key in the variable named by generation.teacher.api_key_env") from None
@@ -166,41 +182,96 @@ class OpenAITeacher:
         except openai.APIStatusError:
             pass  # reachable; some servers do not serve /models
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
-        return asyncio.run(self._generate_all(requests, desc))
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
+        return asyncio.run(self._generate_all(requests, desc, on_reply))
 
-    async def _generate_all(self, requests: list[TeacherRequest], desc: str) -> list[TeacherReply]:
+    async def _generate_all(self, requests: list[TeacherRequest], desc: str, on_reply: OnReply | None) -> list[TeacherReply]:
         sem = asyncio.Semaphore(self.max_concurrency)
+        limiter = RateLimiter(self.rpm, self.tpm)
         async with self._client() as client:
             with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
-                async def one(r: TeacherRequest) -> TeacherReply:
+                async def one(i: int, r: TeacherRequest) -> TeacherReply:
                     async with sem:
-                        reply = await self._one(client, r)
+                        reply = await self._with_retries(client, r, limiter)
+                    if on_reply:
+                        on_reply(i, reply)
                     bar.update(1)
                     return reply
-                return list(await asyncio.gather(*(one(r) for r in requests)))
+                return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
-    async def _one(self, client, r: TeacherRequest) -> TeacherReply:
+    async def _with_retries(self, client, r: TeacherRequest, limiter: "RateLimiter") -> TeacherReply:
+        for attempt in range(1, self.max_retries + 2):
+            await limiter.acquire(sum(len(c) for _, c in r.messages) // 4 + r.max_tokens)
+            reply, retry_after = await self._one(client, r)
+            reply.attempts = attempt
+            if not reply.error or retry_after is None or attempt > self.max_retries:
+                return reply
+            delay = retry_after or self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # server's word first
+            await asyncio.sleep(min(self.max_backoff_s, delay))
+        return reply
+
+    async def _one(self, client, r: TeacherRequest) -> tuple[TeacherReply, float | None]:
+        """(reply, None if final, else seconds the server asked us to wait, 0 when it did not say)."""
         import openai
 
         try:
             resp = await client.chat.completions.create(model=self.model, messages=r.chat(), max_tokens=r.max_tokens,
                                                         temperature=r.temperature, top_p=r.top_p, seed=r.seed)
         except openai.APIStatusError as e:
-            return TeacherReply("", "error", error=f"http_{e.status_code}")
+            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
+            return TeacherReply("", "error", error=f"http_{e.status_code}"), (retry_after(e.response.headers) if retryable else None)
         except openai.APITimeoutError:
-            return TeacherReply("", "error", error="timeout")
+            return TeacherReply("", "error", error="timeout"), 0.0
         except openai.APIConnectionError:
-            return TeacherReply("", "error", error="connection")
+            return TeacherReply("", "error", error="connection"), 0.0
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError):
-            return TeacherReply("", "error", error="malformed_reply")
+            return TeacherReply("", "error", error="malformed_reply"), None
         choices = getattr(resp, "choices", None)
         if not choices or choices[0].message is None:
-            return TeacherReply("", "error", error="malformed_reply")
+            return TeacherReply("", "error", error="malformed_reply"), None
         usage = resp.usage
         return TeacherReply(text=choices[0].message.content or "", finish_reason=choices[0].finish_reason or "stop",
                             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                            completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+                            completion_tokens=getattr(usage, "completion_tokens", 0) or 0), None
 
     def close(self) -> None:
         pass
+
+
+def retry_after(headers) -> float:
+    """Seconds from Retry-After / retry-after-ms (0 when absent or unparseable)."""
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        pass
+    return 0.0
+
+
+class RateLimiter:
+    """Requests- and tokens-per-minute caps over a sliding window (one minute; 0 = no cap)."""
+
+    def __init__(self, rpm: int, tpm: int, window_s: float = 60.0):
+        self.rpm, self.tpm, self.window_s = rpm, tpm, window_s
+        self.sent: list[tuple[float, int]] = []
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, tokens: int) -> None:
+        if not self.rpm and not self.tpm:
+            return
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.sent = [(t, n) for t, n in self.sent if now - t < self.window_s]
+                over_r = self.rpm and len(self.sent) >= self.rpm
+                over_t = self.tpm and self.sent and sum(n for _, n in self.sent) + tokens > self.tpm
+                if not over_r and not over_t:
+                    self.sent.append((now, tokens))
+                    return
+                await asyncio.sleep(self.window_s - (now - self.sent[0][0]) + 0.01)

@@ -20,6 +20,7 @@ from eval.evaluate import evaluate
 from generation.corpus import load_corpus
 from generation.daig import plan_requests, run_daig_round
 from generation.pool import build_pool, load_pool
+from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
 from loop.config import RunConfig, to_dict
 from loop.feedback import next_weights
@@ -64,14 +65,26 @@ def split_per_task(rows: list[dict], fraction: float, min_heldout: int, rng: ran
             r["split"] = "eval" if i in held else "train"
 
 
-def make_teacher(cfg: RunConfig) -> Teacher:
+def make_teacher(cfg: RunConfig) -> CachedTeacher:
     t = cfg.generation.teacher
     if t.backend == "openai":
-        teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries)
+        teacher: Teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries,
+                                         t.rpm, t.tpm, t.backoff_s, t.max_backoff_s)
         teacher.check_reachable()
-        return teacher
-    path = resolve_model(t.model, cfg.cache_dir)
-    return LocalTeacher(path, t.model, t.batch_size, t.num_threads or cfg.num_threads)
+    else:
+        teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads)
+    budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens)
+    return CachedTeacher(teacher, TeacherCache(t.cache_path) if t.cache_path else None, budget)
+
+
+def ledger_metrics(led: Ledger, n_kept: int, prefix: str = "") -> dict:
+    paid_tokens = led.prompt_tokens + led.completion_tokens
+    return {f"{prefix}teacher_requests": led.requests, f"{prefix}teacher_calls": led.calls, f"{prefix}cache_hits": led.cache_hits,
+            f"{prefix}teacher_retries": led.retries, f"{prefix}teacher_failures": dict(led.failures),
+            f"{prefix}teacher_tokens": paid_tokens, f"{prefix}teacher_prompt_tokens": led.prompt_tokens,
+            f"{prefix}teacher_completion_tokens": led.completion_tokens, f"{prefix}cost_usd": round(led.cost_usd, 6),
+            f"{prefix}calls_per_kept": led.calls / n_kept if n_kept else None,
+            f"{prefix}tokens_per_kept": paid_tokens / n_kept if n_kept else None}
 
 
 def _finite(d: dict[str, float]) -> dict[str, float | None]:
@@ -106,7 +119,9 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
             start = time.time()
             rdir = out / "rounds" / str(r)
             plan = plan_requests(weights, pool, chunks, g, rng)
+            before = teacher.ledger.copy()
             kept, rejected, stats = run_daig_round(teacher, plan, g, r, cfg.seed)
+            round_ledger = teacher.ledger.minus(before)
             split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
             write_jsonl(rdir / "data.jsonl", kept)
             write_jsonl(rdir / "rejected.jsonl", rejected)
@@ -147,10 +162,9 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "n_train": sum(x["split"] == "train" for x in kept),
                 "n_eval": sum(x["split"] == "eval" for x in kept),
                 "rejected": stats.rejected,
-                "teacher_calls": stats.teacher_calls,
-                "teacher_tokens": stats.prompt_tokens + stats.completion_tokens,
-                "teacher_prompt_tokens": stats.prompt_tokens,
-                "teacher_completion_tokens": stats.completion_tokens,
+                **ledger_metrics(round_ledger, len(kept)),
+                **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
+                "budget_exhausted": teacher.exhausted or None,
                 "train_loss": train_stats.get("train_loss"),
                 "train_steps": train_stats.get("steps", 0),
                 "adapter": str(adapter) if adapter else None,
@@ -163,10 +177,14 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
             tracker.log_round(metrics, table, ev["samples"])
             write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
             history.append(metrics)
-            log.info("round %d: kept %d/%d (rejected %s), train loss %s, eval loss %s, %.0f s; next weights %s", r, len(kept),
-                     stats.requests, stats.rejected or "none", _fmt(metrics["train_loss"]), _fmt(metrics["eval_loss"]), metrics["seconds"],
+            log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",
+                     r, len(kept), stats.requests, stats.rejected or "none", round_ledger.calls, round_ledger.cache_hits,
+                     _fmt(metrics["train_loss"]), _fmt(metrics["eval_loss"]), metrics["seconds"],
                      ", ".join(f"{t}={w:.2f}" for t, w in new_weights.items()))
             weights = new_weights
+            if teacher.exhausted:
+                log.warning("teacher budget reached (%s): stopping after round %d; everything so far is saved", teacher.exhausted, r)
+                break
     finally:
         teacher.close()
         tracker.finish()

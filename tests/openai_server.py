@@ -3,19 +3,23 @@ network edge, to test our client's handling of real HTTP (errors, garbage bodies
 
 Replies are derived from the prompt so the loop gets usable rows: an instruction request ("Write one
 new ... task") gets a question about a word of the passage; an answer request gets the passage's first
-sentence. `faults` is a queue of injected failures served before normal replies.
+sentence. `faults` is a queue of injected failures served before normal replies: 500, 429 (with
+Retry-After), 401, timeout (stalls slow_s), drop (closes the connection), garbage, empty, length.
 """
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
     def __init__(self, faults: list[str] | None = None):
         self.faults = list(faults or [])
+        self.slow_s = 2.0  # how long a "timeout" fault stalls before answering
         self.requests: list[dict] = []
         self.auth_headers: list[str] = []
         self.lock = threading.Lock()
@@ -39,6 +43,15 @@ class FakeOpenAI:
                     fault = owner.faults.pop(0) if owner.faults else ""
                 if fault == "500":
                     return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+                if fault == "429":
+                    return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0.2"})
+                if fault == "401":
+                    return self._send(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
+                if fault == "timeout":
+                    time.sleep(owner.slow_s)
+                if fault == "drop":
+                    self.close_connection = True
+                    return self.connection.shutdown(socket.SHUT_RDWR)
                 if fault == "garbage":
                     return self._send_raw(200, b"this is not json{")
                 if fault == "empty":
@@ -47,11 +60,13 @@ class FakeOpenAI:
                     return self._send(200, owner.completion(body, "truncated answer", "length"))
                 self._send(200, owner.completion(body, owner.reply_text(body), "stop"))
 
-            def _send(self, code, obj):
-                self._send_raw(code, json.dumps(obj).encode())
+            def _send(self, code, obj, headers=None):
+                self._send_raw(code, json.dumps(obj).encode(), headers)
 
-            def _send_raw(self, code, data: bytes):
+            def _send_raw(self, code, data: bytes, headers=None):
                 self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

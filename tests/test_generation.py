@@ -7,6 +7,7 @@ from generation.corpus import Chunk
 from generation.daig import DIRECTIVE, parse_answer, parse_instruction, plan_requests, run_daig_round
 from generation.filters import answer_problem, instruction_problem, rouge_l
 from generation.pool import build_pool, load_pool
+from generation.cache import Budget, CachedTeacher
 from generation.teachers import LocalTeacher, OpenAITeacher, TeacherError, TeacherRequest
 
 CHUNKS = [Chunk("manual.md#0", "manual.md", "Hold the Mode button for ten seconds to reset the Ferncast controller. The screen flashes blue."),
@@ -67,12 +68,12 @@ def _plan(n=6, seed=0):
 def test_daig_round_with_real_local_model_accounts_for_every_request(tiny_model):
     """The tiny random model writes garbage: every request must still end as a kept or rejected row."""
     cfg, plan = _plan()
-    teacher = LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1)
+    teacher = CachedTeacher(LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1), None, Budget())
     kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
     assert len(kept) + len(rejected) == len(plan) == stats.requests
     assert sum(stats.rejected.values()) == len(rejected)
-    assert stats.teacher_calls == len(plan) + len(kept) + sum(r["stage"] == "answer" for r in rejected)
-    assert stats.completion_tokens > 0 and stats.prompt_tokens > 0
+    assert teacher.ledger.calls == len(plan) + len(kept) + sum(r["stage"] == "answer" for r in rejected)
+    assert teacher.ledger.completion_tokens > 0 and teacher.ledger.prompt_tokens > 0
     for row in rejected:
         assert row["reason"] and "raw" in row and row["chunk_id"] in {c.id for c in CHUNKS}
 
@@ -88,15 +89,16 @@ def test_local_teacher_batching_does_not_change_greedy_output(tiny_model):
 def test_daig_round_over_openai_protocol_keeps_rows_with_provenance(fake_openai, monkeypatch):
     monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test-123")
     cfg, plan = _plan(n=5)
-    teacher = OpenAITeacher("fake-teacher", fake_openai.base_url, "TEST_TEACHER_KEY", max_concurrency=3, timeout_s=10, max_retries=0)
-    teacher.check_reachable()
+    inner = OpenAITeacher("fake-teacher", fake_openai.base_url, "TEST_TEACHER_KEY", max_concurrency=3, timeout_s=10, max_retries=0)
+    inner.check_reachable()
+    teacher = CachedTeacher(inner, None, Budget())
     kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=2, seed=7)
     assert len(kept) == 5 and not rejected
     row = kept[0]
     assert row["round"] == 2 and row["chunk_id"] in {c.id for c in CHUNKS} and len(row["example_ids"]) == 3
     assert row["instruction"].startswith("What does the passage say about") and row["output"]
     assert len(row["instruction_request"]) == 64 and len(row["answer_request"]) == 64 and row["teacher_model"] == "fake-teacher"
-    assert stats.teacher_calls == 10 == len(fake_openai.requests)
+    assert teacher.ledger.calls == 10 == len(fake_openai.requests)
     assert set(fake_openai.auth_headers) == {"Bearer sk-test-123"}
     sent = fake_openai.requests[0]
     assert sent["model"] == "fake-teacher" and sent["temperature"] == cfg.teacher.temperature and sent["seed"] is not None

@@ -1,0 +1,164 @@
+"""The teacher layer against the loopback OpenAI-protocol server: retries, fault accounting, cache,
+budget caps, rate limits, secrets."""
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from generation.cache import BUDGET_EXHAUSTED, Budget, CachedTeacher, TeacherCache
+from generation.teachers import OpenAITeacher, RateLimiter, TeacherReply, TeacherRequest, retry_after
+
+
+def requests(n, tag="q"):
+    return [TeacherRequest((("user", f'Passage:\n"""\nThe {tag} number {i} is here. It matters.\n"""\nAnswer it.'),), 32, 0.7, 0.9, i)
+            for i in range(n)]
+
+
+def teacher(server, cache=None, budget=None, **kw):
+    kw = {"max_concurrency": 4, "timeout_s": 1.0, "max_retries": 3, "backoff_s": 0.01, **kw}
+    return CachedTeacher(OpenAITeacher("fake-teacher", server.base_url, "", **kw), cache, budget or Budget())
+
+
+def test_transient_faults_are_retried_and_counted(fake_openai):
+    fake_openai.faults = ["429", "500", "drop", "timeout", "500"]
+    t = teacher(fake_openai, max_concurrency=1, max_retries=5)
+    replies = t.generate(requests(6))
+    assert all(not r.error and r.text for r in replies), [r.error for r in replies]
+    assert t.ledger.retries == 5 and t.ledger.calls == 6 and not t.ledger.failures
+    assert len(fake_openai.requests) == 11  # 6 successes + 5 injected faults
+
+
+def test_final_failures_and_bad_replies_are_counted_by_reason(fake_openai):
+    fake_openai.faults = ["500", "500", "401", "garbage", "empty", "length"]
+    t = teacher(fake_openai, max_concurrency=1, max_retries=1)
+    replies = t.generate(requests(5))
+    errors = [r.error for r in replies]
+    assert errors.count("http_500") == 1 and errors.count("http_401") == 1 and errors.count("malformed_reply") == 2
+    assert replies[-1].finish_reason == "length" and not replies[-1].error
+    assert t.ledger.failures == {"http_500": 1, "http_401": 1, "malformed_reply": 2}
+    assert t.ledger.retries == 1  # the first 500 was retried once, then gave up; 401 is not retried
+
+
+def test_retry_after_header_parsing():
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({"retry-after": "soon"}) == 0.0 and retry_after({}) == 0.0
+    http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 < retry_after({"retry-after": http_date}) <= 31
+
+
+def test_same_requests_twice_cost_nothing_the_second_time(fake_openai, tmp_path):
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    first = teacher(fake_openai, cache)
+    a = first.generate(requests(8))
+    assert len(fake_openai.requests) == 8 and first.ledger.cache_hits == 0
+    second = teacher(fake_openai, TeacherCache(tmp_path / "c.sqlite"))  # a new run sharing the file
+    b = second.generate(requests(8))
+    assert len(fake_openai.requests) == 8, "no request reaches the server on a warm cache"
+    assert second.ledger.cache_hits == 8 and second.ledger.calls == 0 and second.ledger.prompt_tokens == 0
+    assert [r.text for r in a] == [r.text for r in b] and all(r.cached for r in b)
+    # Identical requests inside one call are sent once.
+    third = teacher(fake_openai, None)
+    dup = requests(1, "dup") * 3
+    third.generate(dup)
+    assert len(fake_openai.requests) == 9 and third.ledger.calls == 1
+
+
+def test_failures_are_not_cached(fake_openai, tmp_path):
+    fake_openai.faults = ["401"]
+    t = teacher(fake_openai, TeacherCache(tmp_path / "c.sqlite"), max_concurrency=1)
+    assert t.generate(requests(1))[0].error == "http_401"
+    assert t.generate(requests(1))[0].text, "the failed request is sent again, not served from the cache"
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from generation.cache import TeacherCache
+from generation.teachers import TeacherReply
+c = TeacherCache({path!r})
+for i in range({n}):
+    c.put(f"{tag}-{{i}}", "m", TeacherReply("x" * 200 + str(i), "stop", 10, 20))
+print("done", flush=True)
+"""
+
+
+def _writer(tmp_path, tag, n):
+    from conftest import REPO
+
+    code = WRITER.format(repo=str(REPO), path=str(tmp_path / "c.sqlite"), n=n, tag=tag)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    procs = [_writer(tmp_path, tag, 300) for tag in ("a", "b", "c")]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert len(TeacherCache(tmp_path / "c.sqlite")) == 900
+
+
+def test_kill_while_writing_leaves_a_usable_cache(tmp_path):
+    proc = _writer(tmp_path, "k", 200000)
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    n = len(cache)
+    assert n > 0
+    got = cache.get_many([f"k-{i}" for i in range(n)])
+    assert len(got) == n and all(r.text.startswith("x" * 200) for r in got.values())
+    cache.put("after", "m", TeacherReply("fine", "stop"))
+    assert len(cache) == n + 1
+
+
+@pytest.mark.parametrize("cap", ["calls", "tokens", "cost"])
+def test_budget_caps_stop_cleanly_and_are_never_crossed(fake_openai, cap):
+    reqs = requests(40)
+    worst = sum(len(c.encode()) + 16 for _, c in reqs[0].messages) + reqs[0].max_tokens
+    budget = {"calls": Budget(max_calls=4),
+              "tokens": Budget(max_tokens=4 * worst),
+              "cost": Budget(max_cost_usd=4 * worst / 1e6, usd_per_m_prompt=1.0, usd_per_m_completion=1.0)}[cap]
+    t = teacher(fake_openai, None, budget)
+    replies = t.generate(reqs)
+    sent = len(fake_openai.requests)
+    assert t.ledger.calls == sent and [r.error for r in replies].count(BUDGET_EXHAUSTED) == 40 - sent > 0
+    assert t.exhausted == {"calls": "max_teacher_calls", "tokens": "max_teacher_tokens", "cost": "max_cost_usd"}[cap]
+    used = t.ledger.prompt_tokens + t.ledger.completion_tokens
+    if cap == "calls":
+        assert sent == 4
+    if cap == "tokens":  # admitted on the worst case, so the cap holds; stops once one more might cross it
+        assert used <= budget.max_tokens < used + worst and sent > 4
+    if cap == "cost":
+        assert t.ledger.cost_usd <= budget.max_cost_usd < t.ledger.cost_usd + worst / 1e6 and sent > 4
+    assert t.generate(requests(2, "more"))[0].error == BUDGET_EXHAUSTED and len(fake_openai.requests) == sent
+
+
+def test_rate_limiter_spaces_requests():
+    async def go():
+        limiter = RateLimiter(rpm=2, tpm=0, window_s=0.5)
+        start = time.monotonic()
+        for _ in range(4):
+            await limiter.acquire(10)
+        return time.monotonic() - start
+    assert asyncio.run(go()) >= 0.5  # the third request waits for the first to leave the window
+
+
+def test_api_key_never_reaches_outputs_or_errors(fake_openai, tmp_path, monkeypatch):
+    key = "sk-planted-" + "Z" * 40
+    monkeypatch.setenv("PLANTED_KEY", key)
+    fake_openai.faults = ["401", "500"]
+    inner = OpenAITeacher("fake-teacher", fake_openai.base_url, "PLANTED_KEY", 1, 1.0, 0)
+    t = CachedTeacher(inner, TeacherCache(tmp_path / "c.sqlite"), Budget())
+    replies = t.generate(requests(3))
+    assert fake_openai.auth_headers[0] == f"Bearer {key}", "the key is sent to the endpoint"
+    assert key not in json.dumps([r.__dict__ for r in replies]) and key not in repr(t.ledger) and key not in repr(inner.__dict__.get("model"))
+    t.close()
+    for f in tmp_path.rglob("*"):
+        assert key.encode() not in f.read_bytes()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TEACHER_BACKENDS = ("local", "openai")
+TEACHER_BACKENDS = ("local", "openai", "llamacpp")
 
 
 @dataclass
 class TeacherConfig:
-    backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched) or 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server)."})
+    backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched), 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server) or 'llamacpp' (starts llama.cpp's server on 127.0.0.1 for a packaged model or .gguf file; needs the llamacpp extra)."})
     model: str = field(default="qwen2.5-coder-0.5b-instruct", metadata={"help": "Local backend: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id. OpenAI backend: the model name the endpoint serves."})
     base_url: str = field(default="", metadata={"help": "OpenAI backend: endpoint base URL, e.g. http://127.0.0.1:8000/v1. Empty means api.openai.com."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "OpenAI backend: NAME of the environment variable that holds the API key. The key itself never goes in a config."})
@@ -25,6 +25,7 @@ class TeacherConfig:
     max_teacher_calls: int = field(default=0, metadata={"help": "Stop generating before the run makes more paid teacher calls than this (0: no cap). Cache hits are free."})
     max_teacher_tokens: int = field(default=0, metadata={"help": "Stop before paid prompt + completion tokens could exceed this (0: no cap); requests are admitted on a worst-case bound, so the cap is never crossed."})
     max_cost_usd: float = field(default=0.0, metadata={"help": "Stop before the run's teacher cost could exceed this many dollars (0: no cap)."})
+    n_ctx: int = field(default=4096, metadata={"help": "llamacpp backend: context window of the server."})
     batch_size: int = field(default=16, metadata={"help": "Local backend: prompts per generate() call (sorted by length to limit padding)."})
     num_threads: int = field(default=0, metadata={"help": "Local backend: torch threads; 0 means the run's num_threads."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for instruction writing (answers use answer_temperature)."})

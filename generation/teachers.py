@@ -150,8 +150,10 @@ class OpenAITeacher:
     requests/tokens-per-minute limits, retries with exponential backoff and jitter honouring Retry-After."""
 
     def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int,
-                 rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0):
+                 rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
+                 on_close: Callable[[], None] | None = None):
         self.model = model
+        self._on_close = on_close  # e.g. stop a server this teacher owns
         self.base_url = base_url or None
         self._key = api_key_from_env(api_key_env)
         self.max_concurrency = max_concurrency
@@ -235,7 +237,8 @@ class OpenAITeacher:
                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0), None
 
     def close(self) -> None:
-        pass
+        if self._on_close:
+            self._on_close()
 
 
 def retry_after(headers) -> float:

@@ -24,7 +24,8 @@ from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
 from loop.config import RunConfig, to_dict
 from loop.feedback import next_weights
-from loop.models import resolve_model
+from generation.llamacpp import LlamaCppServer
+from loop.models import gguf_path, resolve_model
 from loop.tracking import Tracker
 from training.sft import train_adapter
 
@@ -71,6 +72,10 @@ def make_teacher(cfg: RunConfig) -> CachedTeacher:
         teacher: Teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries,
                                          t.rpm, t.tpm, t.backoff_s, t.max_backoff_s)
         teacher.check_reachable()
+    elif t.backend == "llamacpp":
+        server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx)
+        teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
+                                t.rpm, t.tpm, t.backoff_s, t.max_backoff_s, on_close=server.stop)
     else:
         teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads)
     budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens)

@@ -78,6 +78,15 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike) -> str:
     return spec  # a Hub id: transformers fetches it when a hub is reachable
 
 
+def gguf_path(spec: str, cache_dir: str | os.PathLike) -> str:
+    """A GGUF file for llama.cpp: a packaged model assembled and verified, or a .gguf path as given."""
+    if spec in PACKAGED:
+        return str(assemble_gguf(spec, Path(cache_dir).expanduser()))
+    if Path(spec).expanduser().is_file() and spec.endswith(".gguf"):
+        return str(Path(spec).expanduser())
+    raise ModelError(f"generation.teacher.model={spec!r}: the llamacpp backend needs a packaged model name or a .gguf file")
+
+
 def assemble_gguf(name: str, cache: Path) -> Path:
     entry = PACKAGED[name]
     target = cache / "gguf" / f"{name}.gguf"

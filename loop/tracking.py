@@ -45,8 +45,8 @@ class Tracker:
         import wandb
 
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        for key in ("task_weights", "task_eval_loss", "next_task_weights"):
-            flat.update({f"{key}/{t}": v for t, v in metrics.get(key, {}).items()})
+        for key in ("task_weights", "task_eval_loss", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures"):
+            flat.update({f"{key}/{t}": v for t, v in (metrics.get(key) or {}).items() if v is not None})
         flat["task_weights_table"] = wandb.Table(columns=["round", "task", "weight", "eval_loss", "next_weight"], data=weights_table)
         if samples:
             cols = list(samples[0])

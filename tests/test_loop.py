@@ -99,3 +99,14 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, tiny_corpus, args, message, m
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+
+
+def test_budget_cap_stops_the_run_cleanly(tmp_path, tiny_corpus, fake_openai, tiny_model):
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "rounds=3", "generation.teacher.api_key_env=",
+                  "generation.teacher.max_teacher_calls=30", "tracking.wandb=false", "eval.generation_samples=0")
+    history = run(cfg, tmp_path / "run")
+    assert len(history) == 2, "round 1 spends 24 calls, round 2 hits the cap, round 3 never starts"
+    assert history[-1]["budget_exhausted"] == "max_teacher_calls" and history[0]["budget_exhausted"] is None
+    assert len(fake_openai.requests) == 30 == history[-1]["run_teacher_calls"]
+    assert history[1]["rejected"].get("teacher_budget_exhausted", 0) > 0
+    assert (tmp_path / "run" / "rounds" / "2" / "data.jsonl").exists() and (tmp_path / "run" / "rounds" / "2" / "adapter").exists()

@@ -162,3 +162,71 @@ def test_api_key_never_reaches_outputs_or_errors(fake_openai, tmp_path, monkeypa
     t.close()
     for f in tmp_path.rglob("*"):
         assert key.encode() not in f.read_bytes()
+
+
+def test_vllm_config_drives_a_round_over_the_openai_protocol(fake_openai, tmp_path):
+    """configs/vllm_teacher.yaml as shipped, with only the endpoint moved to the loopback server."""
+    import random
+
+    from conftest import REPO
+
+    from generation.corpus import load_corpus
+    from generation.daig import plan_requests, run_daig_round
+    from generation.pool import build_pool, load_pool
+    from loop.config import load_config
+    from loop.controller import make_teacher
+
+    cfg = load_config(REPO / "configs" / "vllm_teacher.yaml", [f"generation.teacher.base_url={fake_openai.base_url}",
+                                                              f"generation.teacher.cache_path={tmp_path / 'c.sqlite'}",
+                                                              "generation.examples_per_round=6"])
+    g = cfg.generation
+    assert g.teacher.backend == "openai" and g.teacher.api_key_env == ""
+    teacher = make_teacher(cfg)
+    pool = build_pool(load_pool(g.general_pool, "general"), load_pool(g.domain_pool, "domain"), [])
+    plan = plan_requests({t: 1 / len(pool) for t in pool}, pool, load_corpus(g.domain_path, g.chunk_words), g, random.Random(0))
+    kept, rejected, _ = run_daig_round(teacher, plan, g, 1, 0)
+    assert len(kept) + len(rejected) == 6 and kept
+    assert {r["model"] for r in fake_openai.requests} == {"Qwen/Qwen2.5-7B-Instruct"}
+    assert fake_openai.requests[0]["max_tokens"] == 128
+
+
+def _round_inputs(n):
+    import random
+
+    from generation.config import GenerationConfig
+    from generation.corpus import Chunk
+    from generation.daig import plan_requests
+    from generation.pool import build_pool, load_pool
+
+    cfg = GenerationConfig(domain_path="x", examples_per_round=n)
+    pool = build_pool(load_pool("builtin", "general"), [], [])
+    chunks = [Chunk(f"c#{i}", "c", f"The Ferncast controller number {i} waters eight zones and resets in ten seconds.") for i in range(3)]
+    return cfg, plan_requests({t: 1 / len(pool) for t in pool}, pool, chunks, cfg, random.Random(0))
+
+
+def test_round_survives_every_injected_fault_and_loses_nothing(fake_openai):
+    from generation.daig import run_daig_round
+
+    faults = ["429", "500", "timeout", "drop", "garbage", "empty", "500", "429"]
+    fake_openai.faults = list(faults)
+    cfg, plan = _round_inputs(8)
+    t = teacher(fake_openai, max_concurrency=3, max_retries=4)
+    kept, rejected, stats = run_daig_round(t, plan, cfg, 1, 0)
+    # Transient faults (429, 500, timeout, drop) are retried; garbage and empty bodies are final, counted by reason.
+    assert len(kept) == 6 and [r["reason"] for r in rejected] == ["teacher_malformed_reply"] * 2
+    assert stats.rejected == {"teacher_malformed_reply": 2} and t.ledger.failures == {"malformed_reply": 2}
+    assert t.ledger.retries == 6
+    assert len(fake_openai.requests) == 8 + 6 + 6  # instructions + answers for the kept + one per retried fault
+
+
+def test_same_round_twice_makes_zero_requests_the_second_time(fake_openai, tmp_path):
+    from generation.daig import run_daig_round
+
+    cfg, plan = _round_inputs(6)
+    first = teacher(fake_openai, TeacherCache(tmp_path / "c.sqlite"))
+    kept1, _, _ = run_daig_round(first, plan, cfg, 1, 0)
+    sent = len(fake_openai.requests)
+    second = teacher(fake_openai, TeacherCache(tmp_path / "c.sqlite"))
+    kept2, _, _ = run_daig_round(second, plan, cfg, 1, 0)
+    assert len(fake_openai.requests) == sent and second.ledger.calls == 0 and second.ledger.cache_hits == sent
+    assert [(r["instruction"], r["output"]) for r in kept1] == [(r["instruction"], r["output"]) for r in kept2]

@@ -1,0 +1,133 @@
+"""Teacher client throughput against a loopback OpenAI-protocol server with a fixed latency.
+
+    python bench/teacher_throughput.py                     # 1,024 requests, concurrency 64, 1 s latency (+ 200 ms)
+    python bench/teacher_throughput.py --requests 256 --latency 0.5
+
+The server runs in a separate process and answers every request after exactly `latency` seconds: it
+measures our client, not a model. Baselines in the same run: a sequential client (the same code with
+max_concurrency=1, timed on a subsample and compared by rate) and the bare openai AsyncOpenAI client
+with a semaphore. Ratios are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPLY = {"id": "b", "object": "chat.completion", "created": 0, "model": "bench",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "A short fixed answer."}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
+
+
+async def serve(port: int, latency: float) -> None:
+    """A minimal HTTP/1.1 keep-alive server: every POST is answered after `latency` seconds."""
+    body = json.dumps(REPLY).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+                await reader.readexactly(length)
+                await asyncio.sleep(latency)
+                writer.write(head + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(latency)])
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("bench server did not start")
+
+
+def ours(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
+    from generation.teachers import OpenAITeacher, TeacherRequest
+
+    teacher = OpenAITeacher("bench", base_url, "", concurrency, timeout_s=60, max_retries=0)
+    reqs = [TeacherRequest((("user", f"request {i}"),), 16, 0.7, 0.9, i) for i in range(n)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    replies = teacher.generate(reqs)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert all(not r.error for r in replies), {r.error for r in replies}
+    return wall, cpu
+
+
+def bare(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
+    import openai
+
+    async def run():
+        sem = asyncio.Semaphore(concurrency)
+        async with openai.AsyncOpenAI(api_key="x", base_url=base_url, max_retries=0) as client:
+            async def one(i):
+                async with sem:
+                    await client.chat.completions.create(model="bench", messages=[{"role": "user", "content": f"request {i}"}], max_tokens=16)
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(run())
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench(latency: float, n: int, concurrency: int, sequential_n: int) -> None:
+    proc, url = start_server(latency)
+    try:
+        ideal = concurrency / latency
+        seq_wall, _ = ours(url, sequential_n, 1)
+        seq_rate = sequential_n / seq_wall
+        bare_wall, bare_cpu = bare(url, n, concurrency)
+        our_wall, our_cpu = ours(url, n, concurrency)
+        rate, bare_rate = n / our_wall, n / bare_wall
+        print(f"\nlatency {latency * 1000:.0f} ms, {n} requests, concurrency {concurrency} (ideal {ideal:.1f} req/s)")
+        print(f"  ours:       {rate:7.1f} req/s  {rate / ideal:6.1%} of ideal  {our_cpu / n * 1000:.2f} ms client CPU/request")
+        print(f"  bare openai:{bare_rate:7.1f} req/s  {bare_rate / ideal:6.1%} of ideal  {bare_cpu / n * 1000:.2f} ms client CPU/request")
+        print(f"  sequential: {seq_rate:7.2f} req/s  (same client, concurrency 1, {sequential_n} requests)")
+        print(f"  ratio ours/sequential: {rate / seq_rate:.1f}x   ours/bare: {rate / bare_rate:.2f}x")
+    finally:
+        proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--requests", type=int, default=1024)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--latency", type=float, nargs="*", default=[1.0, 0.2])
+    p.add_argument("--sequential", type=int, default=16, help="requests for the sequential baseline (compared by rate)")
+    p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.latency[0]))
+        return
+    os.environ.setdefault("OPENAI_LOG", "")
+    for latency in args.latency:
+        bench(latency, args.requests, args.concurrency, args.sequential)
+
+
+if __name__ == "__main__":
+    main()

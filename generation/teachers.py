@@ -70,23 +70,32 @@ class LocalTeacher:
     """A transformers causal LM with a chat template, generating in length-sorted batches."""
 
     def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        torch.set_num_threads(num_threads)
         self.model = model_name
+        self.model_path = model_path
         self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.lm = None  # loaded on the first request, so a run served from the cache never loads it
+        from transformers import AutoTokenizer
+
         self.tok = AutoTokenizer.from_pretrained(model_path)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         if not self.tok.chat_template:
             raise TeacherError(f"teacher {model_name} has no chat template; use an instruct model")
-        self.lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(self.num_threads)
+        self.lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32).eval()
         eos = self.lm.generation_config.eos_token_id
         self.eos_ids = sorted({self.tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
 
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
+        if self.lm is None:
+            self._load()
         prompts = [self.tok.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests]
         lengths = [len(self.tok(p, add_special_tokens=False).input_ids) for p in prompts]
         # Same decoding parameters share a batch; within a group longest first, to pad little.
@@ -131,7 +140,7 @@ class LocalTeacher:
         return replies
 
     def close(self) -> None:
-        del self.lm
+        self.lm = None
 
 
 def api_key_from_env(api_key_env: str) -> str:

@@ -92,8 +92,39 @@ def ledger_metrics(led: Ledger, n_kept: int, prefix: str = "") -> dict:
             f"{prefix}tokens_per_kept": paid_tokens / n_kept if n_kept else None}
 
 
+def _num(x: float | None) -> float | None:
+    """NaN (no data) becomes None, which JSON can hold."""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def _finite(d: dict[str, float]) -> dict[str, float | None]:
-    return {k: (v if v is not None and math.isfinite(v) else None) for k, v in d.items()}
+    return {k: _num(v) for k, v in d.items()}
+
+
+def train_round(cfg: RunConfig, student: str, all_rows: list[dict], kept: list[dict], adapter: Path | None,
+                rdir: Path, r: int) -> tuple[Path | None, dict]:
+    """Train this round's adapter (restart on all data so far, or continue on the new rows); atomic save."""
+    continuing = cfg.training.adapter_mode == "continue" and adapter is not None
+    source, init = (kept, adapter) if continuing else (all_rows, None)
+    train_rows = [student_row(x, cfg.training.include_context) for x in source if x["split"] == "train"]
+    if not train_rows:
+        log.warning("round %d kept no training examples; the adapter is not retrained this round", r)
+        return adapter, {}
+    tmp = Path(tempfile.mkdtemp(dir=rdir, prefix=".adapter."))
+    stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init_adapter=init,
+                          work_dir=rdir / ".trainer")
+    shutil.rmtree(rdir / ".trainer", ignore_errors=True)
+    os.replace(tmp, rdir / "adapter")
+    return rdir / "adapter", stats
+
+
+def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], r: int) -> dict:
+    """Per-task loss on every held-out row so far, with this round's adapter."""
+    rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
+    if not rows:
+        return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "seconds": 0}
+    return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
+                    desc=f"round {r} eval")
 
 
 def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
@@ -133,25 +164,8 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
             all_rows += kept
             gen_seconds = time.time() - start
 
-            new_train = [student_row(x, cfg.training.include_context) for x in kept if x["split"] == "train"]
-            if cfg.training.adapter_mode == "continue" and adapter is not None:
-                train_rows, init = new_train, adapter
-            else:
-                train_rows, init = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "train"], None
-            train_stats = {}
-            if train_rows:
-                tmp = Path(tempfile.mkdtemp(dir=rdir, prefix=".adapter."))
-                train_stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads,
-                                            init_adapter=init, work_dir=rdir / ".trainer")
-                shutil.rmtree(rdir / ".trainer", ignore_errors=True)
-                os.replace(tmp, rdir / "adapter")
-                adapter = rdir / "adapter"
-            else:
-                log.warning("round %d kept no training examples; the adapter is not retrained this round", r)
-
-            eval_rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
-            ev = evaluate(student, str(adapter) if adapter else None, eval_rows, cfg.eval, cfg.training.max_length,
-                          cfg.num_threads, desc=f"round {r} eval") if eval_rows else {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "seconds": 0}
+            adapter, train_stats = train_round(cfg, student, all_rows, kept, adapter, rdir, r)
+            ev = eval_round(cfg, student, adapter, all_rows, r)
             losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in pool}
             new_weights = next_weights(losses, cfg.feedback)
 
@@ -160,8 +174,8 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "task_weights": _finite(weights),
                 "task_eval_loss": _finite(losses),
                 "next_task_weights": _finite(new_weights),
-                "eval_loss": _finite({"x": ev["eval_loss"]})["x"],
-                "sample_rouge_l": _finite({"x": ev["sample_rouge_l"]})["x"],
+                "eval_loss": _num(ev["eval_loss"]),
+                "sample_rouge_l": _num(ev["sample_rouge_l"]),
                 "n_generated": stats.requests,
                 "n_kept": len(kept),
                 "n_train": sum(x["split"] == "train" for x in kept),
@@ -178,7 +192,7 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "eval_seconds": ev["seconds"],
                 "seconds": round(time.time() - start, 2),
             }
-            table = [[r, t, weights[t], losses[t] if math.isfinite(losses[t]) else None, new_weights[t]] for t in pool]
+            table = [[r, t, weights[t], _num(losses[t]), new_weights[t]] for t in pool]
             tracker.log_round(metrics, table, ev["samples"])
             write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
             history.append(metrics)

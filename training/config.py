@@ -22,7 +22,7 @@ class TrainConfig:
     max_length: int = field(default=512, metadata={"help": "Max tokens per example (prompt + answer); longer ones are truncated."})
     adapter_mode: str = field(default="restart", metadata={"help": "'restart': a fresh adapter each round on all data so far; 'continue': keep training the previous round's adapter on the new round's data."})
     include_context: bool = field(default=False, metadata={"help": "Show the domain chunk to the student in its prompt (open book). Default closed book: the student must learn the domain."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory, about 30% more compute. trl turns it on by default; small students do not need it."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory for more compute. trl turns it on by default; a small student on a CPU does not need it."})
     logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps."})
 
     def __post_init__(self):

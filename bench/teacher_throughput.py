@@ -2,6 +2,7 @@
 
     python bench/teacher_throughput.py                     # 1,024 requests, concurrency 64, 1 s latency (+ 200 ms)
     python bench/teacher_throughput.py --requests 256 --latency 0.5
+    python bench/teacher_throughput.py --llamacpp qwen2.5-coder-0.5b-instruct   # + the real llama.cpp server
 
 The server runs in a separate process and answers every request after exactly `latency` seconds: it
 measures our client, not a model. Baselines in the same run: a sequential client (the same code with
@@ -113,20 +114,59 @@ def bench(latency: float, n: int, concurrency: int, sequential_n: int) -> None:
         proc.kill()
 
 
+def llamacpp(model: str, n: int, concurrency: int, threads: int) -> None:
+    """Real llama.cpp server with a packaged GGUF: completion tokens/s, sequential vs concurrent."""
+    from generation.llamacpp import LlamaCppServer
+    from generation.teachers import OpenAITeacher, TeacherRequest
+    from loop.models import gguf_path
+
+    server = LlamaCppServer(gguf_path(model, "~/.cache/daig"), model, threads, 2048)
+    try:
+        reqs = [TeacherRequest((("user", f"Write two sentences about irrigation zone {i}."),), 64, 0.7, 0.9, i) for i in range(n)]
+        print(f"\nllama.cpp server, {model}, {threads} threads, {n} requests x 64 max tokens")
+        rates = {}
+        for c in (1, concurrency):
+            teacher = OpenAITeacher(model, server.base_url, "", c, timeout_s=600, max_retries=0)
+            start = time.perf_counter()
+            replies = teacher.generate(reqs)
+            wall = time.perf_counter() - start
+            tokens = sum(r.completion_tokens for r in replies)
+            rates[c] = tokens / wall
+            print(f"  concurrency {c:3d}: {tokens / wall:6.1f} completion tokens/s  ({n / wall:.2f} req/s, {wall:.1f} s)")
+        print(f"  ratio concurrency {concurrency}/sequential: {rates[concurrency] / rates[1]:.2f}x")
+    finally:
+        server.stop()
+    from generation.teachers import LocalTeacher
+    from loop.models import resolve_model
+
+    local = LocalTeacher(resolve_model(model, "~/.cache/daig"), model, batch_size=16, num_threads=threads)
+    local.generate(reqs[:1])  # load outside the timing
+    start = time.perf_counter()
+    replies = local.generate(reqs)
+    wall = time.perf_counter() - start
+    tokens = sum(r.completion_tokens for r in replies)
+    print(f"  baseline, local transformers backend (batch 16): {tokens / wall:6.1f} completion tokens/s  ({wall:.1f} s)")
+    print(f"  ratio llama.cpp sequential / local batched: {rates[1] / (tokens / wall):.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--requests", type=int, default=1024)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--latency", type=float, nargs="*", default=[1.0, 0.2])
     p.add_argument("--sequential", type=int, default=16, help="requests for the sequential baseline (compared by rate)")
+    p.add_argument("--llamacpp", metavar="MODEL", help="also bench the real llama.cpp server with this packaged model (needs the llamacpp extra)")
+    p.add_argument("--llamacpp-requests", type=int, default=16)
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         asyncio.run(serve(args.serve, args.latency[0]))
         return
-    os.environ.setdefault("OPENAI_LOG", "")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # per-request bar updates would add to the client CPU we measure
     for latency in args.latency:
         bench(latency, args.requests, args.concurrency, args.sequential)
+    if args.llamacpp:
+        llamacpp(args.llamacpp, args.llamacpp_requests, 4, 2)
 
 
 if __name__ == "__main__":

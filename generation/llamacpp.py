@@ -34,7 +34,10 @@ class LlamaCppServer:
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.log_file = tempfile.NamedTemporaryFile(prefix="llamacpp-", suffix=".log", delete=False)
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", alias, "--host", "127.0.0.1",
-               "--port", str(port), "--n_threads", str(n_threads), "--n_ctx", str(n_ctx)]
+               "--port", str(port), "--n_threads", str(n_threads), "--n_ctx", str(n_ctx),
+               # Its default lets each new request interrupt the one running: with concurrency > 1 that halved
+               # throughput here (27 -> 13 tokens/s). Queue them instead.
+               "--interrupt_requests", "False"]
         log.info("starting llama.cpp server for %s on %s (log: %s)", alias, self.base_url, self.log_file.name)
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT)
         deadline = time.time() + startup_timeout_s

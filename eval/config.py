@@ -12,10 +12,13 @@ class EvalConfig:
     generation_samples: int = field(default=4, metadata={"help": "Held-out examples the student answers greedily each round (scored by ROUGE-L, logged as samples); 0 disables."})
     max_new_tokens: int = field(default=96, metadata={"help": "Max new tokens for those sample answers."})
 
+    benchmark_path: str = field(default="", metadata={"help": "Held-out benchmark ('' to skip): a .jsonl of tasks in the Self-Instruct format (instruction, instances[0].input/output) or flat (instruction, input, output), or a datasets folder. Scored by ROUGE-L of the student's greedy answer; the base model once, each round's adapter beside it."})
+    benchmark_size: int = field(default=16, metadata={"help": "Benchmark tasks scored (the first N)."})
+
     def __post_init__(self):
         if not 0 < self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction: must be in (0, 1), got {self.heldout_fraction}")
         if self.min_heldout_per_task < 0 or self.generation_samples < 0:
             raise ValueError("min_heldout_per_task and generation_samples: must be >= 0")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("batch_size and max_new_tokens: must be >= 1")
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.benchmark_size < 1:
+            raise ValueError("batch_size, max_new_tokens and benchmark_size: must be >= 1")

@@ -69,23 +69,61 @@ def task_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length:
     return {task: {"loss": s / max(n, 1) if n else math.nan, "tokens": n, "examples": e} for task, (s, n, e) in sorted(sums.items())}
 
 
-def sample_answers(model, tokenizer, rows: list[dict], max_new_tokens: int) -> list[dict]:
-    """Greedy student answers for rows, scored by ROUGE-L F1 against the reference completion."""
+def sample_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int = 8) -> list[dict]:
+    """Greedy student answers for rows, in left-padded batches, scored by ROUGE-L F1 against the reference."""
     import torch
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
-    for r in rows:
-        ids = tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.inference_mode():
-            gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        answer = tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        reference = r["completion"][0]["content"]
-        out.append({"id": r.get("id", ""), "task": r["task"], "instruction": r["prompt"][-1]["content"],
-                    "reference": reference, "student": answer, "rouge_l": scorer.score(reference, answer)["rougeL"].fmeasure})
+    try:
+        for b in range(0, len(rows), batch_size):
+            batch = rows[b:b + batch_size]
+            texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in batch]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            for r, ids in zip(batch, gen[:, enc["input_ids"].shape[1]:]):
+                answer = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                reference = r["completion"][0]["content"]
+                out.append({"id": r.get("id", ""), "task": r["task"], "instruction": r["prompt"][-1]["content"],
+                            "reference": reference, "student": answer, "rouge_l": scorer.score(reference, answer)["rougeL"].fmeasure})
+    finally:
+        tokenizer.padding_side = side
     return out
+
+
+def load_benchmark(path: str, size: int) -> list[dict]:
+    """Held-out tasks in the Self-Instruct format ({instruction, instances: [{input, output}]}) or flat
+    ({instruction, input?, output}), from a .jsonl path or a `datasets` save_to_disk folder; the first `size`."""
+    import json
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        raw = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif p.is_dir():
+        import datasets
+
+        raw = [dict(r) for r in datasets.load_from_disk(str(p))]
+    else:
+        raise FileNotFoundError(f"eval.benchmark_path {path} not found; give a .jsonl file or a datasets folder, or '' to skip")
+    rows = []
+    for n, r in enumerate(raw[:size]):
+        inst = (r.get("instances") or [r])[0]
+        prompt = r["instruction"] + (f"\n\n{inst['input']}" if inst.get("input") else "")
+        rows.append({"id": r.get("id", f"bench-{n}"), "task": "benchmark", "prompt": [{"role": "user", "content": prompt}],
+                     "completion": [{"role": "assistant", "content": inst["output"]}]})
+    return rows
+
+
+def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_new_tokens: int, num_threads: int) -> dict:
+    """Mean ROUGE-L of the student's greedy answers on held-out benchmark rows."""
+    model, tokenizer = load_student(model_path, adapter_dir, num_threads)
+    scored = sample_answers(model, tokenizer, rows, max_new_tokens)
+    return {"rouge_l": sum(s["rouge_l"] for s in scored) / len(scored) if scored else math.nan, "samples": scored}
 
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,

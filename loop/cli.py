@@ -24,10 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg_p.add_argument("config", nargs="?", help="YAML config to resolve (omit to list all keys)")
     cfg_p.add_argument("overrides", nargs="*")
     sub.add_parser("models", help="list the packaged offline models")
+    exp_p = sub.add_parser("export", help="copy or merge a round's adapter out of a run",
+                           description="daig export runs/qs --out my-adapter [--round 2] [--merge] [--push-to-hub user/name]")
+    exp_p.add_argument("run_dir")
+    exp_p.add_argument("--out", required=True)
+    exp_p.add_argument("--round", type=int, help="round number (default: the last with an adapter)")
+    exp_p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
+    exp_p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the exported folder (token from HF_TOKEN or huggingface-cli login)")
     # Overrides may come after --out, which argparse alone does not take as positionals.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
-    if stray or (extra and args.command == "models"):
+    if stray or (extra and args.command not in ("run", "config")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
@@ -41,6 +48,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, m in PACKAGED.items():
                 print(f"{name}: {m.note}; from {', '.join(f'{d}=={v}' for d, v, _ in m.parts[:2])}{' ...' if len(m.parts) > 2 else ''}; licence {m.licence}")
             return 0
+        if args.command == "export":
+            _setup_logging()
+            from loop.export import export, push_to_hub
+
+            try:
+                folder = export(args.run_dir, args.out, args.round, args.merge)
+            except (FileNotFoundError, FileExistsError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"exported to {folder}")
+            if args.push_to_hub:
+                print(f"pushed: {push_to_hub(folder, args.push_to_hub)}")
+            return 0
         if args.command == "config":
             if args.config is None:
                 print("\n".join(describe()))
@@ -50,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False))
             return 0
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
+        from training.sft import check_hardware
+
+        check_hardware(cfg.training)
+    except (ConfigError, ValueError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 

@@ -149,7 +149,7 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
 
 
-_PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool")
+_PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool", "eval.benchmark_path")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from eval.evaluate import evaluate
+from eval.evaluate import benchmark, evaluate, load_benchmark
 from generation.corpus import load_corpus
 from generation.daig import plan_requests, run_daig_round
 from generation.pool import build_pool, load_pool
@@ -27,7 +27,8 @@ from loop.feedback import next_weights
 from generation.llamacpp import LlamaCppServer
 from loop.models import gguf_path, resolve_model
 from loop.tracking import Tracker
-from training.sft import train_adapter
+from training.artifacts import data_hash, write_adapter_card
+from training.sft import check_hardware, mix_rows, train_adapter
 
 log = logging.getLogger("daig")
 
@@ -101,12 +102,13 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
     return {k: _num(v) for k, v in d.items()}
 
 
-def train_round(cfg: RunConfig, student: str, all_rows: list[dict], kept: list[dict], adapter: Path | None,
-                rdir: Path, r: int) -> tuple[Path | None, dict]:
-    """Train this round's adapter (restart on all data so far, or continue on the new rows); atomic save."""
+def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], adapter: Path | None,
+                rdir: Path, r: int, rng: random.Random) -> tuple[Path | None, dict]:
+    """Train this round's adapter (restart fresh, or continue the last one) on the rows training.data_mix picks."""
     continuing = cfg.training.adapter_mode == "continue" and adapter is not None
-    source, init = (kept, adapter) if continuing else (all_rows, None)
-    train_rows = [student_row(x, cfg.training.include_context) for x in source if x["split"] == "train"]
+    per_round = [[student_row(x, cfg.training.include_context) for x in rows if x["split"] == "train"] for rows in rounds_rows]
+    train_rows = mix_rows(per_round, cfg.training, continuing, rng)
+    init = adapter if continuing else None
     if not train_rows:
         log.warning("round %d kept no training examples; the adapter is not retrained this round", r)
         return adapter, {}
@@ -114,6 +116,7 @@ def train_round(cfg: RunConfig, student: str, all_rows: list[dict], kept: list[d
     stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init_adapter=init,
                           work_dir=rdir / ".trainer")
     shutil.rmtree(rdir / ".trainer", ignore_errors=True)
+    stats["data_sha256"], stats["rows_trained"] = data_hash(train_rows), len(train_rows)
     os.replace(tmp, rdir / "adapter")
     return rdir / "adapter", stats
 
@@ -141,13 +144,20 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
     chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field)
     pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
     log.info("corpus: %d chunks; pool: %s", len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
+    bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
 
+    check_hardware(cfg.training)
     teacher = make_teacher(cfg)
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, config_dict)
+    base_bench = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
+    if base_bench:
+        write_jsonl(out / "benchmark_base.jsonl", base_bench["samples"])
+        log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base_bench["rouge_l"], len(bench_rows))
     rng = random.Random(cfg.seed)
     weights = {t: 1.0 / len(pool) for t in pool}
     all_rows: list[dict] = []
+    rounds_rows: list[list[dict]] = []
     adapter: Path | None = None
     history = []
     try:
@@ -164,8 +174,12 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
             all_rows += kept
             gen_seconds = time.time() - start
 
-            adapter, train_stats = train_round(cfg, student, all_rows, kept, adapter, rdir, r)
+            rounds_rows.append(kept)
+            adapter, train_stats = train_round(cfg, student, rounds_rows, adapter, rdir, r, rng)
             ev = eval_round(cfg, student, adapter, all_rows, r)
+            bench = benchmark(student, str(adapter), bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows and adapter else None
+            if bench:
+                write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
             losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in pool}
             new_weights = next_weights(losses, cfg.feedback)
 
@@ -176,6 +190,8 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "next_task_weights": _finite(new_weights),
                 "eval_loss": _num(ev["eval_loss"]),
                 "sample_rouge_l": _num(ev["sample_rouge_l"]),
+                "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
+                "benchmark_rouge_l_base": _num(base_bench["rouge_l"]) if base_bench else None,
                 "n_generated": stats.requests,
                 "n_kept": len(kept),
                 "n_train": sum(x["split"] == "train" for x in kept),
@@ -193,6 +209,11 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "seconds": round(time.time() - start, 2),
             }
             table = [[r, t, weights[t], _num(losses[t]), new_weights[t]] for t in pool]
+            if train_stats:
+                write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
+                                             "data_sha256": train_stats["data_sha256"],
+                                             "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
+                                             "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
             tracker.log_round(metrics, table, ev["samples"])
             write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
             history.append(metrics)

@@ -28,7 +28,10 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
     monkeypatch.setenv("DAIG_TEST_KEY", PLANTED)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-planted-SECRET-" + "9" * 32)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model)
+    from conftest import SHARED
+
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model,
+                  f"eval.benchmark_path={SHARED / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=3")
     out = tmp_path / "run"
     history = run(cfg, out)
 
@@ -40,6 +43,7 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
             assert key in m, key
         assert math.isclose(sum(m["task_weights"].values()), 1.0, rel_tol=1e-6)
         assert m["n_generated"] == 12 and m["teacher_calls"] == 24 and m["teacher_tokens"] > 0
+        assert 0 <= m["benchmark_rouge_l"] <= 1 and m["benchmark_rouge_l_base"] == lines[0]["benchmark_rouge_l_base"]
     # Round 2 samples with the weights round 1's losses produced, higher loss -> higher weight.
     r1 = lines[0]
     assert lines[1]["task_weights"] == r1["next_task_weights"]
@@ -64,6 +68,9 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
         tok = AutoTokenizer.from_pretrained(out / "rounds" / str(r) / "adapter")
         gen = model.generate(**tok("Hold the", return_tensors="pt"), max_new_tokens=3, do_sample=False)
         assert gen.shape[1] > 2
+        card = json.loads((out / "rounds" / str(r) / "adapter" / "daig_adapter.json").read_text())
+        assert card["round"] == r and len(card["data_sha256"]) == 64 and card["base_model"] == tiny_model
+        assert (out / "rounds" / str(r) / "adapter" / "README.md").exists()
 
     assert list((out / "wandb").glob("offline-run-*")), "W&B logged offline into the run folder"
     for f in out.rglob("*"):

@@ -102,3 +102,22 @@ def test_eval_loss_falls_after_training_on_the_same_rows(tiny_model, tmp_path):
     assert after["eval_loss"] < before["eval_loss"]
     assert len(after["samples"]) == 2 and {s["task"] for s in after["samples"]} == {"qa", "summarization"}
     assert all(0 <= s["rouge_l"] <= 1 for s in after["samples"])
+
+
+def test_benchmark_loader_and_batched_greedy_equals_one_by_one(tiny_model, tmp_path):
+    import json
+
+    from conftest import SHARED
+    from eval.evaluate import load_benchmark, sample_answers
+
+    rows = load_benchmark(str(SHARED / "self_instruct_user_oriented_instructions.jsonl"), 5)
+    first = json.loads((SHARED / "self_instruct_user_oriented_instructions.jsonl").read_text().splitlines()[0])
+    assert len(rows) == 5 and rows[0]["completion"][0]["content"] == first["instances"][0]["output"]
+    assert rows[0]["prompt"][0]["content"] == first["instruction"] + "\n\n" + first["instances"][0]["input"]
+    model, tok = load_student(tiny_model, None, 1)
+    batched = sample_answers(model, tok, rows, 6, batch_size=5)
+    single = sample_answers(model, tok, rows, 6, batch_size=1)
+    assert [s["student"] for s in batched] == [s["student"] for s in single]
+    assert all(0 <= s["rouge_l"] <= 1 for s in batched)
+    with pytest.raises(FileNotFoundError, match="eval.benchmark_path"):
+        load_benchmark(str(tmp_path / "nope.jsonl"), 5)

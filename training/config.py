@@ -21,6 +21,8 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     max_length: int = field(default=512, metadata={"help": "Max tokens per example (prompt + answer); longer ones are truncated."})
     adapter_mode: str = field(default="restart", metadata={"help": "'restart': a fresh adapter each round on all data so far; 'continue': keep training the previous round's adapter on the new round's data."})
+    data_mix: str = field(default="auto", metadata={"help": "Which rows each round trains on: 'all' (every round's rows so far), 'new' (this round's only), or a number in (0, 1): this round's rows plus that fraction of earlier rounds' rows, sampled with the run seed. 'auto': all for adapter_mode=restart, new for continue."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the student in 4-bit NF4 (bitsandbytes, CUDA only) and train LoRA on top."})
     include_context: bool = field(default=False, metadata={"help": "Show the domain chunk to the student in its prompt (open book). Default closed book: the student must learn the domain."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory for more compute. trl turns it on by default; a small student on a CPU does not need it."})
     logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps."})
@@ -39,5 +41,12 @@ class TrainConfig:
             raise ValueError(f"epochs: must be > 0 when max_steps is -1, got {self.epochs}")
         if self.adapter_mode not in ADAPTER_MODES:
             raise ValueError(f"adapter_mode: {self.adapter_mode!r} is not one of {', '.join(ADAPTER_MODES)}")
+        if self.data_mix not in ("auto", "all", "new"):
+            try:
+                frac = float(self.data_mix)
+            except ValueError:
+                frac = -1.0
+            if not 0 < frac < 1:
+                raise ValueError(f"data_mix: {self.data_mix!r} is not auto, all, new or a number in (0, 1) such as 0.25")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")

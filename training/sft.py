@@ -14,6 +14,46 @@ from training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
+def check_hardware(cfg: TrainConfig) -> None:
+    """Fail at start-up, not after an hour of generation, when the config needs hardware that is not here."""
+    import importlib.util
+
+    import torch
+
+    if cfg.load_in_4bit and not torch.cuda.is_available():
+        raise ValueError("training.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; this machine has no CUDA "
+                         "device: set training.load_in_4bit=false")
+    if cfg.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("training.load_in_4bit needs bitsandbytes: pip install bitsandbytes")
+
+
+def mix_rows(rows_by_round: list[list[dict]], cfg: TrainConfig, continuing: bool, rng) -> list[dict]:
+    """The rows a round trains on, by training.data_mix (rows_by_round[-1] is this round's)."""
+    mix = cfg.data_mix if cfg.data_mix != "auto" else ("new" if continuing else "all")
+    new, earlier = rows_by_round[-1], [r for rows in rows_by_round[:-1] for r in rows]
+    if mix == "new":
+        return list(new)
+    if mix == "all":
+        return earlier + new
+    return rng.sample(earlier, round(float(mix) * len(earlier))) + new
+
+
+def load_student_for_training(model_path: str, cfg: TrainConfig):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not cfg.load_in_4bit:
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)
+    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=compute, device_map={"": 0})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+
+
 def lora_config(cfg: TrainConfig):
     from peft import LoraConfig
 
@@ -32,15 +72,16 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     import torch
     from datasets import Dataset
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     if not rows:
         raise ValueError("no training rows: the round kept no examples")
+    check_hardware(cfg)
     torch.set_num_threads(num_threads)
     start = time.time()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = load_student_for_training(model_path, cfg)
     peft_config = None
     if init_adapter is not None:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)

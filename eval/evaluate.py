@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -123,7 +124,28 @@ def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_ne
     """Mean ROUGE-L of the student's greedy answers on held-out benchmark rows."""
     model, tokenizer = load_student(model_path, adapter_dir, num_threads)
     scored = sample_answers(model, tokenizer, rows, max_new_tokens)
-    return {"rouge_l": sum(s["rouge_l"] for s in scored) / len(scored) if scored else math.nan, "samples": scored}
+    metrics = generation_metrics(scored)
+    return {"rouge_l": metrics.get("rouge_l", math.nan), "bleu": metrics.get("bleu", math.nan), "samples": scored}
+
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+def generation_metrics(samples: list[dict]) -> dict:
+    """ROUGE-L and BLEU over all samples, exact match over classification ones, through `evaluate`
+    metric scripts kept in eval/metrics (evaluate.load of a Hub metric fails offline)."""
+    import evaluate as hf_evaluate
+
+    if not samples:
+        return {}
+    preds, refs = [s["student"] for s in samples], [s["reference"] for s in samples]
+    out = {"rouge_l": hf_evaluate.load(str(METRICS_DIR / "rouge_l")).compute(predictions=preds, references=refs)["rouge_l"],
+           "bleu": hf_evaluate.load(str(METRICS_DIR / "bleu")).compute(predictions=preds, references=refs)["bleu"]}
+    cls = [s for s in samples if s["task"] == "classification"]
+    if cls:
+        em = hf_evaluate.load(str(METRICS_DIR / "exact_match"))
+        out["exact_match_classification"] = em.compute(predictions=[s["student"] for s in cls], references=[s["reference"] for s in cls])["exact_match"]
+    return out
 
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
@@ -145,5 +167,6 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
         "eval_loss": sum(v["loss"] * v["tokens"] for v in losses.values()) / tokens if tokens else math.nan,
         "samples": samples,
         "sample_rouge_l": sum(s["rouge_l"] for s in samples) / len(samples) if samples else math.nan,
+        "generation_metrics": generation_metrics(samples),
         "seconds": round(time.time() - start, 2),
     }

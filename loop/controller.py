@@ -125,7 +125,7 @@ def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: lis
     """Per-task loss on every held-out row so far, with this round's adapter."""
     rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
     if not rows:
-        return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "seconds": 0}
+        return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {}, "seconds": 0}
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
                     desc=f"round {r} eval")
 
@@ -190,8 +190,11 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "next_task_weights": _finite(new_weights),
                 "eval_loss": _num(ev["eval_loss"]),
                 "sample_rouge_l": _num(ev["sample_rouge_l"]),
+                "generation_metrics": ev["generation_metrics"],
                 "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
+                "benchmark_bleu": _num(bench["bleu"]) if bench else None,
                 "benchmark_rouge_l_base": _num(base_bench["rouge_l"]) if base_bench else None,
+                "benchmark_bleu_base": _num(base_bench["bleu"]) if base_bench else None,
                 "n_generated": stats.requests,
                 "n_kept": len(kept),
                 "n_train": sum(x["split"] == "train" for x in kept),
@@ -214,7 +217,8 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                                              "data_sha256": train_stats["data_sha256"],
                                              "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
                                              "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
-            tracker.log_round(metrics, table, ev["samples"])
+            artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats else [])
+            tracker.log_round(metrics, table, ev["samples"], train_stats.get("loss_history", []), artifacts)
             write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
             history.append(metrics)
             log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",

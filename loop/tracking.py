@@ -38,16 +38,30 @@ class Tracker:
                               config=run_config, mode=mode, reinit="finish_previous")
         log.info("W&B run %s (%s mode), files in %s", self.run.name, mode, out_dir / "wandb")
 
-    def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict]) -> None:
+    def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict], curve: list[dict] = (),
+                  artifacts: list[tuple[str, str, Path]] = ()) -> None:
+        """curve: this round's training loss history; artifacts: (name, type, file or folder) to version in W&B."""
         append_jsonl(self.metrics_path, metrics)
         if self.run is None:
             return
         import wandb
 
+        for name, kind, path in artifacts:
+            art = wandb.Artifact(name, type=kind, metadata={"round": metrics["round"]})
+            if Path(path).is_dir():
+                art.add_dir(str(path))
+            else:
+                art.add_file(str(path))
+            self.run.log_artifact(art)
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        for key in ("task_weights", "task_eval_loss", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures"):
+        for key in ("task_weights", "task_eval_loss", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures",
+                    "generation_metrics"):
             flat.update({f"{key}/{t}": v for t, v in (metrics.get(key) or {}).items() if v is not None})
         flat["task_weights_table"] = wandb.Table(columns=["round", "task", "weight", "eval_loss", "next_weight"], data=weights_table)
+        if curve:
+            rows = [[metrics["round"], c["step"], c["loss"]] for c in curve]
+            flat["train_curve"] = wandb.plot.line(wandb.Table(columns=["round", "step", "loss"], data=rows), "step", "loss",
+                                                  title=f"training loss, round {metrics['round']}")
         if samples:
             cols = list(samples[0])
             flat["eval_samples"] = wandb.Table(columns=cols, data=[[s[c] for c in cols] for s in samples])

@@ -19,7 +19,7 @@ def _config(tmp_path, tiny_corpus, base_url, tiny_model, *extra):
                               f"generation.teacher.base_url={base_url}", "generation.teacher.model=fake-teacher",
                               "generation.teacher.api_key_env=DAIG_TEST_KEY", "generation.examples_per_round=12",
                               f"student={tiny_model}", "rounds=2", "num_threads=1", "training.max_steps=3",
-                              "training.learning_rate=0.005", "eval.generation_samples=2", "eval.max_new_tokens=4",
+                              "training.learning_rate=0.005", "training.logging_steps=1", "eval.generation_samples=2", "eval.max_new_tokens=4",
                               "eval.heldout_fraction=0.3", "tracking.run_name=test",
                               f"generation.teacher.cache_path={tmp_path / 'cache.sqlite'}", *extra])
 
@@ -72,7 +72,10 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
         assert card["round"] == r and len(card["data_sha256"]) == 64 and card["base_model"] == tiny_model
         assert (out / "rounds" / str(r) / "adapter" / "README.md").exists()
 
-    assert list((out / "wandb").glob("offline-run-*")), "W&B logged offline into the run folder"
+    (wandb_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = wandb_file.read_bytes()
+    for name in (b"adapter-round2", b"data-round1", b"task_weights_table", b"train_curve", b"generation_metrics/rouge_l"):
+        assert name in logged, f"{name} not logged to W&B"
     for f in out.rglob("*"):
         if f.is_file():
             data = f.read_bytes()

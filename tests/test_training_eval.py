@@ -13,6 +13,9 @@ ROWS = [{"id": f"x{i}", "task": ["qa", "summarization"][i % 2],
          "prompt": [{"role": "user", "content": f"How do I reset controller {i}?"}],
          "completion": [{"role": "assistant", "content": f"Hold the Mode button for {i + 5} seconds."}]} for i in range(8)]
 
+VARIED = [{"id": f"v{i}", "task": "qa", "prompt": [{"role": "user", "content": "Reset the controller? " * (i + 1)}],
+           "completion": [{"role": "assistant", "content": "Hold the Mode button. " * (2 * i + 1)}]} for i in range(4)]
+
 
 def _train(tiny_model, out, **kw):
     cfg = TrainConfig(**{"max_steps": 4, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1, **kw})
@@ -121,3 +124,40 @@ def test_benchmark_loader_and_batched_greedy_equals_one_by_one(tiny_model, tmp_p
     assert all(0 <= s["rouge_l"] <= 1 for s in batched)
     with pytest.raises(FileNotFoundError, match="eval.benchmark_path"):
         load_benchmark(str(tmp_path / "nope.jsonl"), 5)
+
+
+def test_padding_free_batches_attend_within_each_example(tiny_model):
+    """trl's padding-free collator + this transformers: packed logits equal the padded batch's, per example."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, tok = load_student(tiny_model, None, 1)
+    ex = [dict(zip(("input_ids", "labels"), encode(tok, r["prompt"], r["completion"], 512))) for r in VARIED]
+    assert len({len(e["input_ids"]) for e in ex}) > 1, "rows of different lengths, so padding matters"
+    packed = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(ex)
+    padded = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(ex)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    with torch.no_grad():
+        lp = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        lu = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    offset = 0
+    for i, e in enumerate(ex):
+        n = len(e["input_ids"])
+        assert torch.allclose(lp[offset:offset + n], lu[i, :n], atol=1e-5), f"example {i} saw another example"
+        offset += n
+
+
+def test_padding_free_training_loss_matches_padded(tiny_model, tmp_path):
+    cfg = dict(max_steps=1, batch_size=4, learning_rate=1e-9, logging_steps=1)
+    rows = VARIED
+    free = train_adapter(tiny_model, rows, tmp_path / "free", TrainConfig(padding_free=True, **cfg), seed=0, num_threads=1)
+    padded = train_adapter(tiny_model, rows, tmp_path / "pad", TrainConfig(**cfg), seed=0, num_threads=1)
+    assert free["first_logged_loss"] == pytest.approx(padded["first_logged_loss"], rel=1e-4)
+    assert free["tokens_per_epoch"] == padded["tokens_per_epoch"]
+
+
+def test_padding_free_warns_about_rows_it_cannot_truncate(tiny_model, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="training.sft"):
+        train_adapter(tiny_model, VARIED, tmp_path / "a", TrainConfig(padding_free=True, max_length=20, max_steps=1), seed=0, num_threads=1)
+    assert "rows exceed training.max_length=20" in caplog.text

@@ -24,6 +24,7 @@ class TrainConfig:
     data_mix: str = field(default="auto", metadata={"help": "Which rows each round trains on: 'all' (every round's rows so far), 'new' (this round's only), or a number in (0, 1): this round's rows plus that fraction of earlier rounds' rows, sampled with the run seed. 'auto': all for adapter_mode=restart, new for continue."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the student in 4-bit NF4 (bitsandbytes, CUDA only) and train LoRA on top."})
     include_context: bool = field(default=False, metadata={"help": "Show the domain chunk to the student in its prompt (open book). Default closed book: the student must learn the domain."})
+    padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch into one sequence with position ids instead of padding (trl padding_free): no compute on pad tokens. Exact on this stack (tested); trl does not truncate to max_length in this mode, so keep rows short."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory for more compute. trl turns it on by default; a small student on a CPU does not need it."})
     logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps."})
 

@@ -97,7 +97,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        max_length=cfg.max_length,
+        max_length=None if cfg.padding_free else cfg.max_length,  # trl refuses max_length with padding_free (it cannot truncate there)
         completion_only_loss=True,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
@@ -107,8 +107,16 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         # trl defaults to bf16=True; on a CPU without native bf16 that emulates every matmul (10x slower, measured).
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name; trl's default is on
+        # Padding-free relies on transformers finding the packed sequences from position_ids, which it does only
+        # without a KV cache; trl's compute_loss passes use_cache=False, so the attention stays per example.
+        padding_free=cfg.padding_free,
         dataloader_num_workers=0,
     )
+    if cfg.padding_free:
+        too_long = sum(len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"])
+                       > cfg.max_length for r in rows)
+        if too_long:
+            log.warning("%d rows exceed training.max_length=%d and are not truncated with padding_free", too_long, cfg.max_length)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     result = trainer.train()

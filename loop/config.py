@@ -149,7 +149,8 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), (yaml.safe_load(raw) if raw.strip() else "")
 
 
-_PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool", "eval.benchmark_path")
+_PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool", "eval.benchmark_path",
+              "training.accelerate_config")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:

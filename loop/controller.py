@@ -28,7 +28,7 @@ from generation.llamacpp import LlamaCppServer
 from loop.models import gguf_path, resolve_model
 from loop.tracking import Tracker
 from training.artifacts import data_hash, write_adapter_card
-from training.sft import check_hardware, mix_rows, train_adapter
+from training.sft import check_hardware, mix_rows, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
 
@@ -113,8 +113,8 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
         log.warning("round %d kept no training examples; the adapter is not retrained this round", r)
         return adapter, {}
     tmp = Path(tempfile.mkdtemp(dir=rdir, prefix=".adapter."))
-    stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init_adapter=init,
-                          work_dir=rdir / ".trainer")
+    train = train_adapter_launched if cfg.training.launcher == "accelerate" else train_adapter
+    stats = train(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init_adapter=init, work_dir=rdir / ".trainer")
     shutil.rmtree(rdir / ".trainer", ignore_errors=True)
     stats["data_sha256"], stats["rows_trained"] = data_hash(train_rows), len(train_rows)
     os.replace(tmp, rdir / "adapter")

@@ -8,7 +8,8 @@ import yaml
 from loop.config import ConfigError, RunConfig, describe, load_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "quickstart_data" not in p.parts)
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "quickstart_data" not in p.parts and "accelerate" not in p.parts)
+ACCELERATE = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 
 
 def write(tmp_path, data: dict) -> Path:
@@ -87,3 +88,11 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "config error: unknown config key 'trianing'; did you mean 'training'?"
     assert not (tmp_path / "o").exists(), "nothing is written before the config is valid"
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=[p.name for p in ACCELERATE])
+def test_accelerate_configs_parse_with_accelerate(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(path))
+    assert cfg.num_processes >= 1 and cfg.compute_environment.value == "LOCAL_MACHINE"

@@ -120,3 +120,14 @@ def test_budget_cap_stops_the_run_cleanly(tmp_path, tiny_corpus, fake_openai, ti
     assert len(fake_openai.requests) == 30 == history[-1]["run_teacher_calls"]
     assert history[1]["rejected"].get("teacher_budget_exhausted", 0) > 0
     assert (tmp_path / "run" / "rounds" / "2" / "data.jsonl").exists() and (tmp_path / "run" / "rounds" / "2" / "adapter").exists()
+
+
+def test_training_step_under_accelerate_launch_two_cpu_processes(tmp_path, tiny_corpus, fake_openai, tiny_model):
+    """launcher=accelerate: generation in this process, training as a 2-process gloo DDP `accelerate launch`."""
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "rounds=1", "generation.teacher.api_key_env=",
+                  "tracking.wandb=false", "eval.generation_samples=0", "training.launcher=accelerate",
+                  f"training.accelerate_config={REPO / 'configs' / 'accelerate' / 'cpu_ddp.yaml'}")
+    (m,) = run(cfg, tmp_path / "run")
+    stats = json.loads((tmp_path / "run" / "rounds" / "1" / "adapter" / "training_stats.json").read_text())
+    assert stats["world_size"] == 2 and m["train_steps"] == 3
+    assert any(v is not None for v in m["task_eval_loss"].values())

@@ -23,6 +23,8 @@ class TrainConfig:
     adapter_mode: str = field(default="restart", metadata={"help": "'restart': a fresh adapter each round on all data so far; 'continue': keep training the previous round's adapter on the new round's data."})
     data_mix: str = field(default="auto", metadata={"help": "Which rows each round trains on: 'all' (every round's rows so far), 'new' (this round's only), or a number in (0, 1): this round's rows plus that fraction of earlier rounds' rows, sampled with the run seed. 'auto': all for adapter_mode=restart, new for continue."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the student in 4-bit NF4 (bitsandbytes, CUDA only) and train LoRA on top."})
+    launcher: str = field(default="inprocess", metadata={"help": "'inprocess' trains inside the controller; 'accelerate' runs the training step as an `accelerate launch` subprocess (multi-GPU DDP/FSDP) while generation stays in the controller."})
+    accelerate_config: str = field(default="", metadata={"help": "accelerate config file for launcher=accelerate, e.g. configs/accelerate/ddp.yaml ('' uses accelerate's default config)."})
     include_context: bool = field(default=False, metadata={"help": "Show the domain chunk to the student in its prompt (open book). Default closed book: the student must learn the domain."})
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch into one sequence with position ids instead of padding (trl padding_free): no compute on pad tokens. Exact on this stack (tested); trl does not truncate to max_length in this mode, so keep rows short."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory for more compute. trl turns it on by default; a small student on a CPU does not need it."})
@@ -42,6 +44,8 @@ class TrainConfig:
             raise ValueError(f"epochs: must be > 0 when max_steps is -1, got {self.epochs}")
         if self.adapter_mode not in ADAPTER_MODES:
             raise ValueError(f"adapter_mode: {self.adapter_mode!r} is not one of {', '.join(ADAPTER_MODES)}")
+        if self.launcher not in ("inprocess", "accelerate"):
+            raise ValueError(f"launcher: {self.launcher!r} is not inprocess or accelerate")
         if self.data_mix not in ("auto", "all", "new"):
             try:
                 frac = float(self.data_mix)

@@ -54,6 +54,32 @@ def load_student_for_training(model_path: str, cfg: TrainConfig):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
 
 
+def train_adapter_launched(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
+                           num_threads: int, init_adapter: str | Path | None, work_dir: str | Path) -> dict:
+    """The same training step as train_adapter, run by `accelerate launch` in child processes."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "rows.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows))
+    (work / "train.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if cfg.accelerate_config:
+        cmd += ["--config_file", cfg.accelerate_config]
+    cmd += ["-m", "training.run", "--model", model_path, "--rows", str(work / "rows.jsonl"), "--config", str(work / "train.json"),
+            "--out", str(out_dir), "--seed", str(seed), "--threads", str(num_threads)]
+    if init_adapter:
+        cmd += ["--init-adapter", str(init_adapter)]
+    with open(work / "launch.log", "w") as logf:
+        code = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]).returncode
+    if code != 0:
+        tail = (work / "launch.log").read_text()[-1500:]
+        raise RuntimeError(f"accelerate launch of the training step failed (exit {code}); log {work / 'launch.log'}:\n{tail}")
+    return json.loads((Path(out_dir) / "training_stats.json").read_text())
+
+
 def lora_config(cfg: TrainConfig):
     from peft import LoraConfig
 
@@ -120,8 +146,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     result = trainer.train()
-    trainer.model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    trainer.save_model(str(out_dir))  # adapter + tokenizer, written by the main process only under accelerate
     n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     history = [h for h in trainer.state.log_history if "loss" in h]
     stats = {
@@ -134,7 +159,9 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         "seconds": round(time.time() - start, 2),
         "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
     }
-    (out_dir / "training_stats.json").write_text(json.dumps({**stats, "config": cfg.__dict__}, indent=2, default=str))
+    stats["world_size"] = int(trainer.args.world_size)
+    if trainer.is_world_process_zero():
+        (out_dir / "training_stats.json").write_text(json.dumps({**stats, "config": cfg.__dict__}, indent=2, default=str))
     if not math.isfinite(stats["train_loss"]):
         log.warning("training loss is not finite (%s); check the learning rate", stats["train_loss"])
     return stats

@@ -39,6 +39,24 @@ def encode(tokenizer, prompt: list[dict], completion: list[dict], max_length: in
     return full_ids[:max_length], labels[:max_length]
 
 
+def answer_nll(model, ids, mask, labels):
+    """Per-token NLL of the answer tokens only, and the mask of where they are.
+
+    The LM head (a vocab-sized matmul and softmax per position) runs only on answer positions: prompts are most
+    of the tokens and their logits would be thrown away. Models that post-process logits take the plain path."""
+    import torch
+
+    target = labels[:, 1:]
+    valid = target != -100
+    cfg = model.config
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][valid]
+    else:
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+        logits = model.get_output_embeddings()(hidden[valid])
+    return torch.nn.functional.cross_entropy(logits.float(), target[valid], reduction="none"), valid
+
+
 def task_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length: int, desc: str = "eval") -> dict[str, dict]:
     """Token-weighted mean answer loss per task: {task: {'loss', 'tokens', 'examples'}}."""
     import torch
@@ -57,14 +75,13 @@ def task_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length:
             for j, i in enumerate(idx):
                 x, y = encoded[i]
                 ids[j, :len(x)], labels[j, :len(y)], mask[j, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            target = labels[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+            nll, valid = answer_nll(model, ids, mask, labels)
+            per_row = torch.zeros(len(idx)).index_add_(0, valid.nonzero()[:, 0], nll)
+            counts = valid.sum(dim=1)
             for j, i in enumerate(idx):
-                valid = target[j] != -100
                 entry = sums.setdefault(rows[i]["task"], [0.0, 0, 0])
-                entry[0] += float(nll[j][valid].sum())
-                entry[1] += int(valid.sum())
+                entry[0] += float(per_row[j])
+                entry[1] += int(counts[j])
                 entry[2] += 1
             bar.update(len(idx))
     return {task: {"loss": s / max(n, 1) if n else math.nan, "tokens": n, "examples": e} for task, (s, n, e) in sorted(sums.items())}

@@ -161,3 +161,22 @@ def test_padding_free_warns_about_rows_it_cannot_truncate(tiny_model, tmp_path, 
     with caplog.at_level(logging.WARNING, logger="training.sft"):
         train_adapter(tiny_model, VARIED, tmp_path / "a", TrainConfig(padding_free=True, max_length=20, max_steps=1), seed=0, num_threads=1)
     assert "rows exceed training.max_length=20" in caplog.text
+
+
+def test_answer_only_head_equals_full_logits(tiny_model, tmp_path):
+    from eval.evaluate import answer_nll
+
+    _train(tiny_model, tmp_path / "a")
+    model, tok = load_student(tiny_model, str(tmp_path / "a"), 1)  # a PeftModel: the LoRA layers must still apply
+    encoded = [encode(tok, r["prompt"], r["completion"], 512) for r in VARIED]
+    width = max(len(x) for x, _ in encoded)
+    ids = torch.full((len(encoded), width), tok.pad_token_id)
+    labels = torch.full((len(encoded), width), -100)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for j, (x, y) in enumerate(encoded):
+        ids[j, :len(x)], labels[j, :len(y)], mask[j, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    with torch.no_grad():
+        nll, valid = answer_nll(model, ids, mask, labels)
+        full = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits[:, :-1].transpose(1, 2),
+                                                 labels[:, 1:], ignore_index=-100, reduction="none")
+    assert torch.allclose(nll, full[valid], atol=1e-5)

@@ -63,11 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "config":
             if args.config is None:
-                print("\n".join(describe()))
+                text = "\n".join(describe())
             else:
                 import yaml
 
-                print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False))
+                text = yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False)
+            try:
+                print(text)
+            except BrokenPipeError:  # `daig config | head`: silence the flush at exit (Python docs' recipe)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         cfg = load_config(args.config, args.overrides)
         from training.sft import check_hardware

@@ -117,7 +117,6 @@ def load_benchmark(path: str, size: int) -> list[dict]:
     """Held-out tasks in the Self-Instruct format ({instruction, instances: [{input, output}]}) or flat
     ({instruction, input?, output}), from a .jsonl path or a `datasets` save_to_disk folder; the first `size`."""
     import json
-    from pathlib import Path
 
     p = Path(path).expanduser()
     if p.is_file():
@@ -137,12 +136,17 @@ def load_benchmark(path: str, size: int) -> list[dict]:
     return rows
 
 
-def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_new_tokens: int, num_threads: int) -> dict:
-    """Mean ROUGE-L of the student's greedy answers on held-out benchmark rows."""
-    model, tokenizer = load_student(model_path, adapter_dir, num_threads)
+def score_benchmark(model, tokenizer, rows: list[dict], max_new_tokens: int) -> dict:
+    """Mean ROUGE-L and BLEU of the student's greedy answers on held-out benchmark rows."""
     scored = sample_answers(model, tokenizer, rows, max_new_tokens)
     metrics = generation_metrics(scored)
     return {"rouge_l": metrics.get("rouge_l", math.nan), "bleu": metrics.get("bleu", math.nan), "samples": scored}
+
+
+def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_new_tokens: int, num_threads: int) -> dict:
+    """score_benchmark for a model not loaded yet (the base model, once per run)."""
+    model, tokenizer = load_student(model_path, adapter_dir, num_threads)
+    return score_benchmark(model, tokenizer, rows, max_new_tokens)
 
 
 METRICS_DIR = Path(__file__).parent / "metrics"
@@ -166,8 +170,9 @@ def generation_metrics(samples: list[dict]) -> dict:
 
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
-             num_threads: int, desc: str = "eval") -> dict:
-    """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations."""
+             num_threads: int, desc: str = "eval", bench_rows: list[dict] = ()) -> dict:
+    """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
+    benchmark scored with the same loaded model when bench_rows are given."""
     start = time.time()
     model, tokenizer = load_student(model_path, adapter_dir, num_threads)
     losses = task_losses(model, tokenizer, rows, cfg.batch_size, max_length, desc=desc)
@@ -185,5 +190,6 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
         "samples": samples,
         "sample_rouge_l": sum(s["rouge_l"] for s in samples) / len(samples) if samples else math.nan,
         "generation_metrics": generation_metrics(samples),
+        "benchmark": score_benchmark(model, tokenizer, list(bench_rows), cfg.max_new_tokens) if bench_rows else None,
         "seconds": round(time.time() - start, 2),
     }

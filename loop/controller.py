@@ -121,13 +121,15 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
     return rdir / "adapter", stats
 
 
-def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], r: int) -> dict:
-    """Per-task loss on every held-out row so far, with this round's adapter."""
+def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int) -> dict:
+    """Per-task loss on every held-out row so far with this round's adapter; the benchmark with the same model load."""
     rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
-    if not rows:
-        return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {}, "seconds": 0}
+    bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
+    if not rows and not bench_rows:
+        return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
+                "benchmark": None, "seconds": 0}
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
-                    desc=f"round {r} eval")
+                    desc=f"round {r} eval", bench_rows=bench_rows)
 
 
 def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
@@ -176,8 +178,8 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
 
             rounds_rows.append(kept)
             adapter, train_stats = train_round(cfg, student, rounds_rows, adapter, rdir, r, rng)
-            ev = eval_round(cfg, student, adapter, all_rows, r)
-            bench = benchmark(student, str(adapter), bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows and adapter else None
+            ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r)
+            bench = ev["benchmark"]
             if bench:
                 write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
             losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in pool}

@@ -130,4 +130,6 @@ def test_training_step_under_accelerate_launch_two_cpu_processes(tmp_path, tiny_
     (m,) = run(cfg, tmp_path / "run")
     stats = json.loads((tmp_path / "run" / "rounds" / "1" / "adapter" / "training_stats.json").read_text())
     assert stats["world_size"] == 2 and m["train_steps"] == 3
+    assert sorted(p.name for p in (tmp_path / "run" / "rounds" / "1").iterdir()) == [
+        "adapter", "data.jsonl", "eval_samples.jsonl", "rejected.jsonl"], "no scratch folders left behind"
     assert any(v is not None for v in m["task_eval_loss"].values())

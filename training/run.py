@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--init-adapter")
+    p.add_argument("--work-dir", help="scratch folder for the trainer (default: beside --out)")
     args = p.parse_args(argv)
     with open(args.rows, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     with open(args.config, encoding="utf-8") as f:
         cfg = TrainConfig(**json.load(f))
-    train_adapter(args.model, rows, args.out, cfg, args.seed, args.threads, init_adapter=args.init_adapter)
+    train_adapter(args.model, rows, args.out, cfg, args.seed, args.threads, init_adapter=args.init_adapter, work_dir=args.work_dir)
 
 
 if __name__ == "__main__":

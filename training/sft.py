@@ -69,7 +69,7 @@ def train_adapter_launched(model_path: str, rows: list[dict], out_dir: str | Pat
     if cfg.accelerate_config:
         cmd += ["--config_file", cfg.accelerate_config]
     cmd += ["-m", "training.run", "--model", model_path, "--rows", str(work / "rows.jsonl"), "--config", str(work / "train.json"),
-            "--out", str(out_dir), "--seed", str(seed), "--threads", str(num_threads)]
+            "--out", str(out_dir), "--seed", str(seed), "--threads", str(num_threads), "--work-dir", str(work / "trainer")]
     if init_adapter:
         cmd += ["--init-adapter", str(init_adapter)]
     with open(work / "launch.log", "w") as logf:

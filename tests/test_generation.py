@@ -128,3 +128,47 @@ def test_missing_key_and_unreachable_endpoint_fail_clearly(monkeypatch):
 def test_teacher_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         TeacherConfig(top_p=0)
+
+
+def test_local_teacher_stop_sequences_cut_the_reply_as_openai_does(tiny_model):
+    teacher = LocalTeacher(tiny_model, "tiny", batch_size=2, num_threads=1)
+    base = TeacherRequest((("user", "Summarize the passage."),), 24, 0.0, 1.0, 0)
+    (full,) = teacher.generate([base])
+    assert len(full.text) > 6, "the tiny model should write something to cut"
+    stop = full.text[3:6]
+    first = full.text.find(stop)
+    (cut,) = teacher.generate([TeacherRequest(base.messages, 24, 0.0, 1.0, 0, stop=(stop, "never-seen-zzz"))])
+    assert cut.text == full.text[:first] and cut.finish_reason == "stop"
+    assert cut.completion_tokens <= full.completion_tokens
+
+
+def test_presence_penalty_never_repeats_a_generated_token(tiny_model):
+    import torch
+    from transformers import LogitsProcessorList
+
+    from generation.teachers import PresencePenalty
+
+    out = PresencePenalty(2.0, prompt_len=2)(torch.tensor([[4, 1, 3, 3, 0]]), torch.zeros(1, 5))
+    assert out.tolist() == [[-2.0, 0.0, 0.0, -2.0, 0.0]]  # prompt tokens (4, 1) are not penalised; 3 once despite twice
+    teacher = LocalTeacher(tiny_model, "tiny", batch_size=2, num_threads=1)
+    msgs = (("user", "Extract every number."),)
+    plain, penalised = teacher.generate([TeacherRequest(msgs, 40, 0.0, 1.0, 0), TeacherRequest(msgs, 40, 0.0, 1.0, 0, presence_penalty=1e4)])
+    assert plain.text != penalised.text
+    # The same processor inside transformers' generate: greedy ids repeat without it, never with it.
+    enc = teacher.tok(["Extract every number."], return_tensors="pt")
+    n = enc.input_ids.shape[1]
+    free = teacher.lm.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=teacher.tok.pad_token_id)[0, n:].tolist()
+    held = teacher.lm.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=teacher.tok.pad_token_id,
+                               logits_processor=LogitsProcessorList([PresencePenalty(1e4, n)]))[0, n:].tolist()
+    assert len(free) > len(set(free)) and len(held) == len(set(held))
+
+
+def test_stop_and_presence_penalty_reach_the_openai_endpoint_and_the_cache_key(fake_openai):
+    plain = TeacherRequest((("user", "hi"),), 8, 0.7, 0.5, 1)
+    assert plain.key("m") == TeacherRequest((("user", "hi"),), 8, 0.7, 0.5, 1, stop=(), presence_penalty=0.0).key("m")
+    full = TeacherRequest((("user", "hi"),), 8, 0.7, 0.5, 1, stop=("\n\n", "16."), presence_penalty=2.0)
+    assert full.key("m") != plain.key("m")
+    OpenAITeacher("fake-teacher", fake_openai.base_url, "", 1, 10, 0).generate([full, plain])
+    sent = sorted(fake_openai.requests, key=lambda b: "stop" in b)
+    assert "stop" not in sent[0] and "presence_penalty" not in sent[0]
+    assert sent[1]["stop"] == ["\n\n", "16."] and sent[1]["presence_penalty"] == 2.0

@@ -1,0 +1,153 @@
+"""Stanford Alpaca's variant of Self-Instruct, faithful to tatsu-lab/stanford_alpaca (Apache-2.0) generate_instruction.py.
+
+One round is one of the reference's batches: prompts_per_round prompts, each prompt.txt followed by 3 seed tasks
+(drawn from the seeds only, never machine-written ones) as '###'-separated numbered Instruction / Input / Output
+blocks; the teacher writes tasks 4..20 in the same format, so a reply carries instruction, input and output at
+once. post_process_gpt3_response's rules decide what is kept, then the novelty filter.
+
+Decoding as the reference: temperature 1.0, top_p 1.0, max_tokens 3072, stop ["\\n20", "20.", "20."]. Not sent:
+its logit_bias {"50256": -100}, which bans GPT-3's <|endoftext|> token id so a completion model keeps writing until
+task 20; that id means another token (or nothing) in other tokenizers, our teacher layer sends no logit_bias, and a
+chat model ends its turn with its own end token, so it may simply write fewer tasks. Nor its retry with 80% of
+max_tokens on 'Please reduce your prompt' errors: such a reply fails with its error and is recorded as rejected.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from generation.config import AlpacaConfig, GenerationConfig
+from generation.daig import RoundStats
+from generation.diversity import filter_batch
+from generation.seeds import SeedTask
+from generation.self_instruct import BLACKLIST, heuristic_verdict
+from generation.teachers import Teacher, TeacherRequest
+
+METHOD = "alpaca"
+TASK_LABEL = "alpaca"
+STOP = ("\n20", "20.", "20.")  # verbatim, the repeated "20." included
+ALPACA_BLACKLIST = BLACKLIST + ("video", "audio", "music", "flowchart", "diagram")
+
+# Verbatim: tatsu-lab/stanford_alpaca prompt.txt at f13496211289def0ff88ae673389ae14a818b4b3, the release that generated
+# the 52K data (typos "instrucitons" and "necssary" included; the file has no trailing newline).
+PROMPT_TXT = """You are asked to come up with a set of 20 diverse task instructions. These task instructions will be given to a GPT model and we will evaluate the GPT model for completing the instructions.
+
+Here are the requirements:
+1. Try not to repeat the verb for each instruction to maximize diversity.
+2. The language used for the instruction also should be diverse. For example, you should combine questions with imperative instrucitons.
+3. The type of instructions should be diverse. The list should include diverse types of tasks like open-ended generation, classification, editing, etc.
+2. A GPT language model should be able to complete the instruction. For example, do not ask the assistant to create any visual or audio output. For another example, do not ask the assistant to wake you up at 5pm or set a reminder because it cannot perform any action.
+3. The instructions should be in English.
+4. The instructions should be 1 to 2 sentences long. Either an imperative sentence or a question is permitted.
+5. You should generate an appropriate input to the instruction. The input field should contain a specific example provided for the instruction. It should involve realistic data and should not contain simple placeholders. The input should provide substantial content to make the instruction challenging but should ideally not exceed 100 words.
+6. Not all instructions require input. For example, when a instruction asks about some general information, "what is the highest peak in the world", it is not necssary to provide a specific context. In this case, we simply put "<noinput>" in the input field.
+7. The output should be an appropriate response to the instruction and the input. Make sure the output is less than 100 words.
+
+List of 20 tasks:"""
+
+
+def seed_example(seed: SeedTask) -> dict:
+    """The reference shows each seed's first instance."""
+    return {"instruction": seed.instruction, "input": seed.instances[0]["input"], "output": seed.instances[0]["output"]}
+
+
+def encode_prompt(examples: list[dict]) -> str:
+    """generate_instruction.encode_prompt: prompt.txt, the examples as numbered blocks, then the next number."""
+    prompt = PROMPT_TXT + "\n"
+    for idx, ex in enumerate(examples):
+        instruction = re.sub(r"\s+", " ", ex["instruction"]).strip().rstrip(":")
+        inp = "<noinput>" if ex["input"].lower() == "" else ex["input"]
+        prompt += "###\n"
+        prompt += f"{idx + 1}. Instruction: {instruction}\n"
+        prompt += f"{idx + 1}. Input:\n{inp}\n"
+        prompt += f"{idx + 1}. Output:\n{ex['output']}\n"
+    return prompt + f"###\n{len(examples) + 1}. Instruction:"
+
+
+def parse_reply(text: str, num_shown: int, finish_reason: str) -> list[tuple[str, dict | None, str]]:
+    """(raw block, {"instruction", "input", "output"} or None, reason) per block, by post_process_gpt3_response.
+
+    reason is '' for a parsed block; else 'truncated' (the last block of a reply cut by length) or 'unparseable'
+    (not exactly one numbered Instruction/Input/Output triple). Blank blocks (what follows a final '###') are no
+    candidates and are left out. Heuristics are not applied here (see heuristic_verdict).
+    One addition for chat teachers: a reply that restates the prompt's last line ('4. Instruction:') loses it, as a
+    completion would not have repeated it.
+    """
+    head = f"{num_shown + 1}. Instruction:"
+    if text.lstrip().startswith(head):
+        text = text.lstrip()[len(head):]
+    blocks = re.split("###", head + text)
+    out = []
+    for idx, block in enumerate(blocks):
+        if not block.strip():
+            continue
+        if idx == len(blocks) - 1 and finish_reason == "length":  # "the last example is likely truncated"
+            out.append((block, None, "truncated"))
+            continue
+        parts = re.split(rf"{idx + num_shown + 1}\.\s+(Instruction|Input|Output):", block)
+        if len(parts) != 7:
+            out.append((block, None, "unparseable"))
+            continue
+        inp = parts[4].strip()
+        out.append((block, {"instruction": parts[2].strip(), "input": "" if inp.lower() == "<noinput>" else inp,
+                            "output": parts[6].strip()}, ""))
+    return out
+
+
+def run_alpaca_round(teacher: Teacher, seeds: list[SeedTask], machine: list[str], novelty, cfg: GenerationConfig,
+                     round_idx: int, seed: int, rng: random.Random,
+                     embedder=None) -> tuple[list[dict], list[dict], RoundStats]:
+    """One Alpaca batch: kept rows (one per kept task), rejected rows, stats (requests = blocks parsed from replies).
+
+    `machine` gets every kept instruction: it is never shown (Alpaca samples seeds only), but the novelty pool
+    holds it, as the reference's does.
+    """
+    ac = cfg.alpaca
+    if len(seeds) < ac.num_prompt_instructions:
+        raise ValueError(f"alpaca.num_prompt_instructions: a prompt shows {ac.num_prompt_instructions} seed tasks but only "
+                         f"{len(seeds)} are loaded; lower it or add seed tasks (alpaca.seed_tasks)")
+    base = seed * 100003 + round_idx * 1009
+    stats = RoundStats()
+    plans = [rng.sample(seeds, ac.num_prompt_instructions) for _ in range(ac.prompts_per_round)]
+    requests = [alpaca_request(shown, ac, base + i) for i, shown in enumerate(plans)]
+    replies = teacher.generate(requests, desc=f"round {round_idx} alpaca")
+
+    rejected, candidates = [], []
+    for p, (shown, req, reply) in enumerate(zip(plans, requests, replies)):
+        head = {"round": round_idx, "method": METHOD, "task": TASK_LABEL, "teacher_model": teacher.model,
+                "requests": {"instruction": req.key(teacher.model)},
+                "provenance": {"prompt": p, "prompt_instructions": [s.instruction for s in shown], "seed_ids": [s.id for s in shown]}}
+        if reply.error:
+            reason = f"teacher_{reply.error}"
+            rejected.append({**head, "stage": "instruction", "reason": reason, "raw": reply.text,
+                             "filters": [{"filter": "reply", "kept": False, "reason": reason}]})
+            continue
+        for block, item, reason in parse_reply(reply.text, ac.num_prompt_instructions, reply.finish_reason):
+            stats.requests += 1
+            if reason:
+                rejected.append({**head, "stage": "instruction", "reason": reason, "raw": block,
+                                 "filters": [{"filter": "parse", "kept": False, "reason": reason}]})
+                continue
+            verdict = heuristic_verdict(item["instruction"], ALPACA_BLACKLIST)
+            if verdict["kept"]:
+                candidates.append((head, item, block, verdict))
+            else:
+                rejected.append({**head, **item, "stage": "instruction", "reason": verdict["reason"], "raw": block, "filters": [verdict]})
+
+    kept = []
+    decisions = filter_batch([c[1]["instruction"] for c in candidates], novelty, cfg.novelty, embedder) if candidates else []
+    for (head, item, block, verdict), decision in zip(candidates, decisions):
+        if decision["kept"]:
+            machine.append(item["instruction"])
+            kept.append({"id": f"r{round_idx}-{len(kept):05d}", **head, **item, "context": "", "filters": [verdict, decision]})
+        else:
+            rejected.append({**head, **item, "stage": "novelty", "reason": decision["reason"], "raw": block, "filters": [verdict, decision]})
+    for j, row in enumerate(rejected):
+        row["id"] = f"r{round_idx}-x{j:05d}"
+        stats.reject(row["reason"])
+    return kept, rejected, stats
+
+
+def alpaca_request(shown: list[SeedTask], ac: AlpacaConfig, seed: int) -> TeacherRequest:
+    prompt = encode_prompt([seed_example(s) for s in shown])
+    return TeacherRequest((("user", prompt),), ac.max_tokens, ac.temperature, ac.top_p, seed, STOP)

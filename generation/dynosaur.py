@@ -1,0 +1,360 @@
+"""Dynosaur-style tasks from dataset metadata (Yin et al. 2023, WadeYin9712/Dynosaur).
+
+The teacher reads a dataset's description and two of its rows and proposes up to three tasks, each an
+instruction with input fields and one output field, as a Python dict. Proposals are validated as the
+reference's filter_invalid_tasks.py does (no output field, a field the dataset lacks, the output among the
+inputs, an instruction repeated in the reply) plus duplicates of tasks seen in earlier replies or rounds;
+then, as organize_data.py does, a classification-like output gets its label space appended to the
+instruction (or the task is dropped when its labels are too imbalanced), and instances are built from the
+dataset's own rows: the input fields formatted like the reference, the output field's value as the answer.
+No teacher answer is needed. Every proposal that fails is a rejected row with its reason.
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generation.config import DynosaurConfig, GenerationConfig
+from generation.corpus import DataError
+from generation.daig import RoundStats
+from generation.teachers import Teacher, TeacherRequest
+
+# Dynosaur code/instruction_generation/generate_tasks_with_description.py: system message, temperature 0.
+SYSTEM = "You are a helpful assistant for task design."
+FIELD_CHARS = 1000  # truncate_metadata(..., 1000) and truncate(row, 1000)
+INSTANCE_CHARS = 2000  # organize_data.py keeps input[:2000] and output[:2000]
+LABEL_ROWS = 100  # organize_data.py decides the label space on selected_data[:100]
+
+
+@dataclass
+class DatasetMeta:
+    name: str
+    description: str
+    fields: list[str]
+    rows: list[dict]
+
+
+def truncate(example: dict, max_len: int) -> dict:
+    """generate_tasks_with_description.py `truncate`: drop fields whose name contains 'id', nested values and None;
+    cut scalars to max_len chars, lists of strings and flat dicts to max_len chars of JSON."""
+    truncated = {}
+    for k, v in example.items():
+        if "id" in k:
+            continue
+        if isinstance(v, (str, int, float, bool)):
+            truncated[k] = str(v).strip()[:max_len]
+        elif isinstance(v, list):
+            cur, flat = [], True
+            for item in v:
+                if not isinstance(item, str):
+                    flat = False
+                    break
+                if len(json.dumps(cur + [item])) > max_len:
+                    break
+                cur.append(item)
+            if flat:
+                truncated[k] = cur
+        elif isinstance(v, dict):
+            cur, flat = {}, True
+            for item, value in v.items():
+                if not isinstance(value, (str, int, float, bool)):
+                    flat = False
+                    break
+                if len(json.dumps({**cur, item: value})) > max_len:
+                    break
+                cur[item] = value
+            if flat:
+                truncated[k] = cur
+    return truncated
+
+
+def metadata_input(name: str, description: str, rows: list[dict]) -> dict:
+    """truncate_metadata(metadata, 1000) for the keys it keeps: task_name, selected_data (two rows), summary."""
+    return {"task_name": name[:FIELD_CHARS], "selected_data": [truncate(r, FIELD_CHARS) for r in rows[:2]],
+            "summary": description[:FIELD_CHARS]}
+
+
+# The two demonstrations. Their task dicts are the reference's, verbatim; their Input dicts come from
+# huggingface_metadata.jsonl (data[761] squad, data[765] anli), which is not in the reference index, so the
+# summaries and rows below are rebuilt by us from the public dataset cards in the same shape.
+_SQUAD_CONTEXT = ("Architecturally, the school has a Catholic character. Atop the Main Building's gold dome is a golden statue of the "
+                  "Virgin Mary. Immediately in front of the Main Building and facing it, is a copper statue of Christ with arms upraised "
+                  "with the legend \"Venite Ad Me Omnes\". Next to the Main Building is the Basilica of the Sacred Heart. Immediately "
+                  "behind the basilica is the Grotto, a Marian place of prayer and reflection. It is a replica of the grotto at Lourdes, "
+                  "France where the Virgin Mary reputedly appeared to Saint Bernadette Soubirous in 1858. At the end of the main drive "
+                  "(and in a direct line that connects through 3 statues and the Gold Dome), is a simple, modern stone statue of Mary.")
+SQUAD_META = metadata_input("squad", (
+    "Stanford Question Answering Dataset (SQuAD) is a reading comprehension dataset, consisting of questions posed by crowdworkers "
+    "on a set of Wikipedia articles, where the answer to every question is a segment of text, or span, from the corresponding "
+    "reading passage, or the question might be unanswerable."), [
+    {"id": "5733be284776f41900661182", "title": "University_of_Notre_Dame", "context": _SQUAD_CONTEXT,
+     "question": "To whom did the Virgin Mary allegedly appear in 1858 in Lourdes France?",
+     "answers": {"text": ["Saint Bernadette Soubirous"], "answer_start": [515]}},
+    {"id": "5733be284776f4190066117f", "title": "University_of_Notre_Dame", "context": _SQUAD_CONTEXT,
+     "question": "What is in front of the Notre Dame Main Building?", "answers": {"text": ["a copper statue of Christ"], "answer_start": [188]}}])
+ANLI_META = metadata_input("anli", (
+    "The Adversarial Natural Language Inference (ANLI) is a new large-scale NLI benchmark dataset, The dataset is collected via an "
+    "iterative, adversarial human-and-model-in-the-loop procedure. ANLI is much more difficult than its predecessors including SNLI "
+    "and MNLI. It contains three rounds. Each round has train/dev/test splits."), [
+    {"uid": "0fd0abfb-659e-4453-b196-c3a64d2d8267",
+     "premise": "The Parma trolleybus system (Italian: \"Rete filoviaria di Parma\" ) forms part of the public transport network of the "
+                "city and \"comune\" of Parma, in the region of Emilia-Romagna, northern Italy. In operation since 1953, the system "
+                "presently comprises four urban routes.",
+     "hypothesis": "The trolleybus system has over 2 urban routes", "label": 0, "reason": ""},
+    {"uid": "7ed72ff4-40b7-4f8a-b1b9-6c612aa62c84",
+     "premise": "Alexandra Lendon Bastedo (9 March 1946 – 12 January 2014) was a British actress, best known for her role as secret "
+                "agent Sharron Macready in the 1968 British espionage/science fiction adventure series \"The Champions\". She has been "
+                "cited as a sex symbol of the 1960s and 1970s. Bastedo was a vegetarian and animal welfare advocate.",
+     "hypothesis": "Sharron Macready was a popular character through the 1980's.", "label": 1, "reason": ""}])
+SQUAD_TASKS = {
+    'task1': {'instruction': 'Please answer the question based on the Wikipedia article. The answer to every question is a segment of text, or span, from the corresponding reading passage, or the question might be unanswerable.', 'input_fields': ['title', 'context', 'question'], 'output_field': ['answers']},
+    'task2': {'instruction': 'Create a question provided the article.', 'input_fields': ['context'], 'output_field': ['question']},
+    'task3': {'instruction': 'Can you write a title for the passage?', 'input_fields': ['context'], 'output_field': ['title']}}
+ANLI_TASKS = {
+    'task1': {'instruction': 'Natural language inference (NLI) is the task of determining whether a hypothesis is entailment, contradiction, or neutral given a premise.', 'input_fields': ['premise', 'hypothesis'], 'output_field': ['label']},
+    'task2': {'instruction': 'This task asks models to write a premise that entails, contradicts to, or is neutral to the hypothesis.', 'input_fields': ['label', 'hypothesis'], 'output_field': ['premise']}}
+
+# The prompt, assembled as generate_tasks_with_description.py does (str() of the dicts, its wording verbatim).
+PROMPT_HEAD = ('Given a dictionary containing a dataset description and a few examples, our goal is to design up to three different tasks based on this dataset. Each task should still be a dictionary, including the instruction, input fields and one output field. The following are two examples.\n\nExample 1:\nInput:\n'
+               + str(SQUAD_META) + '\n\nTasks:\n' + str(SQUAD_TASKS) + '\n\nExample 2:\nInput:\n'
+               + str(ANLI_META) + '\n\nTasks:\n' + str(ANLI_TASKS)
+               + '\n\nNow given a dictionary as input, please help us to generate new tasks. You may stop when there is no more plausible task.\n\nInput:\n')
+PROMPT_TAIL = ("\n\nNote that the input and output fields should not be duplicated and should both appear in {fields}. Each task should "
+               "still be a dictionary, containing no text or explanations outside the dictionary.\n\nTasks:")
+
+
+def task_prompt(meta: DatasetMeta, rows: list[dict]) -> str:
+    cur = metadata_input(meta.name, meta.description, rows)
+    return PROMPT_HEAD + str(cur) + PROMPT_TAIL.format(fields=str(list(cur["selected_data"][0].keys())))
+
+
+def load_dataset_meta(cfg: DynosaurConfig) -> DatasetMeta:
+    """The dataset's name, description, fields and rows: a .jsonl file (description from cfg.description) or a
+    `datasets` save_to_disk folder / Hub name (cfg.description, else its DatasetInfo.description)."""
+    path = Path(cfg.dataset).expanduser()
+    if path.suffix == ".jsonl" or path.is_file():
+        if not path.is_file():
+            raise DataError(f"generation.dynosaur.dataset: {path} not found; give a .jsonl file or a `datasets` folder or name")
+        if path.suffix != ".jsonl":
+            raise DataError(f"generation.dynosaur.dataset: {path} is a {path.suffix or 'plain'} file; use .jsonl or a `datasets` save_to_disk folder")
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{n}: each line must be a JSON object of fields")
+                rows.append(row)
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        description, name = cfg.description, path.stem
+    else:
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(cfg.dataset, split=cfg.split)
+        except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+            raise DataError(f"generation.dynosaur.dataset: {cfg.dataset!r} could not be loaded with datasets ({type(e).__name__}: "
+                            f"{str(e)[:200]}); check the path, or the dataset name and your network") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if cfg.split not in ds:
+                raise DataError(f"generation.dynosaur.split: {cfg.dataset} has no split {cfg.split!r} (splits: {', '.join(ds)})")
+            ds = ds[cfg.split]
+        rows, fields = ds.to_list(), list(ds.column_names)
+        description, name = cfg.description or ds.info.description or "", path.name if path.is_dir() else cfg.dataset
+    if not description.strip():
+        raise DataError(f"generation.dynosaur.description: {cfg.dataset} has no description, and Dynosaur shows the teacher one; "
+                        "set generation.dynosaur.description to a few sentences on what the rows are")
+    if not rows:
+        raise DataError(f"generation.dynosaur.dataset: {cfg.dataset} has no rows")
+    if len([f for f in fields if "id" not in f]) < 2:
+        raise DataError(f"generation.dynosaur.dataset: {cfg.dataset} has fields {fields}; Dynosaur needs at least two whose name does "
+                        "not contain 'id' (the reference hides those), one to map from and one to map to")
+    return DatasetMeta(name=name, description=description.strip(), fields=fields, rows=rows)
+
+
+def parse_tasks(text: str) -> list | None:
+    """The reply as a list of proposed tasks (ast.literal_eval, as the reference); None when it is not a dict.
+    Falls back to the text between the first '{' and the last '}', for chat replies that add a line or a fence."""
+    for candidate in (text.strip(), text[text.find("{"):text.rfind("}") + 1]):
+        try:
+            value = ast.literal_eval(candidate)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return list(value.values())
+    return None
+
+
+def task_fields(task) -> tuple[str, list[str], list[str]] | None:
+    """(instruction, input fields, output fields) of one proposal, or None when it is not of that shape.
+    A single field given as a string is taken as a one-item list."""
+    if not isinstance(task, dict) or not isinstance(task.get("instruction"), str) or not task["instruction"].strip():
+        return None
+    lists = []
+    for key in ("input_fields", "output_field"):
+        value = task.get(key, [])
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(f, str) for f in value):
+            return None
+        lists.append(list(value))
+    return task["instruction"].strip(), lists[0], lists[1]
+
+
+def field_problem(inputs: list[str], outputs: list[str], fields: list[str]) -> str:
+    """filter_invalid_tasks.py's checks, in its order: no output field, an unknown field, the output among the inputs."""
+    if not outputs:
+        return "empty_output_field"
+    if any(f not in fields for f in inputs + outputs):
+        return "unknown_field"
+    if set(inputs) & set(outputs):
+        return "output_in_inputs"
+    return ""
+
+
+def is_empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def label_space(rows: list[dict], output: str) -> tuple[str, str]:
+    """organize_data.py on the first 100 rows: ('', ' Answers must be one of a, b.') for a balanced label set of short
+    labels, ('', '') for open outputs, (reason, '') when the task is dropped. Empty values are left out (ours)."""
+    values = [r.get(output) for r in rows[:LABEL_ROWS]]
+    if any(isinstance(v, (list, dict)) for v in values):
+        return "non_scalar_output", ""
+    labels = [str(v).strip() for v in values if not is_empty(v)]
+    counts = Counter(labels)
+    if not counts or len(counts) > 10:
+        return "", ""
+    top = max(counts.values())
+    if not ((len(counts) == 2 and top <= 70) or (len(counts) > 2 and top <= 50)):  # "not too imbalanced"
+        return "imbalanced_labels", ""
+    if any(len(label) > 15 for label in counts):
+        return "", ""
+    return "", f" Answers must be one of {', '.join(sorted(counts))}."  # the reference's order is set order; ours is sorted
+
+
+def format_input(row: dict, inputs: list[str]) -> str:
+    """organize_data.py `concat_fields` for inputs: one field as its value; several as "field is 'value'. ";
+    a list of strings quoted and joined ("A. 'x', B. 'y'." for a field named like choice). '' when unusable."""
+    text = ""
+    for f in inputs:
+        value = row.get(f)
+        if isinstance(value, (str, int, float, bool)):
+            if len(inputs) > 1:
+                text += f"{f} is '" + str(value).strip() + "'. "
+            else:
+                text = str(value).strip()
+        elif isinstance(value, list) and value and isinstance(value[0], str) and None not in value:
+            if "choice" in f:
+                for i, choice in enumerate(value):
+                    text += " " + chr(i + ord("A")) + ". '" + str(choice) + "',"
+                text = text[:-1] + "."
+            else:
+                text += "'" + "', '".join(str(v) for v in value) + "'. "
+        else:
+            return ""
+    return text
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].strip("_") or "task"
+
+
+def task_key(instruction: str, inputs: list[str], outputs: list[str]) -> tuple:
+    return (" ".join(instruction.lower().split()), tuple(inputs), tuple(outputs))
+
+
+def usable_rows(rows: list[dict], inputs: list[str], output: str) -> list[int]:
+    """Rows with a non-empty scalar output and inputs that format (organize_data.py skips the others)."""
+    return [j for j, r in enumerate(rows)
+            if not is_empty(r.get(output)) and not isinstance(r.get(output), (list, dict)) and format_input(r, inputs)]
+
+
+@dataclass
+class Proposal:
+    instruction: str
+    inputs: list[str]
+    outputs: list[str]
+    filters: list[dict] = field(default_factory=list)
+    reason: str = ""  # the first failed check, '' when the task is valid
+    label_space: str = ""
+    usable: list[int] = field(default_factory=list)
+
+
+def vet_task(task, meta: DatasetMeta, seen: set, earlier: list[str]) -> Proposal:
+    """The checks in order, each recorded; the first that fails ends it. `seen` gains the task once its fields pass."""
+    parsed = task_fields(task)
+    p = Proposal(*(parsed or ("", [], [])))
+
+    def passed(name: str, reason: str, **extra) -> bool:
+        p.filters.append({"filter": name, "kept": not reason, "reason": reason, **extra})
+        p.reason = reason
+        return not reason
+
+    if not passed("dynosaur_fields", "malformed_task" if parsed is None else field_problem(p.inputs, p.outputs, meta.fields)):
+        return p
+    key = task_key(p.instruction, p.inputs, p.outputs)
+    duplicate = "duplicate_in_reply" if p.instruction in earlier else ("duplicate_seen" if key in seen else "")
+    seen.add(key)
+    if not passed("dynosaur_duplicate", duplicate):
+        return p
+    reason, p.label_space = label_space(meta.rows, p.outputs[0])
+    if not passed("dynosaur_labels", reason, label_space=p.label_space.strip()):
+        return p
+    p.usable = usable_rows(meta.rows, p.inputs, p.outputs[0])
+    no_output = all(is_empty(r.get(p.outputs[0])) for r in meta.rows)
+    passed("dynosaur_rows", "" if p.usable else ("empty_output" if no_output else "unusable_rows"), score=len(p.usable))
+    return p
+
+
+def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: GenerationConfig, round_idx: int, seed: int,
+                       rng: random.Random) -> tuple[list[dict], list[dict], RoundStats]:
+    """Propose tasks from the metadata, vet them, build instances from rows. Returns kept rows (instances), rejected
+    rows (one per failed proposal, or per reply that holds none) and stats (requests = tasks proposed)."""
+    d = cfg.dynosaur
+    base = seed * 100003 + round_idx * 1009
+    shown = [sorted(rng.sample(range(len(meta.rows)), min(2, len(meta.rows)))) for _ in range(d.tasks_per_round)]
+    # Temperature 0 in the reference, and top_p left at its default of 1.
+    requests = [TeacherRequest((("system", SYSTEM), ("user", task_prompt(meta, [meta.rows[j] for j in idx]))), d.max_tokens,
+                               d.temperature, 1.0, base + n) for n, idx in enumerate(shown)]
+    replies = teacher.generate(requests, desc=f"round {round_idx} dynosaur tasks")
+
+    stats, kept, rejected = RoundStats(), [], []
+    next_id = itertools.count()
+    for n, (idx, req, reply) in enumerate(zip(shown, requests, replies)):
+        head = {"round": round_idx, "method": "dynosaur", "teacher_model": teacher.model, "requests": {"tasks": req.key(teacher.model)}}
+        provenance = {"dataset": meta.name, "prompt_index": n, "shown_rows": idx}
+        tasks = None if reply.error else parse_tasks(reply.text)
+        if not tasks:  # counted as one proposal, so the keep rate stays honest
+            reason = f"teacher_{reply.error}" if reply.error else ("unparseable_tasks" if tasks is None else "no_tasks")
+            stats.requests += 1
+            rejected.append({"id": f"r{round_idx}-{next(next_id):05d}", **head, "task": "", "provenance": provenance,
+                             "filters": [{"filter": "dynosaur_parse", "kept": False, "reason": reason}],
+                             "stage": "tasks", "reason": reason, "raw": reply.text})
+            continue
+        stats.requests += len(tasks)
+        earlier: list[str] = []
+        for t, task in enumerate(tasks):
+            p = vet_task(task, meta, seen, earlier)
+            earlier.append(p.instruction)
+            row = {**head, "task": slug(f"{meta.name} {p.outputs[0]}") if p.outputs else "", "instruction": p.instruction + p.label_space,
+                   "provenance": {**provenance, "task_index": t, "input_fields": p.inputs, "output_field": p.outputs}, "filters": p.filters}
+            if p.reason:
+                rejected.append({"id": f"r{round_idx}-{next(next_id):05d}", **row, "stage": "task", "reason": p.reason, "raw": reply.text})
+                continue
+            for j in rng.sample(p.usable, min(d.rows_per_task, len(p.usable))):
+                r = meta.rows[j]
+                kept.append({"id": f"r{round_idx}-{next(next_id):05d}", **row, "input": format_input(r, p.inputs)[:INSTANCE_CHARS],
+                             "output": str(r[p.outputs[0]]).strip()[:INSTANCE_CHARS], "context": "", "filters": list(p.filters),
+                             "provenance": {**row["provenance"], "row_index": j, "proposed_instruction": p.instruction}})
+    for r in rejected:
+        stats.reject(r["reason"])
+    return kept, rejected, stats

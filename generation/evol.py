@@ -1,0 +1,245 @@
+"""Evol-Instruct (WizardLM, Xu et al. 2023): evolve pool instructions, drop failed evolutions, answer the rest.
+
+Per round: draw items (task by the current weights, then an item of that task uniformly) and an operator
+each (uniform over cfg.evol.operators: five in-depth rewrites and in-breadth), ask the teacher to evolve the
+instruction, then apply the paper's four elimination rules (Section 3.2, "Elimination Evolving"):
+  4. the evolved instruction copies words from the evolving prompt ("given prompt", "#Rewritten Prompt#", ...)
+  1. no information gain: the teacher, asked with the paper's equality prompt (Appendix G), says "Equal"
+  2. the answer contains "sorry" and is shorter than 80 words
+  3. the answer is only punctuation and stop words
+Rule 4 needs no teacher call, so it runs first; the answer is only asked for once rule 1 passed, so a failed
+evolution costs no answer. A failed evolution is a rejected row and its parent stays in the pool, to be
+evolved again later; a successful one is a kept row and joins the pool (kind "evolved"), so later rounds
+evolve it further.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from generation.config import GenerationConfig
+from generation.daig import RoundStats
+from generation.pool import PoolItem, sample_task
+from generation.teachers import Teacher, TeacherRequest
+
+# The reference sends every call with this system message (Evol_Instruct/openai_access.py).
+SYSTEM = "You are a helpful assistant."
+
+# nlpxucan/WizardLM Evol_Instruct/depth.py, `base_instruction`, verbatim: the reference string continues its
+# lines with a backslash, so the five tabs that indent each source line are part of the prompt.
+DEPTH_BASE = (
+    "I want you act as a Prompt Rewriter.\r\n \t\t\t\t\t"
+    "Your objective is to rewrite a given prompt into a more complex version to make those famous AI systems (e.g., chatgpt and GPT4) a bit harder to handle.\r\n \t\t\t\t\t"
+    "But the rewritten prompt must be reasonable and must be understood and responded by humans.\r\n \t\t\t\t\t"
+    "Your rewriting cannot omit the non-text parts such as the table and code in #The Given Prompt#:. Also, please do not omit the input in #The Given Prompt#. \r\n \t\t\t\t\t"
+    "You SHOULD complicate the given prompt using the following method: \r\n\t\t\t\t\t"
+    "{} \r\n\t\t\t\t\t"
+    "You should try your best not to make the #Rewritten Prompt# become verbose, #Rewritten Prompt# can only add 10 to 20 words into #The Given Prompt#. \r\n\t\t\t\t\t"
+    "'#The Given Prompt#', '#Rewritten Prompt#', 'given prompt' and 'rewritten prompt' are not allowed to appear in #Rewritten Prompt#\r\n")
+
+# The method each depth.py function puts into DEPTH_BASE (the stray quote after the first is the reference's).
+DEPTH_METHODS = {
+    "add_constraints": "Please add one more constraints/requirements into #The Given Prompt#'",  # createConstraintsPrompt
+    "deepen": "If #The Given Prompt# contains inquiries about certain issues, the depth and breadth of the inquiry can be increased.",  # createDeepenPrompt
+    "concretize": "Please replace general concepts with more specific concepts.",  # createConcretizingPrompt
+    "increase_reasoning": "If #The Given Prompt# can be solved with just a few simple thinking processes, you can rewrite it to explicitly request multiple-step reasoning.",  # createReasoningPrompt
+}
+
+# nlpxucan/WizardLM Evol_Instruct/breadth.py, `base_instruction`, verbatim (these lines are not indented).
+BREADTH_BASE = (
+    "I want you act as a Prompt Creator.\r\n"
+    "Your goal is to draw inspiration from the #Given Prompt# to create a brand new prompt.\r\n"
+    "This new prompt should belong to the same domain as the #Given Prompt# but be even more rare.\r\n"
+    "The LENGTH and complexity of the #Created Prompt# should be similar to that of the #Given Prompt#.\r\n"
+    "The #Created Prompt# must be reasonable and must be understood and responded by humans.\r\n"
+    "'#Given Prompt#', '#Created Prompt#', 'given prompt' and 'created prompt' are not allowed to appear in #Created Prompt#\r\n")
+
+# Complicate input is not in the reference code (depth.py has the other four). Its prompt is the paper's
+# (Appendix A), which shows one demonstration for [python code] ending in "####"; the PDF's line wraps are
+# undone. We send that demonstration, then the same header for the item with a drawn data format.
+COMPLICATE_HEADER = ("I want you act as a Prompt Rewriter. Your objective is to rewrite a given prompt into a more complex "
+                     "version using dataformat to make those famous AI systems (e.g., chatgpt and GPT4) more difficult to "
+                     "handle. But the rewritten prompt must be reasonable and must be understood and responded by humans.\n"
+                     "You must add [{fmt}] format text as input data in [Rewritten Prompt]\n"
+                     "The Given Prompt:\n"
+                     "{instruction}\n"
+                     "Rewritten Prompt(MUST contain a specific {fmt} as input):\n")
+COMPLICATE_DEMO = (COMPLICATE_HEADER.format(fmt="python code", instruction="Transformat python code")
+                   + "I have the following Python code:\n"
+                   + "cursor . execute (\" INSERT INTO table VALUES var1 , var2 , var3 ,\")\n"
+                   + "where var1 is an integer, var2 and var3 are strings.\n"
+                   + "How can I write the variable names without Python including them as part of the query text?\n"
+                   + "####\n")
+
+# The paper's Appendix G (WizardLM, Xu et al. 2023), verbatim, "requirments" included; the placeholders
+# <Here is first instruction.> / <Here is second instruction.> become the two instructions.
+EQUALITY_PROMPT = ("Here are two Instructions to ChatGPT AI, do you think they are equal to each other, which meet the following requirements:\n"
+                   "1. They have same constraints and requirments.\n"
+                   "2. They have same depth and breadth of the inquiry.\n"
+                   "The First Prompt: {first}\n"
+                   "The Second Prompt: {second}\n"
+                   "Your Judgement (Just answer: Equal or Not Equal. No need to explain the reason.):")
+
+# Rule 4: the paper's examples ("given prompt", "rewritten prompt", "#Rewritten Prompt#", "etc.") plus the other
+# names the evolving prompts use for themselves; matched case-insensitively, so the #...# forms are covered.
+PROMPT_WORDS = ("given prompt", "rewritten prompt", "created prompt", "prompt rewriter", "prompt creator")
+
+# Rule 3's stop words: NLTK's English stop-word list (nltk.corpus.stopwords.words("english"), 179 words); the
+# paper does not name a list. Inlined because the NLTK corpus is a separate download.
+STOP_WORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his himself
+she she's her hers herself it it's its itself they them their theirs themselves what which who whom this that that'll
+these those am is are was were be been being have has had having do does did doing a an the and but if or because as
+until while of at by for with about against between into through during before after above below to from up down in
+out on off over under again further then once here there when where why how all any both each few more most other
+some such no nor not only own same so than too very s t can will just don don't should should've now d ll m o re ve y
+ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't ma mightn
+mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won won't wouldn wouldn't
+""".split())
+SORRY_MAX_WORDS = 80  # rule 2: "contains 'sorry' and is relatively short in length (i.e., less than 80 words)"
+
+
+@dataclass(frozen=True)
+class EvolvedItem(PoolItem):
+    """A pool item made by evolution; depth counts the evolutions from the original pool instruction."""
+    depth: int = 1
+
+
+def given_prompt(item: PoolItem) -> str:
+    """What the reference evolves: instruction and input joined by CRLF (Evol-Instruct/main.py), even when input is empty."""
+    return item.instruction.strip() + "\r\n" + item.input.strip()
+
+
+def evolve_prompt(operator: str, instruction: str, input_format: str = "") -> str:
+    if operator == "breadth":  # createBreadthPrompt
+        return BREADTH_BASE + "#Given Prompt#: \r\n {} \r\n".format(instruction) + "#Created Prompt#:\r\n"
+    if operator == "complicate_input":
+        return COMPLICATE_DEMO + COMPLICATE_HEADER.format(fmt=input_format, instruction=instruction)
+    return DEPTH_BASE.format(DEPTH_METHODS[operator]) + "#The Given Prompt#: \r\n {} \r\n".format(instruction) + "#Rewritten Prompt#:\r\n"
+
+
+def equality_prompt(first: str, second: str) -> str:
+    return EQUALITY_PROMPT.format(first=first, second=second)
+
+
+def messages(prompt: str) -> tuple[tuple[str, str], ...]:
+    return (("system", SYSTEM), ("user", prompt))
+
+
+def judge_verdict(text: str) -> str:
+    """'not_equal', 'equal' or 'unclear' (only an explicit Equal eliminates)."""
+    t = " ".join(text.lower().split())
+    if re.search(r"\bnot\s+equal\b", t):
+        return "not_equal"
+    return "equal" if re.search(r"\bequal\b", t) else "unclear"
+
+
+def copied_prompt_words(instruction: str) -> str:
+    """Rule 4: the first evolving-prompt phrase the evolved instruction contains, or ''."""
+    low = instruction.lower()
+    return next((w for w in PROMPT_WORDS if w in low), "")
+
+
+def sorry_and_short(answer: str) -> bool:
+    """Rule 2."""
+    return "sorry" in answer.lower() and len(answer.split()) < SORRY_MAX_WORDS
+
+
+def only_stop_words(answer: str) -> bool:
+    """Rule 3: no word outside the stop words (punctuation is not a word, so an empty answer fails too)."""
+    return all(w in STOP_WORDS for w in re.findall(r"[\w']+", answer.lower()))
+
+
+def plan_evolutions(pool: dict[str, list[PoolItem]], weights: dict[str, float], cfg: GenerationConfig,
+                    rng: random.Random) -> list[tuple[PoolItem, str, str]]:
+    """(parent, operator, input format or '') per evolution of the round."""
+    plan = []
+    formats = [f for f in cfg.evol.input_formats if f.strip()]
+    for _ in range(cfg.evol.items_per_round):
+        parent = rng.choice(pool[sample_task(weights, rng)])
+        operator = rng.choice(cfg.evol.operators)
+        plan.append((parent, operator, rng.choice(formats) if operator == "complicate_input" else ""))
+    return plan
+
+
+def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: dict[str, float], cfg: GenerationConfig,
+                   round_idx: int, seed: int, rng: random.Random) -> tuple[list[dict], list[dict], RoundStats]:
+    """Evolve, judge, answer; returns kept rows, rejected rows, stats, and appends the successes to `pool`."""
+    e = cfg.evol
+    base = seed * 100003 + round_idx * 1009
+    plan = plan_evolutions(pool, weights, cfg, rng)
+    stats = RoundStats(requests=len(plan))
+    rejected: list[dict] = []
+
+    def reject(row: dict, stage: str, reason: str, raw: str) -> None:
+        rejected.append({**row, "stage": stage, "reason": reason, "raw": raw})
+
+    evo_requests = [TeacherRequest(messages(evolve_prompt(op, given_prompt(p), fmt)), e.max_tokens, e.temperature, e.top_p, base + i)
+                    for i, (p, op, fmt) in enumerate(plan)]
+    evo_replies = teacher.generate(evo_requests, desc=f"round {round_idx} evolve")
+    pending = []
+    for i, ((parent, op, fmt), req, reply) in enumerate(zip(plan, evo_requests, evo_replies)):
+        provenance = {"parent_id": parent.id, "parent_instruction": given_prompt(parent), "operator": op,
+                      "depth": (parent.depth if isinstance(parent, EvolvedItem) else 0) + 1}
+        if fmt:
+            provenance["input_format"] = fmt
+        row = {"id": f"r{round_idx}-{i:05d}", "round": round_idx, "method": "evol_instruct", "task": parent.task,
+               "teacher_model": teacher.model, "requests": {"evolve": req.key(teacher.model)}, "provenance": provenance, "filters": []}
+        evolved = reply.text.strip()  # the reference uses the reply as is
+        if reply.error or not evolved:
+            reject(row, "evolve", f"teacher_{reply.error}" if reply.error else "empty_evolution", reply.text)
+            continue
+        row["instruction"] = evolved
+        copied = copied_prompt_words(evolved)
+        row["filters"].append({"filter": "evol_prompt_copy", "kept": not copied, "reason": "copies_evolution_prompt" if copied else "", "matched": copied})
+        if copied:
+            reject(row, "evolve", "copies_evolution_prompt", reply.text)
+        else:
+            pending.append(row)
+
+    judge_requests = [TeacherRequest(messages(equality_prompt(r["provenance"]["parent_instruction"], r["instruction"])), e.judge_max_tokens,
+                                     0.0, 1.0, base + 200003 + n)  # greedy: a judgement, not a sample (the paper gives no setting)
+                      for n, r in enumerate(pending)]
+    judge_replies = teacher.generate(judge_requests, desc=f"round {round_idx} equality") if judge_requests else []
+    answerable = []
+    for row, req, reply in zip(pending, judge_requests, judge_replies):
+        row["requests"]["equality"] = req.key(teacher.model)
+        if reply.error:
+            reject(row, "equality", f"teacher_{reply.error}", reply.text)
+            continue
+        verdict = judge_verdict(reply.text)
+        row["filters"].append({"filter": "evol_equal", "kept": verdict != "equal", "reason": "no_information_gain" if verdict == "equal" else "",
+                               "verdict": verdict, "judgement": reply.text.strip()[:80]})
+        if verdict == "equal":
+            reject(row, "equality", "no_information_gain", reply.text)
+        else:
+            answerable.append(row)
+
+    ans_requests = [TeacherRequest((("system", SYSTEM), ("user", r["instruction"])), e.answer_max_tokens, e.temperature, e.top_p, base + 400009 + n)
+                    for n, r in enumerate(answerable)]
+    ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
+    kept = []
+    for row, req, reply in zip(answerable, ans_requests, ans_replies):
+        row["requests"]["answer"] = req.key(teacher.model)
+        if reply.error:
+            reject(row, "answer", f"teacher_{reply.error}", reply.text)
+            continue
+        answer = reply.text.strip()
+        sorry, stop = sorry_and_short(answer), only_stop_words(answer)
+        row["filters"].append({"filter": "evol_sorry", "kept": not sorry, "reason": "answer_sorry_short" if sorry else "", "score": len(answer.split())})
+        if sorry:
+            reject(row, "answer", "answer_sorry_short", reply.text)
+            continue
+        row["filters"].append({"filter": "evol_stop_words", "kept": not stop, "reason": "answer_only_stop_words" if stop else ""})
+        if stop:
+            reject(row, "answer", "answer_only_stop_words", reply.text)
+            continue
+        row = {**row, "input": "", "output": answer, "context": ""}
+        row["provenance"]["answer_finish_reason"] = reply.finish_reason
+        kept.append(row)
+        pool[row["task"]].append(EvolvedItem(id=row["id"], task=row["task"], instruction=row["instruction"], input="", output=answer,
+                                             kind="evolved", depth=row["provenance"]["depth"]))
+    for r in rejected:
+        stats.reject(r["reason"])
+    return kept, rejected, stats

@@ -127,8 +127,8 @@ def run_ours(seeds: list[str], stream: Iterator[str], kept_target: int
 
 
 def time_pass(seeds: list[str], stream: list[str], mode: str) -> tuple[float, list]:
-    """One more pass of ours over the same candidates: 'check_and_add' (decision + best) or 'mean'
-    (check with with_mean=True: decision + best + top-10 + mean)."""
+    """One more pass of ours over the same candidates: 'check_and_add' (decision + best), 'check' (check + add:
+    decision + best + top-10) or 'mean' (the same with with_mean=True: + the mean)."""
     nf = NoveltyFilter(threshold=0.7, top_k=10, with_mean=mode == "mean")
     nf.add(seeds)
     out = []
@@ -187,7 +187,7 @@ def main() -> None:
     args = p.parse_args()
     seeds, words = load_seeds(SEEDS)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start "
-          f"(shared with other jobs: timings are noisy)")
+          f"(shared with other jobs: timings are noisy; ours is timed before and after the reference)")
 
     stream, pool_sizes, nf, t_check, results = run_ours(seeds, candidate_stream(seeds, words), args.kept)
     n_kept = sum(r.kept for r in results)
@@ -235,6 +235,7 @@ def main() -> None:
             rdiff["mean"] += with_mean[j].mean != mean
         return kept
 
+    print(f"\nreference starts (load average {os.getloadavg()[0]:.2f})")
     # (1) the reference loop itself on the first candidates, with its own pool
     prefix = min(args.ref_prefix, len(stream))
     all_instructions = list(seeds)
@@ -244,7 +245,7 @@ def main() -> None:
             all_instructions.append(stream[j])
             all_instruction_tokens.append(scorer._tokenizer.tokenize(stream[j]))
     t_prefix = sum(fit_t)
-    print(f"\nreference, first {prefix} candidates (sequential, its own pool {len(seeds)} -> {len(all_instructions)}; "
+    print(f"reference, first {prefix} candidates (sequential, its own pool {len(seeds)} -> {len(all_instructions)}; "
           f"ours {len(seeds)} -> {pool_sizes[prefix] if prefix < len(stream) else len(nf)}): {t_prefix:.1f} s measured")
     # (2) candidates spread over the rest, each against the pool ours had at that point
     picks = np.linspace(prefix, len(stream) - 1, args.ref_samples).astype(int).tolist() if len(stream) > prefix else []
@@ -257,13 +258,21 @@ def main() -> None:
     print(f"reference vs ours on the {len(fit_t)} candidates it ran: differing "
           + ", ".join(f"{k} {v}" for k, v in rdiff.items()))
 
+    # the machine may be shared: time ours again now, after the reference, and give a ratio for each pass
+    t_dec2, _ = time_pass(seeds, stream, "check_and_add")
+    t_check2, _ = time_pass(seeds, stream, "check")
+    print(f"ours again after the reference (load average {os.getloadavg()[0]:.2f}): check_and_add {t_dec2:.3f} s, "
+          f"check + add {t_check2:.3f} s")
+
     slope, intercept = np.polyfit(fit_n, fit_t, 1)
     total = float(sum(intercept + slope * n for n in pool_sizes))
     print(f"\nreference time per candidate ~ {intercept * 1000:.1f} ms + {slope * 1e6:.2f} us x pool size "
           f"(least squares over its {len(fit_t)} runs, Pool({args.num_cpus}))")
     print(f"reference, whole stream ({len(stream)} candidates, {n_kept} kept): {total:.0f} s EXTRAPOLATED from that fit")
-    for name, t in [("check_and_add", t_dec), ("check (+ top-10)", t_check)] + ([("with_mean", t_mean)] if do_mean else []):
-        print(f"ratio reference / ours, {name:17s}: {total / t:6.0f}x  ({total:.0f} s extrapolated / {t:.3f} s measured)")
+    for name, times in [("check_and_add", [t_dec, t_dec2]), ("check (+ top-10)", [t_check, t_check2])] + (
+            [("with_mean", [t_mean])] if do_mean else []):
+        print(f"ratio reference / ours, {name:17s}: " + ", ".join(f"{total / t:5.0f}x" for t in times)
+              + f"  ({total:.0f} s extrapolated / " + ", ".join(f"{t:.3f}" for t in times) + " s measured)")
 
 
 if __name__ == "__main__":

@@ -170,9 +170,12 @@ def generation_metrics(samples: list[dict]) -> dict:
 
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
-             num_threads: int, desc: str = "eval", bench_rows: list[dict] = ()) -> dict:
+             num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty: dict | None = None) -> dict:
     """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
-    benchmark scored with the same loaded model when bench_rows are given."""
+    benchmark scored with the same loaded model when bench_rows are given; with `uncertainty` (keyword arguments of
+    eval.uncertainty.prompt_uncertainty but the model), the per-task prompt uncertainty too."""
+    from eval.uncertainty import prompt_uncertainty  # it builds on this module
+
     start = time.time()
     model, tokenizer = load_student(model_path, adapter_dir, num_threads)
     losses = task_losses(model, tokenizer, rows, cfg.batch_size, max_length, desc=desc)
@@ -191,5 +194,6 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
         "sample_rouge_l": sum(s["rouge_l"] for s in samples) / len(samples) if samples else math.nan,
         "generation_metrics": generation_metrics(samples),
         "benchmark": score_benchmark(model, tokenizer, list(bench_rows), cfg.max_new_tokens) if bench_rows else None,
+        "prompt_uncertainty": prompt_uncertainty(model, tokenizer, **uncertainty) if uncertainty else None,
         "seconds": round(time.time() - start, 2),
     }

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 TEACHER_BACKENDS = ("local", "openai", "llamacpp")
 METHODS = ("daig", "self_instruct", "alpaca", "evol_instruct", "dynosaur")
-NOVELTY_FILTERS = ("strict", "sedi", "off")
+NOVELTY_FILTERS = ("strict", "sedi", "none")  # not "off": YAML reads a bare off as false
 SEDI_DISTANCES = ("rouge", "embedding")
 EVOL_OPERATORS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
 
@@ -63,7 +63,7 @@ class TeacherConfig:
 
 @dataclass
 class NoveltyConfig:
-    filter: str = field(default="strict", metadata={"help": "How a new instruction must differ from the pool (seeds + every instruction kept so far): 'strict' (Self-Instruct/Alpaca: reject when ROUGE-L F1 with any pool instruction is > threshold), 'sedi' (SeDi-style: per batch, keep the most diverse subset by greedy max-min under the relaxed sedi_threshold, so fewer paid generations are thrown away) or 'off'."})
+    filter: str = field(default="strict", metadata={"help": "How a new instruction must differ from the pool (seeds + every instruction kept so far): 'strict' (Self-Instruct/Alpaca: reject when ROUGE-L F1 with any pool instruction is > threshold), 'sedi' (SeDi-style: per batch, keep the most diverse subset by greedy max-min under the relaxed sedi_threshold, so fewer paid generations are thrown away) or 'none' (keep all; scores still recorded)."})
     threshold: float = field(default=0.7, metadata={"help": "strict: reject when the best ROUGE-L F1 against the pool is > this (exactly this is kept)."})
     no_token_text: str = field(default="keep", metadata={"help": "Text with no a-z0-9 token (e.g. all non-Latin) scores 0 against everything: 'keep' it, as the reference does, or 'reject' it."})
     sedi_threshold: float = field(default=0.85, metadata={"help": "sedi: relaxed similarity limit, in the units of sedi_distance (ROUGE-L F1 or cosine); a candidate is kept only if its similarity to the pool and to the batch's already chosen candidates is <= this. Candidates are chosen most novel first (greedy max-min), so the batch stays diverse."})

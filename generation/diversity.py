@@ -11,7 +11,7 @@ sedi: SeDi-Instruct's diversity-based filtering (Kim et al. 2025, arXiv:2502.047
   picked) is lowest (max-min; ties by batch order) and stop once that exceeds sedi_threshold. Similarity is
   exact ROUGE-L F or the cosine of sentence embeddings (an Embedder; it keeps the pool's vectors between
   batches, so each batch embeds only its own candidates).
-off: everything is kept (and joins the pool); the best ROUGE-L against the pool is still recorded.
+none: everything is kept (and joins the pool); the best ROUGE-L against the pool is still recorded.
 
 One decision dict per candidate, in batch order: {"filter", "kept", "reason", "score", "top_similar",
 "mean_similarity"}; sedi adds "measure" ("rouge" | "embedding") and, on kept ones, "pick" (greedy order, 0-based).
@@ -41,7 +41,7 @@ def filter_batch(candidates: list[str], novelty: NoveltyFilter, cfg: NoveltyConf
                          f"build it as NoveltyFilter(cfg.threshold, cfg.no_token_text)")
     if cfg.filter == "strict":
         return _strict(candidates, novelty)
-    if cfg.filter == "off":
+    if cfg.filter == "none":
         return _off(candidates, novelty)
     if cfg.sedi_distance == "embedding" and embedder is not None:
         return _sedi(candidates, novelty, cfg.sedi_threshold, _embedding_scores(candidates, novelty, embedder), embedder)
@@ -64,7 +64,7 @@ def _off(candidates: list[str], novelty: NoveltyFilter) -> list[dict]:
     for text in candidates:
         res = novelty.check(text)
         novelty.add([text])
-        decisions.append(_decision("off", True, "", res.best, res.top, res.mean))
+        decisions.append(_decision("none", True, "", res.best, res.top, res.mean))
     return decisions
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import operator
 import re
 from dataclasses import dataclass
@@ -100,11 +101,13 @@ class _Growable:
 def _occurrences(seq: str) -> list[str]:
     """One key per token occurrence, so shared keys count the multiset overlap: the first copy of token c is c,
     the k-th c + str(k) (a token is one character, so the keys cannot collide)."""
-    seen: dict[str, int] = {}
-    keys = []
-    for c in seq:
-        k = seen[c] = seen.get(c, 0) + 1
-        keys.append(c if k == 1 else c + str(k))
+    keys = list(seq)
+    if len(set(seq)) < len(seq):
+        seen: dict[str, int] = {}
+        for i, c in enumerate(seq):
+            k = seen[c] = seen.get(c, 0) + 1
+            if k > 1:
+                keys[i] = c + str(k)
     return keys
 
 
@@ -124,8 +127,9 @@ class NoveltyFilter:
     top_k: how many most similar pool texts check() reports (the reference keeps 10). Ties are ordered
       later pool text first, i.e. np.argsort(scores, kind="stable")[-k:][::-1]; the reference's default
       (unstable) argsort may order equal scores differently, the scores are the same.
-    with_mean: check() also returns the mean score over the whole pool, as the reference records. Exact,
-      but it costs an LCS for every pool text sharing a token (all-pairs speed), so it is off by default.
+    with_mean: check() also returns the mean score over the whole pool, as the reference records. Exact
+      (np.mean of every score, in pool order), but it costs an LCS against every pool text (all-pairs
+      speed: about 2-3x check() at 5,000 kept, see bench/novelty_filter.py), so it is off by default.
     """
 
     def __init__(self, threshold: float = 0.7, no_token_text: str = "keep", top_k: int = 10, with_mean: bool = False):
@@ -149,17 +153,7 @@ class NoveltyFilter:
 
     def add(self, texts: Iterable[str]) -> None:
         for text in texts:
-            seq = self._encode(text)
-            pid = len(self.texts)
-            self.texts.append(text)
-            self._seqs.append(seq)
-            self._seq_array.append(seq)
-            self._lens.append(len(seq))
-            for key in _occurrences(seq):
-                posting = self._postings.get(key)
-                if posting is None:
-                    posting = self._postings[key] = _Growable()
-                posting.append(pid)
+            self._add(text, self._encode(text))
 
     def check(self, text: str) -> NoveltyResult:
         """Score `text` against the pool (adds nothing): decision, best, top_k and, with with_mean, the mean."""
@@ -167,20 +161,34 @@ class NoveltyFilter:
 
     def check_and_add(self, text: str) -> tuple[bool, float]:
         """(kept, best); a kept text joins the pool, so later texts in the same stream are checked against it."""
-        res = self._score(self._encode(text), 1, False, 1)
+        seq = self._encode(text)
+        res = self._score(seq, 1, False, 1)
         if res.kept:
-            self.add([text])
+            self._add(text, seq)
         return res.kept, res.best
 
+    def _add(self, text: str, seq: str) -> None:
+        pid = len(self.texts)
+        self.texts.append(text)
+        self._seqs.append(seq)
+        self._seq_array.append(seq)
+        self._lens.append(len(seq))
+        postings = self._postings
+        for key in _occurrences(seq):
+            posting = postings.get(key)
+            if posting is None:
+                posting = postings[key] = _Growable()
+            posting.append(pid)
+
     def _encode(self, text: str) -> str:
-        chars = []
-        for token in tokenize(text):
-            c = self._vocab.get(token)
-            if c is None:
-                if len(self._vocab) >= _MAX_VOCAB:
-                    raise ValueError(f"NoveltyFilter: a pool holds at most {_MAX_VOCAB} distinct tokens; split the pool")
-                c = self._vocab[token] = chr(len(self._vocab))
-            chars.append(c)
+        tokens = tokenize(text)
+        chars = list(map(self._vocab.get, tokens))
+        if None in chars:  # new tokens get the next ids
+            for i, token in enumerate(tokens):
+                if chars[i] is None:
+                    if len(self._vocab) >= _MAX_VOCAB:
+                        raise ValueError(f"NoveltyFilter: a pool holds at most {_MAX_VOCAB} distinct tokens; split the pool")
+                    chars[i] = self._vocab.setdefault(token, chr(len(self._vocab)))
         return "".join(chars)
 
     def _score(self, seq: str, k: int, with_mean: bool, top_k: int) -> NoveltyResult:
@@ -192,12 +200,10 @@ class NoveltyFilter:
         else:
             best_heap = self._top(seq, k)
         ranked = sorted(best_heap, reverse=True)
-        done = {pid for _, pid in ranked}
-        pid = n_pool - 1
-        while len(ranked) < top_k and pid >= 0:  # fewer than top_k texts share a token: pad with zeros, later first
-            if pid not in done:
-                ranked.append((0.0, pid))
-            pid -= 1
+        if len(ranked) < top_k:  # fewer than top_k texts share a token: pad with zeros, later texts first
+            done = {pid for _, pid in ranked}
+            zeros = ((0.0, pid) for pid in range(n_pool - 1, -1, -1) if pid not in done)
+            ranked += itertools.islice(zeros, top_k - len(ranked))
         best = ranked[0][0] if ranked else 0.0
         kept = best <= self.threshold if m else self.no_token_text == "keep"
         mean = 0.0 if with_mean and n_pool else None
@@ -217,8 +223,7 @@ class NoveltyFilter:
     def _top(self, seq: str, k: int) -> list[tuple[float, int]]:
         """The k best (score, pool id) exactly, as a min-heap (ties: the higher id ranks higher)."""
         m = len(seq)
-        postings = self._postings
-        found = [postings[key] for key in _occurrences(seq) if key in postings]
+        found = [p for p in map(self._postings.get, _occurrences(seq)) if p is not None]
         found.sort(key=_size)
         lists = [_EMPTY] * (m - len(found)) + [p.view() for p in found]  # tokens new to the pool: empty, read first
         bound, q = self._bounds(m)
@@ -229,12 +234,13 @@ class NoveltyFilter:
         # read every list and score what can beat it. A top-10 is rarely settled by the first step, so k > 1
         # reads every list at once. (Reading all in the second step, rather than just enough for the k-th
         # score, and skipping the first step for k > 1, were both faster on bench/novelty_filter.py.)
-        total = 0
-        for i, lst in enumerate(lists):
+        total = cheap = 0
+        for lst in lists:
             total += len(lst)
             if total > _CHEAP_READ:
                 break
-            q = max(q, i + 1)
+            cheap += 1
+        q = max(q, cheap)
         heap: list[tuple[float, int]] = []
         if q < m and k == 1:
             counts = np.bincount(np.concatenate(lists[:q]), minlength=len(self.texts)) if q else None
@@ -273,7 +279,7 @@ class NoveltyFilter:
         n = self._lens.view()[ids]
         shared = counts[ids] + rest if rest else counts[ids]
         half = np.minimum(shared, n) / (n + m)  # half the bound, compared with (cut - 1e-9) / 2: fewer numpy calls
-        chunk = 2 * k + 14  # then 512 a step: a step of numpy calls costs ~40 us, an LCS ~0.2 us
+        chunk = 4 if k == 1 else 2 * k + 14  # then 512 a step: a step of numpy calls costs ~40 us, an LCS ~0.2 us
         seeding = len(heap) < k
         while len(ids):
             if not seeding:
@@ -282,25 +288,30 @@ class NoveltyFilter:
             if len(ids) <= chunk:
                 self._merge(seq, ids, n, counts, k, heap)
                 return
-            part = np.argpartition(half, -chunk)
-            first, others = part[-chunk:], part[:-chunk]
+            first = np.argpartition(half, -chunk)[-chunk:]
             self._merge(seq, ids[first], n[first], counts, k, heap)
-            ids, n, half = ids[others], n[others], half[others]
+            half[first] = -1.0  # scored: the next filter drops them
             chunk, seeding = 512, False
 
     def _merge(self, seq: str, ids: np.ndarray, n: np.ndarray, counts: np.ndarray, k: int,
                heap: list[tuple[float, int]]) -> None:
-        """Exact LCS (in C) for pool texts `ids` of lengths `n`; the better ones enter the heap."""
+        """Exact scores for pool texts `ids` of lengths `n` (LCS in C); the better ones enter the heap."""
         if not len(ids):
             return
         counts[ids] = -(1 << 40)  # scored: never again, whatever is read later
-        m, choices = len(seq), self._seq_array.view()[ids].tolist()
-        lcs = process.cdist([seq], choices, scorer=LCSseq.similarity, dtype=np.int32, workers=1)[0]
-        if len(heap) == k:  # F <= 2*lcs/(m+n) (+ rounding): only those that can reach the k-th get the exact F
-            near = lcs >= (heap[0][0] - 1e-9) / 2 * (n + m)
-            ids, n, lcs = ids[near], n[near], lcs[near]
-        for pid, n_i, lcs_i in zip(ids.tolist(), n.tolist(), lcs.tolist()):
-            item = (fmeasure(lcs_i, m, n_i), pid)
+        m = len(seq)
+        if len(ids) <= 4:  # one C call each beats the numpy calls below
+            seqs, lcs = self._seqs, LCSseq.similarity
+            items = [(fmeasure(lcs(seq, seqs[pid]), m, n_i), pid) for pid, n_i in zip(ids.tolist(), n.tolist())]
+        else:
+            lcs = process.cdist([seq], self._seq_array.view()[ids].tolist(), scorer=LCSseq.similarity,
+                                dtype=np.int32, workers=1)[0]
+            scores = _fmeasure_array(lcs, m, n)
+            # only what can enter: >= the k-th score so far, or the batch's own k best (and their ties)
+            cut = heap[0][0] if len(heap) == k else np.partition(scores, -k)[-k] if len(scores) > k else -1.0
+            better = scores >= cut
+            items = zip(scores[better].tolist(), ids[better].tolist())
+        for item in items:
             if len(heap) < k:
                 heapq.heappush(heap, item)
             elif item > heap[0]:

@@ -1,7 +1,8 @@
-"""Command line: `daig run CONFIG --out DIR [key=value ...]`, `daig config`, `daig models`."""
+"""Command line: `daig run CONFIG --out DIR [key=value ...]`, `daig config`, `daig models`, `daig report`, `daig trace`."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg_p = sub.add_parser("config", help="print every config key with its default and help, or a config resolved")
     cfg_p.add_argument("config", nargs="?", help="YAML config to resolve (omit to list all keys)")
     cfg_p.add_argument("overrides", nargs="*")
+    res_p = sub.add_parser("resume", help="continue a killed run from its last finished stage", description="daig resume runs/qs")
+    res_p.add_argument("run_dir")
     sub.add_parser("models", help="list the packaged offline models")
     exp_p = sub.add_parser("export", help="copy or merge a round's adapter out of a run",
                            description="daig export runs/qs --out my-adapter [--round 2] [--merge] [--push-to-hub user/name]")
@@ -31,6 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     exp_p.add_argument("--round", type=int, help="round number (default: the last with an adapter)")
     exp_p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
     exp_p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the exported folder (token from HF_TOKEN or huggingface-cli login)")
+    rep_p = sub.add_parser("report", help="write an HTML report (plots and tables) of a run or an ablation",
+                           description="daig report runs/qs [--out report.html]")
+    rep_p.add_argument("path", help="a run folder (daig run --out) or an ablation folder (daig ablate)")
+    rep_p.add_argument("--out", help="HTML file to write (default: PATH/report.html)")
+    tr_p = sub.add_parser("trace", help="print the lineage of one generated row (kept or rejected)",
+                          description="daig trace runs/qs r1-00003 [--json]")
+    tr_p.add_argument("run_dir")
+    tr_p.add_argument("example_id", help="the row's id, e.g. r1-00003")
+    tr_p.add_argument("--json", action="store_true", help="print the lineage as JSON")
     # Overrides may come after --out, which argparse alone does not take as positionals.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
@@ -61,6 +73,25 @@ def main(argv: list[str] | None = None) -> int:
             if args.push_to_hub:
                 print(f"pushed: {push_to_hub(folder, args.push_to_hub)}")
             return 0
+        if args.command == "report":
+            from loop.report import write_report
+
+            try:
+                print(f"report written to {write_report(args.path, args.out)}")
+            except FileNotFoundError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            return 0
+        if args.command == "trace":
+            from loop.trace import TraceError, format_trace, trace
+
+            try:
+                lineage = trace(args.run_dir, args.example_id)
+            except (FileNotFoundError, TraceError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(json.dumps(lineage, ensure_ascii=False, indent=1) if args.json else format_trace(lineage))
+            return 0
         if args.command == "config":
             if args.config is None:
                 text = "\n".join(describe())
@@ -73,7 +104,19 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # `daig config | head`: silence the flush at exit (Python docs' recipe)
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        cfg = load_config(args.config, args.overrides)
+        if args.command == "resume":
+            import yaml
+
+            from loop.config import build, RunConfig
+
+            cfg_path = os.path.join(args.run_dir, "config.yaml")
+            if not os.path.isfile(cfg_path):
+                print(f"error: {args.run_dir} has no config.yaml; pass the folder a `daig run --out` made", file=sys.stderr)
+                return 2
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = build(RunConfig, yaml.safe_load(f))
+        else:
+            cfg = load_config(args.config, args.overrides)
         from training.sft import check_hardware
 
         check_hardware(cfg.training)
@@ -89,12 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     from generation.corpus import DataError
     from generation.teachers import TeacherError
-    from loop.controller import run
+    from loop.controller import resume, run
     from loop.models import ModelError
 
     try:
-        run(cfg, args.out)
-    except (DataError, TeacherError, ModelError, FileExistsError) as e:
+        if args.command == "resume":
+            resume(args.run_dir)
+        else:
+            run(cfg, args.out)
+    except (DataError, TeacherError, ModelError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -19,7 +19,8 @@ from eval.config import EvalConfig
 from generation.config import GenerationConfig
 from training.config import TrainConfig
 
-POLICIES = ("loss_softmax", "uniform", "learning_progress", "ucb")
+POLICIES = ("loss_softmax", "uniform", "learning_progress", "ucb", "active_uncertainty", "sedi_prune")
+UNCERTAINTY_TARGETS = ("reference", "prediction")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -29,11 +30,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class FeedbackConfig:
-    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval results set next round's task sampling weights: 'uniform' (the control); 'loss_softmax' (softmax of loss / temperature, with a floor); 'learning_progress' (favour tasks whose loss fell least or rose, smoothed); 'ucb' (UCB1 bandit over tasks, reward = |loss change|)."})
+    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval results set next round's task sampling weights: 'uniform' (the control); 'loss_softmax' (softmax of loss / temperature, with a floor); 'learning_progress' (favour tasks whose loss fell least or rose, smoothed); 'ucb' (UCB1 bandit over tasks, reward = |loss change|); 'active_uncertainty' (Active Instruction Tuning: favour tasks whose answers the student's likelihood changes most when instruction words are dropped); 'sedi_prune' (SeDi-style: drop pool examples whose generated children did not lower their task's eval loss; task weights as loss_softmax)."})
     temperature: float = field(default=0.5, metadata={"help": "loss_softmax, learning_progress, ucb: lower sharpens toward the top task (learning_progress and ucb scale their scores to [-1, 1] first)."})
     floor: float = field(default=0.05, metadata={"help": "Minimum weight of every task, so none starves (must be < 1 / number of tasks)."})
     smoothing: float = field(default=0.5, metadata={"help": "learning_progress: weight of the newest loss change in the moving average (1: newest only)."})
     ucb_c: float = field(default=1.0, metadata={"help": "ucb: exploration constant of the sqrt(2 ln N / n) bonus."})
+    uncertainty_perturbations: int = field(default=10, metadata={"help": "active_uncertainty: perturbed instructions per row (the paper's README runs 10)."})
+    uncertainty_drop: float = field(default=0.2, metadata={"help": "active_uncertainty: probability of dropping each instruction word (the paper's 0.2)."})
+    uncertainty_rows: int = field(default=10, metadata={"help": "active_uncertainty: held-out rows measured per task, a seeded sample (the paper's 10); 0 for all."})
+    uncertainty_target: str = field(default="reference", metadata={"help": "active_uncertainty: the answer whose likelihood is compared: 'reference' (the row's teacher answer; no generation, cheap on CPU; the paper code's 'HL' variant) or 'prediction' (the student's greedy answer to the original prompt, the paper's reported 'NL' setting; one generation of eval.max_new_tokens per row)."})
+    sedi_min_per_task: int = field(default=0, metadata={"help": "sedi_prune: never prune a task below this many pool examples; 0 uses generation.examples_in_prompt (the prompt shows that many)."})
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -46,6 +52,16 @@ class FeedbackConfig:
             raise ValueError(f"smoothing: must be in (0, 1], got {self.smoothing}")
         if self.ucb_c < 0:
             raise ValueError(f"ucb_c: must be >= 0, got {self.ucb_c}")
+        if self.uncertainty_perturbations < 1:
+            raise ValueError(f"uncertainty_perturbations: must be >= 1, got {self.uncertainty_perturbations}")
+        if not 0 < self.uncertainty_drop < 1:
+            raise ValueError(f"uncertainty_drop: must be in (0, 1), got {self.uncertainty_drop}")
+        if self.uncertainty_rows < 0:
+            raise ValueError(f"uncertainty_rows: must be >= 0 (0 for all), got {self.uncertainty_rows}")
+        if self.uncertainty_target not in UNCERTAINTY_TARGETS:
+            raise ValueError(f"uncertainty_target: use one of {', '.join(UNCERTAINTY_TARGETS)}, got {self.uncertainty_target!r}")
+        if self.sedi_min_per_task < 0:
+            raise ValueError(f"sedi_min_per_task: must be >= 0 (0 for generation.examples_in_prompt), got {self.sedi_min_per_task}")
 
 
 @dataclass
@@ -70,6 +86,8 @@ class RunConfig:
     student: str = field(default="smollm2-135m-instruct", metadata={"help": "Student model: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id."})
     num_threads: int = field(default=2, metadata={"help": "torch threads for teacher and student (they run one after the other). Use 1 per process when two share 2 cores."})
     cache_dir: str = field(default="~/.cache/daig", metadata={"help": "Where packaged models are unpacked and converted (shared by runs)."})
+    plateau_rounds: int = field(default=0, metadata={"help": "Stop early when the best eval loss of the last N rounds beats the best before them by less than plateau_min_delta (0: never; the run also stops at `rounds` or a teacher budget cap)."})
+    plateau_min_delta: float = field(default=0.01, metadata={"help": "Smallest eval-loss improvement over plateau_rounds rounds that counts as progress."})
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation stage."})
     training: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training stage."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
@@ -79,6 +97,8 @@ class RunConfig:
     def __post_init__(self):
         if self.rounds < 1:
             raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
+        if self.plateau_rounds < 0 or self.plateau_min_delta < 0:
+            raise ValueError("plateau_rounds and plateau_min_delta: must be >= 0 (plateau_rounds=0 turns the rule off)")
         if self.num_threads < 1:
             raise ValueError(f"num_threads: must be >= 1, got {self.num_threads}")
         if not self.student:

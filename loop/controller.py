@@ -9,10 +9,12 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -22,9 +24,10 @@ from generation.corpus import load_corpus
 from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
-from loop.config import ConfigError, RunConfig, to_dict
-from loop.feedback import next_weights
-from loop.methods import STEERED, generate_round, start_method, task_universe
+from generation.daig import RoundStats
+from loop.config import ConfigError, RunConfig, build, to_dict
+from loop.feedback import next_weights, sedi_prune
+from loop.methods import STEERED, MethodState, generate_round, make_embedder, start_method, task_universe
 from generation.llamacpp import LlamaCppServer
 from loop.models import gguf_path, resolve_model
 from loop.tracking import Tracker
@@ -32,13 +35,14 @@ from training.artifacts import data_hash, write_adapter_card
 from training.sft import check_hardware, mix_rows, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
+CHECKPOINT = "checkpoint.pkl"
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -119,136 +123,243 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
     stats = train(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init_adapter=init, work_dir=rdir / ".trainer")
     shutil.rmtree(rdir / ".trainer", ignore_errors=True)
     stats["data_sha256"], stats["rows_trained"] = data_hash(train_rows), len(train_rows)
+    shutil.rmtree(rdir / "adapter", ignore_errors=True)  # left by a run killed before its checkpoint
     os.replace(tmp, rdir / "adapter")
     return rdir / "adapter", stats
 
 
-def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int) -> dict:
+def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int,
+               uncertainty: dict | None = None) -> dict:
     """Per-task loss on every held-out row so far with this round's adapter; the benchmark with the same model load."""
     rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
     bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
     if not rows and not bench_rows:
         return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
-                "benchmark": None, "seconds": 0}
+                "benchmark": None, "prompt_uncertainty": None, "seconds": 0}
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
-                    desc=f"round {r} eval", bench_rows=bench_rows)
+                    desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty)
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue a run after a kill, saved atomically (checkpoint.pkl) after every stage."""
+    round: int = 1  # the round in progress
+    stage: str = "start"  # last finished stage of that round: start | generated | trained
+    rng: tuple = ()
+    weights: dict = field(default_factory=dict)
+    loss_history: list = field(default_factory=list)  # per-task eval loss of each finished round
+    task_counts: dict = field(default_factory=dict)  # kept rows per task so far (ucb)
+    rounds_rows: list = field(default_factory=list)  # kept rows of each round
+    adapter: str | None = None
+    history: list = field(default_factory=list)  # metrics of each finished round
+    method: MethodState | None = None
+    ledger: Ledger = field(default_factory=Ledger)  # the run's teacher ledger
+    round_ledger_start: Ledger = field(default_factory=Ledger)
+    base_bench: dict | None = None
+    stats: RoundStats | None = None
+    gen_seconds: float = 0.0
+    train_stats: dict = field(default_factory=dict)
+    wandb_id: str = ""
+    stopped: str = ""  # why the run ended early: budget or plateau
+
+
+def save_checkpoint(out: Path, st: LoopState) -> None:
+    method = dataclasses.replace(st.method, embedder=None)  # a model, rebuilt on resume
+    write_atomic(out / CHECKPOINT, pickle.dumps(dataclasses.replace(st, method=method)))
 
 
 def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
     """Run every round; returns the per-round metrics (also in out_dir/metrics.jsonl)."""
     out = Path(out_dir)
-    if (out / "metrics.jsonl").exists():
-        raise FileExistsError(f"{out} already holds a run (metrics.jsonl); choose a new --out")
+    if (out / "metrics.jsonl").exists() or (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out} already holds a run; continue it with `daig resume {out}` or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    config_dict = to_dict(cfg)
-    write_atomic(out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
+    write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return _run(cfg, out, None)
 
+
+def resume(out_dir: str | Path) -> list[dict]:
+    """Continue a killed run from its last finished stage, with its saved config. Teacher replies come back from
+    the cache (a request answered before the kill is never paid twice); rows are neither lost nor duplicated."""
+    out = Path(out_dir)
+    if not (out / CHECKPOINT).exists():
+        raise FileNotFoundError(f"{out} has no {CHECKPOINT}: not a run folder, or it was made before resume existed")
+    cfg = build(RunConfig, yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+    st = pickle.loads((out / CHECKPOINT).read_bytes())
+    if st.stopped or st.round > cfg.rounds:
+        log.info("%s already finished (%s)", out, st.stopped or f"{cfg.rounds} rounds")
+        return st.history
+    log.info("resuming %s at round %d after stage '%s'", out, st.round, st.stage)
+    return _run(cfg, out, st)
+
+
+def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     # Data first: bad input fails in seconds, before any model loads.
     g = cfg.generation
     chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field) if g.domain_path else []
     pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
     log.info("method %s; corpus: %d chunks; pool: %s", g.method, len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
-    if g.method in STEERED and cfg.feedback.policy == "loss_softmax" and cfg.feedback.floor * len(pool) >= 1:
+    if g.method in STEERED and cfg.feedback.policy != "uniform" and cfg.feedback.floor * len(pool) >= 1:
         raise ConfigError(f"feedback.floor={cfg.feedback.floor} is too high for {len(pool)} tasks: set it below {1 / len(pool):.4f}")
-    state = start_method(g, pool, chunks, cfg.cache_dir, cfg.num_threads)
+    fresh = st is None
+    if fresh:
+        st = LoopState(method=start_method(g, pool, chunks, cfg.cache_dir, cfg.num_threads))
+    else:
+        st.method.embedder = make_embedder(g, cfg.cache_dir, cfg.num_threads)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
 
     check_hardware(cfg.training)
     teacher = make_teacher(cfg)
+    teacher.ledger = st.ledger
     student = resolve_model(cfg.student, cfg.cache_dir)
-    tracker = Tracker(cfg.tracking, out, config_dict)
-    base_bench = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
-    if base_bench:
-        write_jsonl(out / "benchmark_base.jsonl", base_bench["samples"])
-        log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base_bench["rouge_l"], len(bench_rows))
-    rng = random.Random(cfg.seed)
-    tasks = task_universe(g, pool, [])
-    weights = {t: 1.0 / len(tasks) for t in tasks}
-    all_rows: list[dict] = []
-    rounds_rows: list[list[dict]] = []
-    adapter: Path | None = None
-    history = []
-    loss_history: list[dict[str, float]] = []  # per-task eval loss of each finished round, for the feedback policy
-    task_counts: dict[str, int] = {}
+    tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
+    st.wandb_id = tracker.run.id if tracker.run is not None else ""
+    if fresh:
+        base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
+        if base:
+            write_jsonl(out / "benchmark_base.jsonl", base["samples"])
+            log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base["rouge_l"], len(bench_rows))
+            st.base_bench = {"rouge_l": base["rouge_l"], "bleu": base["bleu"]}
+        st.rng = random.Random(cfg.seed).getstate()
+        tasks = task_universe(g, pool, [])
+        st.weights = {t: 1.0 / len(tasks) for t in tasks}
+        st.round_ledger_start = teacher.ledger.copy()
+        save_checkpoint(out, st)
+    rng = random.Random()
+    rng.setstate(st.rng)
     try:
-        for r in range(1, cfg.rounds + 1):
+        while st.round <= cfg.rounds and not st.stopped:
+            r, rdir = st.round, out / "rounds" / str(st.round)
             start = time.time()
-            rdir = out / "rounds" / str(r)
-            before = teacher.ledger.copy()
-            kept, rejected, stats = generate_round(teacher, state, g, weights, r, cfg.seed, rng)
-            round_ledger = teacher.ledger.minus(before)
-            split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
-            write_jsonl(rdir / "data.jsonl", kept)
-            write_jsonl(rdir / "rejected.jsonl", rejected)
-            all_rows += kept
-            gen_seconds = time.time() - start
-
-            rounds_rows.append(kept)
-            adapter, train_stats = train_round(cfg, student, rounds_rows, adapter, rdir, r, rng)
-            ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r)
-            bench = ev["benchmark"]
-            if bench:
-                write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
-            tasks = task_universe(g, pool, all_rows)
-            weights = {t: weights.get(t, math.nan) for t in tasks}
-            losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
-            for x in kept:
-                task_counts[x["task"]] = task_counts.get(x["task"], 0) + 1
-            policy = cfg.feedback if g.method in STEERED else _logged_only(cfg.feedback, len(tasks))
-            new_weights, evidence = next_weights(losses, policy, loss_history, task_counts)
-            loss_history.append(losses)
-
-            metrics = {
-                "round": r,
-                "task_weights": _finite(weights),
-                "task_eval_loss": _finite(losses),
-                "next_task_weights": _finite(new_weights),
-                "feedback_evidence": _json_safe(evidence),
-                "eval_loss": _num(ev["eval_loss"]),
-                "sample_rouge_l": _num(ev["sample_rouge_l"]),
-                "generation_metrics": ev["generation_metrics"],
-                "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
-                "benchmark_bleu": _num(bench["bleu"]) if bench else None,
-                "benchmark_rouge_l_base": _num(base_bench["rouge_l"]) if base_bench else None,
-                "benchmark_bleu_base": _num(base_bench["bleu"]) if base_bench else None,
-                "n_generated": stats.requests,
-                "n_kept": len(kept),
-                "n_train": sum(x["split"] == "train" for x in kept),
-                "n_eval": sum(x["split"] == "eval" for x in kept),
-                "rejected": stats.rejected,
-                **ledger_metrics(round_ledger, len(kept)),
-                **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
-                "budget_exhausted": teacher.exhausted or None,
-                "train_loss": train_stats.get("train_loss"),
-                "train_steps": train_stats.get("steps", 0),
-                "adapter": str(adapter) if adapter else None,
-                "generation_seconds": round(gen_seconds, 2),
-                "train_seconds": train_stats.get("seconds", 0),
-                "eval_seconds": ev["seconds"],
-                "seconds": round(time.time() - start, 2),
-            }
-            table = [[r, t, _num(weights[t]), _num(losses[t]), new_weights[t]] for t in tasks]
-            if train_stats:
-                write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
-                                             "data_sha256": train_stats["data_sha256"],
-                                             "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
-                                             "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
-            artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats else [])
-            tracker.log_round(metrics, table, ev["samples"], train_stats.get("loss_history", []), artifacts)
-            write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
-            history.append(metrics)
-            log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",
-                     r, len(kept), stats.requests, stats.rejected or "none", round_ledger.calls, round_ledger.cache_hits,
-                     _fmt(metrics["train_loss"]), _fmt(metrics["eval_loss"]), metrics["seconds"],
-                     ", ".join(f"{t}={w:.2f}" for t, w in new_weights.items()))
-            weights = new_weights
+            if st.stage == "start":
+                kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng)
+                split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
+                write_jsonl(rdir / "data.jsonl", kept)
+                write_jsonl(rdir / "rejected.jsonl", rejected)
+                st.rounds_rows.append(kept)
+                st.gen_seconds, st.stage, st.rng = round(time.time() - start, 2), "generated", rng.getstate()
+                save_checkpoint(out, st)
+            if st.stage == "generated":
+                for stale in rdir.glob(".adapter.*"):  # a training killed midway
+                    shutil.rmtree(stale, ignore_errors=True)
+                prev = Path(st.adapter) if st.adapter else None
+                adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng)
+                st.adapter, st.stage, st.rng = str(adapter) if adapter else None, "trained", rng.getstate()
+                save_checkpoint(out, st)
+            finish_round(cfg, st, out, teacher, tracker, pool, bench_rows, student, time.time() - start)
+            save_checkpoint(out, st)
             if teacher.exhausted:
                 log.warning("teacher budget reached (%s): stopping after round %d; everything so far is saved", teacher.exhausted, r)
-                break
     finally:
         teacher.close()
         tracker.finish()
-    return history
+    return st.history
+
+
+def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, tracker: Tracker, pool: dict,
+                 bench_rows: list[dict], student: str, stage_seconds: float) -> None:
+    """Evaluate, reweight, log the round, and move the state to the next round's start."""
+    g, fb, r = cfg.generation, cfg.feedback, st.round
+    rdir = out / "rounds" / str(r)
+    kept = st.rounds_rows[-1]
+    all_rows = [x for rows in st.rounds_rows for x in rows]
+    adapter = Path(st.adapter) if st.adapter else None
+    uncertainty = None
+    if fb.policy == "active_uncertainty":
+        by_task: dict[str, list[dict]] = {}
+        for x in all_rows:
+            if x["split"] == "eval":
+                by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
+        uncertainty = {"rows_by_task": by_task, "n_perturb": fb.uncertainty_perturbations, "p_drop": fb.uncertainty_drop,
+                       "max_length": cfg.training.max_length, "seed": cfg.seed + r, "batch_size": cfg.eval.batch_size,
+                       "rows_per_task": fb.uncertainty_rows, "target": fb.uncertainty_target, "max_new_tokens": cfg.eval.max_new_tokens}
+    ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty)
+    bench = ev["benchmark"]
+    if bench:
+        write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
+    tasks = task_universe(g, pool, all_rows)
+    weights = {t: st.weights.get(t, math.nan) for t in tasks}
+    losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
+    for x in kept:
+        st.task_counts[x["task"]] = st.task_counts.get(x["task"], 0) + 1
+    policy = fb if g.method in STEERED else _logged_only(fb, len(tasks))
+    unc = ev.get("prompt_uncertainty")
+    new_weights, evidence = next_weights(losses, policy, st.loss_history, st.task_counts,
+                                         uncertainty={t: unc.get(t, math.nan) for t in tasks} if unc is not None else None)
+    st.loss_history.append(losses)
+    if fb.policy == "sedi_prune" and g.method in STEERED:
+        st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.examples_in_prompt)
+    round_ledger = teacher.ledger.minus(st.round_ledger_start)
+    train_stats, base_bench, stats = st.train_stats, st.base_bench, st.stats
+    metrics = {
+        "round": r,
+        "task_weights": _finite(weights),
+        "task_eval_loss": _finite(losses),
+        "next_task_weights": _finite(new_weights),
+        "feedback_evidence": _json_safe(evidence),
+        "eval_loss": _num(ev["eval_loss"]),
+        "sample_rouge_l": _num(ev["sample_rouge_l"]),
+        "generation_metrics": ev["generation_metrics"],
+        "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
+        "benchmark_bleu": _num(bench["bleu"]) if bench else None,
+        "benchmark_rouge_l_base": _num(base_bench["rouge_l"]) if base_bench else None,
+        "benchmark_bleu_base": _num(base_bench["bleu"]) if base_bench else None,
+        "n_generated": stats.requests,
+        "n_kept": len(kept),
+        "n_train": sum(x["split"] == "train" for x in kept),
+        "n_eval": sum(x["split"] == "eval" for x in kept),
+        "rejected": stats.rejected,
+        **ledger_metrics(round_ledger, len(kept)),
+        **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
+        "budget_exhausted": teacher.exhausted or None,
+        "train_loss": train_stats.get("train_loss"),
+        "train_steps": train_stats.get("steps", 0),
+        "adapter": str(adapter) if adapter else None,
+        "generation_seconds": st.gen_seconds,
+        "train_seconds": train_stats.get("seconds", 0),
+        "eval_seconds": ev["seconds"],
+        "seconds": round(st.gen_seconds + train_stats.get("seconds", 0) + ev["seconds"], 2),
+    }
+    st.stopped = "budget" if teacher.exhausted else plateau(st.history + [metrics], cfg.plateau_rounds, cfg.plateau_min_delta)
+    metrics["stopped"] = st.stopped or None
+    table = [[r, t, _num(weights[t]), _num(losses[t]), new_weights[t]] for t in tasks]
+    if train_stats and adapter:
+        write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
+                                     "data_sha256": train_stats["data_sha256"],
+                                     "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
+                                     "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
+    write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
+    if r not in _logged_rounds(out):  # a kill between logging and the checkpoint must not log the round twice
+        artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats and adapter else [])
+        tracker.log_round(metrics, table, ev["samples"], train_stats.get("loss_history", []), artifacts)
+    st.history.append(metrics)
+    log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",
+             r, len(kept), stats.requests, stats.rejected or "none", round_ledger.calls, round_ledger.cache_hits,
+             _fmt(metrics["train_loss"]), _fmt(metrics["eval_loss"]), metrics["seconds"],
+             ", ".join(f"{t}={w:.2f}" for t, w in new_weights.items()))
+    if st.stopped == "plateau":
+        log.info("eval loss improved by less than %s over the last %d rounds: stopping after round %d", cfg.plateau_min_delta, cfg.plateau_rounds, r)
+    st.weights, st.round, st.stage, st.train_stats = new_weights, r + 1, "start", {}
+    st.round_ledger_start = teacher.ledger.copy()
+
+
+def plateau(history: list[dict], rounds: int, min_delta: float) -> str:
+    """'plateau' when the best eval loss of the last `rounds` rounds beats the best before them by less than min_delta."""
+    losses = [m["eval_loss"] for m in history]
+    if not rounds or len(losses) <= rounds:
+        return ""
+    before = [x for x in losses[:-rounds] if x is not None]
+    recent = [x for x in losses[-rounds:] if x is not None]
+    if not before or not recent:
+        return ""
+    return "plateau" if min(before) - min(recent) < min_delta else ""
+
+
+def _logged_rounds(out: Path) -> set[int]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return set()
+    return {json.loads(line)["round"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 def _json_safe(x):

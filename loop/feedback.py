@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from generation.pool import PoolItem
 from loop.config import FeedbackConfig
 
 
@@ -95,9 +96,83 @@ def ucb(history: list[dict[str, float]], counts: dict[str, int], temperature: fl
                      "rows_generated": {t: counts.get(t, 0) for t in tasks}}
 
 
+def active_uncertainty(uncertainty: dict[str, float | None], temperature: float, floor: float) -> tuple[dict[str, float], dict]:
+    """Favour the tasks whose prompts the student is least sure of (Active Instruction Tuning, Kung et al. 2023):
+    uncertainty = eval.uncertainty.prompt_uncertainty per task, centred and scaled to [-1, 1] like learning_progress,
+    then loss_softmax. The paper picks the top tasks outright; a softmax with a floor keeps every task sampled.
+    Tasks without a measure (None or NaN) get the mean, so they are neither favoured nor starved."""
+    return loss_softmax(_centred(uncertainty), temperature, floor), {"prompt_uncertainty": dict(uncertainty)}
+
+
+def pool_ids(row: dict) -> list[str]:
+    """The pool examples a kept row was generated from: DAIG's 'example_ids', Evol-Instruct's provenance.parent_id;
+    other methods record none."""
+    if row.get("example_ids"):
+        return list(row["example_ids"])
+    parent = (row.get("provenance") or {}).get("parent_id")
+    return [parent] if parent else []
+
+
+def sedi_prune(pool: dict[str, list[PoolItem]], rows: list[dict], history: list[dict[str, float]],
+               min_per_task: int) -> tuple[dict[str, list[PoolItem]], dict]:
+    """SeDi-Instruct's iterative feedback (Kim et al. 2025, arXiv:2502.04774): pool examples whose generated
+    children did not help are dropped, those that did are kept. The paper's exact rule is not in the material we
+    could read (abstract and summaries; no code published), so a child "helped" when its task's eval loss fell from
+    the round before it was trained on to the round after; an example's loss change is the mean over its children.
+
+    rows: kept rows (with 'id', 'task', 'round' and pool ids, see pool_ids; rows without are skipped) of the round
+    just evaluated. history: per-task eval loss of every finished round, oldest first, history[r - 1] = round r.
+    Round-1 children have no round before them and are not judged. A task never drops below min_per_task examples
+    (the prompt shows k of them): its worst examples go first. Returns a new pool (the input is not changed) and
+    the evidence: helped, pruned and kept_min examples with their loss change, and what was skipped and why.
+    """
+    task_of = {item.id: task for task, items in pool.items() for item in items}
+    changes: dict[str, list[float]] = {}
+    skipped = {"no_pool_ids": [], "not_in_pool": [], "no_loss_change": []}
+    for row in rows:
+        ids = pool_ids(row)
+        if not ids:
+            skipped["no_pool_ids"].append(row["id"])
+            continue
+        change = _loss_change(history, row["round"], row["task"])
+        if change is None:
+            skipped["no_loss_change"].append(row["id"])
+            continue
+        for pid in ids:
+            if pid in task_of:
+                changes.setdefault(pid, []).append(change)
+            elif pid not in skipped["not_in_pool"]:
+                skipped["not_in_pool"].append(pid)
+    judged = [{"id": pid, "task": task_of[pid], "children": len(c), "loss_change": sum(c) / len(c)} for pid, c in changes.items()]
+    helped = [e for e in judged if e["loss_change"] < 0]
+    pruned, kept_min = [], []
+    for task, items in pool.items():
+        worst_first = sorted((e for e in judged if e["task"] == task and e["loss_change"] >= 0), key=lambda e: (-e["loss_change"], e["id"]))
+        room = max(len(items) - min_per_task, 0)
+        pruned += worst_first[:room]
+        kept_min += worst_first[room:]
+    gone = {e["id"] for e in pruned}
+    new_pool = {task: [item for item in items if item.id not in gone] for task, items in pool.items()}
+    return new_pool, {"helped": helped, "pruned": pruned, "kept_min": kept_min, "skipped": skipped,
+                      "pool_size": {t: [len(pool[t]), len(new_pool[t])] for t in pool}}
+
+
+def _loss_change(history: list[dict[str, float]], round_idx: int, task: str) -> float | None:
+    """Eval loss of task after round round_idx minus after the round before; None when either is unknown."""
+    if round_idx > len(history):
+        raise ValueError(f"sedi_prune: rows of round {round_idx} but losses for only {len(history)} rounds; "
+                         "call it after that round's eval, with every finished round's losses")
+    if round_idx < 2:
+        return None
+    before, after = history[round_idx - 2].get(task), history[round_idx - 1].get(task)
+    return after - before if _finite(before) and _finite(after) else None
+
+
 def next_weights(losses: dict[str, float], cfg: FeedbackConfig, history: list[dict[str, float]] | None = None,
-                 counts: dict[str, int] | None = None) -> tuple[dict[str, float], dict]:
-    """(weights, evidence). history: earlier rounds' per-task losses, oldest first, without this round's."""
+                 counts: dict[str, int] | None = None, uncertainty: dict[str, float] | None = None) -> tuple[dict[str, float], dict]:
+    """(weights, evidence). history: earlier rounds' per-task losses, oldest first, without this round's.
+    uncertainty: this round's prompt uncertainty per task (eval.uncertainty.prompt_uncertainty), for active_uncertainty.
+    sedi_prune weighs tasks like loss_softmax; its pool pruning is a separate call (sedi_prune) the controller makes."""
     if not losses:
         return {}, {}
     if cfg.policy != "uniform" and cfg.floor * len(losses) >= 1:
@@ -109,4 +184,9 @@ def next_weights(losses: dict[str, float], cfg: FeedbackConfig, history: list[di
         return learning_progress(rounds, cfg.temperature, cfg.floor, cfg.smoothing)
     if cfg.policy == "ucb":
         return ucb(rounds, counts or {}, cfg.temperature, cfg.floor, cfg.ucb_c)
-    return loss_softmax(losses, cfg.temperature, cfg.floor), {"loss": losses}
+    if cfg.policy == "active_uncertainty":
+        if uncertainty is None:
+            raise ValueError("feedback.policy=active_uncertainty: no prompt uncertainty was given; pass uncertainty= "
+                             "(eval.uncertainty.prompt_uncertainty on the held-out rows) to next_weights")
+        return active_uncertainty({t: uncertainty.get(t) for t in losses}, cfg.temperature, cfg.floor)
+    return loss_softmax(losses, cfg.temperature, cfg.floor), {"loss": losses}  # loss_softmax and sedi_prune

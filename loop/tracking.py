@@ -23,7 +23,8 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 
 class Tracker:
-    def __init__(self, cfg: TrackingConfig, out_dir: Path, run_config: dict):
+    def __init__(self, cfg: TrackingConfig, out_dir: Path, run_config: dict, run_id: str = ""):
+        """run_id: the W&B run to continue (a resumed run keeps logging into the same W&B run)."""
         self.metrics_path = out_dir / "metrics.jsonl"
         self.run = None
         if not cfg.wandb or cfg.mode == "disabled":
@@ -35,7 +36,8 @@ class Tracker:
             mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         self.run = wandb.init(project=cfg.project, entity=cfg.entity or None, group=cfg.group or None,
                               name=cfg.run_name or out_dir.name, tags=cfg.tags or None, dir=str(out_dir),
-                              config=run_config, mode=mode, reinit="finish_previous")
+                              config=run_config, mode=mode, reinit="finish_previous",
+                              **({"id": run_id, "resume": "allow"} if run_id else {}))
         log.info("W&B run %s (%s mode), files in %s", self.run.name, mode, out_dir / "wandb")
 
     def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict], curve: list[dict] = (),

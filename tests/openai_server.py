@@ -21,6 +21,8 @@ class FakeOpenAI:
         self.faults = list(faults or [])
         self.slow_s = 2.0  # how long a "timeout" fault stalls before answering
         self.requests: list[dict] = []
+        self.answered: list[dict] = []  # bodies whose full reply was written back
+        self.before_reply = None  # test hook (request number, body) -> True to drop the request unanswered
         self.auth_headers: list[str] = []
         self.lock = threading.Lock()
         owner = self
@@ -41,6 +43,10 @@ class FakeOpenAI:
                     owner.requests.append(body)
                     owner.auth_headers.append(self.headers.get("Authorization", ""))
                     fault = owner.faults.pop(0) if owner.faults else ""
+                    number = len(owner.requests)
+                if owner.before_reply and owner.before_reply(number, body):  # the hook asked to drop this request unanswered
+                    self.close_connection = True
+                    return
                 if fault == "500":
                     return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
                 if fault == "429":
@@ -59,6 +65,8 @@ class FakeOpenAI:
                 if fault == "length":
                     return self._send(200, owner.completion(body, "truncated answer", "length"))
                 self._send(200, owner.completion(body, owner.reply_text(body), "stop"))
+                with owner.lock:
+                    owner.answered.append(body)
 
             def _send(self, code, obj, headers=None):
                 self._send_raw(code, json.dumps(obj).encode(), headers)

@@ -77,8 +77,8 @@ def test_off_keeps_everything_and_records_scores(seeds):
     nf = NoveltyFilter(0.7)
     nf.add(seeds[:50])
     batch = [seeds[0], seeds[0], "Write a haiku about autumn leaves."]
-    decisions = filter_batch(batch, nf, NoveltyConfig(filter="off"))
-    assert [d["kept"] for d in decisions] == [True] * 3 and {d["filter"] for d in decisions} == {"off"}
+    decisions = filter_batch(batch, nf, NoveltyConfig(filter="none"))
+    assert [d["kept"] for d in decisions] == [True] * 3 and {d["filter"] for d in decisions} == {"none"}
     assert [d["score"] for d in decisions[:2]] == [1.0, 1.0]
     assert nf.texts[-3:] == batch
 

@@ -1,6 +1,7 @@
 """The ROUGE-L novelty filter decides, scores and ranks exactly like rouge_score + a brute-force loop."""
 from __future__ import annotations
 
+import functools
 import json
 import random
 from fractions import Fraction
@@ -8,15 +9,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from conftest import SHARED
-from rouge_score import rouge_scorer
+from rapidfuzz.distance import LCSseq
+from rouge_score import rouge_scorer, scoring
 
 import generation.novelty as novelty
 from generation.filters import NoveltyFilter as ReExported
 from generation.novelty import NoveltyFilter, NoveltyResult, _fmeasure_array, _top_indices, fmeasure, rouge_l_f, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-ODD_TEXTS = ["", "   ", "?!...", "写一首关于秋天的诗。", "İstanbul naïve café", "\u212a is a Kelvin sign",
-             "ﬁle ｆｕｌｌ ß",
+ODD_TEXTS = ["", "   ", "?!...", "写一首关于秋天的诗。", "İstanbul naïve café", "\u212a is a Kelvin sign", "ﬁle ｆｕｌｌ ß",
              "don't stop 3.14 times\tnow\n", "Emoji 🙂 ok", "UPPER lower MiXeD 123abc"]
 
 
@@ -57,8 +58,16 @@ def variants(seeds: list[str], count: int, seed: int = 0) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def ref_tokens(text: str) -> tuple[str, ...]:
+    return tuple(SCORER._tokenizer.tokenize(text))
+
+
 def brute_force(pool: list[str], text: str) -> list[float]:
-    return [rouge_l_f(text, p) for p in pool]
+    """Every pair: rouge_score's tokenizer, an LCS of the token sequences, rouge_score's scoring.fmeasure."""
+    a = ref_tokens(text)
+    return [scoring.fmeasure(L / len(b), L / len(a)) if (L := LCSseq.similarity(a, b)) else 0.0
+            for b in map(ref_tokens, pool)]
 
 
 def test_reexported_from_filters():
@@ -167,7 +176,7 @@ def first_read(request, monkeypatch):
 
 @pytest.mark.parametrize("threshold,top_k", [(0.7, 10), (0.5, 3), (0.9, 1)])
 def test_stream_equals_brute_force_loop(seeds, threshold, top_k, first_read):
-    stream = variants(seeds, 250, seed=threshold * 10)
+    stream = variants(seeds, 250, seed=int(threshold * 10))
     fast = NoveltyFilter(threshold=threshold, top_k=top_k)
     decide = NoveltyFilter(threshold=threshold)
     mean = NoveltyFilter(threshold=threshold, top_k=top_k, with_mean=True)

@@ -1,0 +1,178 @@
+"""`daig trace RUN_DIR EXAMPLE_ID`: the lineage of one generated row, kept or rejected.
+
+Run: daig trace runs/qs r1-00006 [--json]
+
+From the row and the run's own files: what was sampled (pool examples for DAIG, the method's provenance otherwise),
+the domain chunk, each teacher request with its cached reply, every filter decision, and the eval loss of the row's
+task in its round and every later one. Pools and corpus are re-read from the paths in config.yaml, so a pool or
+corpus edited since the run shows as "not found" rather than as wrong text.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import sqlite3
+from pathlib import Path
+
+import yaml
+
+from generation.corpus import DataError, load_corpus
+from generation.pool import load_pool
+
+REQUEST_FIELDS = ("instruction_request", "answer_request")  # DAIG rows name their two requests at the top level
+
+
+class TraceError(LookupError):
+    """The id is not in the run; the message suggests the closest ids."""
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a .jsonl file (none if it is missing); a torn last line of a killed run is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def find_row(run: Path, example_id: str) -> tuple[dict, bool]:
+    """The row with this id and whether it was kept; searches every round's data.jsonl and rejected.jsonl."""
+    ids = []
+    for rdir in sorted((run / "rounds").glob("*"), key=lambda d: int(d.name) if d.name.isdigit() else 0):
+        for name, kept in (("data.jsonl", True), ("rejected.jsonl", False)):
+            for row in read_jsonl(rdir / name):
+                if row.get("id") == example_id:
+                    return row, kept
+                ids.append(str(row.get("id")))
+    close = difflib.get_close_matches(example_id, ids, n=5, cutoff=0.5)
+    hint = f"closest ids: {', '.join(close)}" if close else f"ids look like {ids[0]}" if ids else "the run has no rows yet"
+    raise TraceError(f"no row with id {example_id!r} in {run} (kept or rejected); {hint}")
+
+
+def pool_examples(example_ids: list[str], general_pool: str, domain_pool: str, split: str) -> list[dict]:
+    """The sampled pool examples, looked up in the pools the run's config names."""
+    try:
+        items = {i.id: i for spec, kind in ((general_pool, "general"), (domain_pool, "domain")) for i in load_pool(spec, kind, split)}
+    except DataError as e:
+        return [{"id": eid, "missing": f"pools unreadable: {e}"} for eid in example_ids]
+    out = []
+    for eid in example_ids:
+        item = items.get(eid)
+        out.append({"id": eid, "kind": item.kind, "task": item.task, "instruction": item.instruction, "input": item.input,
+                    "output": item.output} if item else {"id": eid, "missing": "not in the pools named by config.yaml now"})
+    return out
+
+
+def find_chunk(chunk_id: str, path: str, chunk_words: int, split: str, text_field: str) -> str | None:
+    """Re-chunk the corpus with the run's settings; chunk ids are stable while the source text is unchanged."""
+    if not path or not chunk_words:
+        return None
+    return next((c.text for c in load_corpus(path, chunk_words, split, text_field) if c.id == chunk_id), None)
+
+
+def cached_replies(cache_path: str, keys: list[str]) -> dict[str, str]:
+    """Reply text per request key from the teacher cache, opened read-only (tracing never writes it)."""
+    p = Path(cache_path).expanduser() if cache_path else None
+    if not p or not p.exists() or not keys:
+        return {}
+    db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
+    finally:
+        db.close()
+    return {k: json.loads(v).get("text", "") for k, v in rows}
+
+
+def later_losses(metrics: list[dict], task: str, round_idx: int) -> list[dict]:
+    return [{"round": m.get("round"), "task_eval_loss": (m.get("task_eval_loss") or {}).get(task),
+             "task_weight": (m.get("task_weights") or {}).get(task), "next_task_weight": (m.get("next_task_weights") or {}).get(task)}
+            for m in metrics if m.get("round", 0) >= round_idx]
+
+
+def trace(run_dir: str | Path, example_id: str) -> dict:
+    """The lineage of one row as plain data (what `--json` prints)."""
+    run = Path(run_dir)
+    if not (run / "rounds").is_dir():
+        raise FileNotFoundError(f"{run} has no rounds/ folder; give a run folder written by `daig run --out`")
+    row, kept = find_row(run, example_id)
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").exists() else {}
+    g = (config or {}).get("generation") or {}
+
+    requests = dict(row.get("requests") or {})
+    requests.update({f.removesuffix("_request"): row[f] for f in REQUEST_FIELDS if row.get(f)})
+    replies = cached_replies((g.get("teacher") or {}).get("cache_path", ""), list(requests.values()))
+    chunk = row.get("context") or None
+    chunk_source = "row context" if chunk else ""
+    if not chunk and row.get("chunk_id"):
+        try:
+            chunk = find_chunk(row["chunk_id"], g.get("domain_path", ""), g.get("chunk_words", 0), g.get("domain_split", "train"),
+                               g.get("domain_text_field", "text"))
+            chunk_source = "re-chunked corpus" if chunk else "not found in the corpus named by config.yaml now"
+        except DataError as e:
+            chunk_source = f"corpus unreadable: {e}"
+    return {
+        "id": row.get("id"), "kept": kept, "round": row.get("round"), "method": row.get("method", g.get("method", "daig")),
+        "task": row.get("task"), "split": row.get("split"),
+        "instruction": row.get("instruction"), "input": row.get("input"), "output": row.get("output"),
+        "reason": row.get("reason"), "stage": row.get("stage"), "raw": row.get("raw"),
+        "pool_examples": pool_examples(row["example_ids"], g.get("general_pool", ""), g.get("domain_pool", ""), g.get("pool_split", "train"))
+        if row.get("example_ids") else [],
+        "provenance": row.get("provenance") or {},
+        "chunk_id": row.get("chunk_id"), "chunk": chunk, "chunk_source": chunk_source,
+        "teacher_model": row.get("teacher_model"),
+        "requests": [{"stage": stage, "key": key, "cached_reply": replies.get(key)} for stage, key in requests.items()],
+        "cache": (g.get("teacher") or {}).get("cache_path", ""),
+        "filters": row.get("filters") or [],
+        "task_losses": later_losses(read_jsonl(run / "metrics.jsonl"), row.get("task", ""), row.get("round", 0)),
+    }
+
+
+def format_trace(t: dict) -> str:
+    """The lineage as readable text, section by section."""
+    status = "kept" + (f" ({t['split']} split)" if t.get("split") else "") if t["kept"] else f"rejected at {t['stage']}: {t['reason']}"
+    out = [f"{t['id']}: round {t['round']}, method {t['method']}, task {t['task'] or '(none)'}, {status}", ""]
+    out += _block("instruction", t.get("instruction")) + _block("input", t.get("input")) + _block("output", t.get("output"))
+    if not t["kept"]:
+        out += _block("raw teacher text", t.get("raw"))
+    if t["pool_examples"]:
+        out.append("sampled pool examples:")
+        for e in t["pool_examples"]:
+            out.append(f"  - {e['id']}: {e['missing']}" if "missing" in e else f"  - {e['id']} ({e['kind']}, {e['task']}): {e['instruction']}")
+    if t["provenance"]:
+        out.append("provenance:")
+        out += [f"  {k}: {json.dumps(v, ensure_ascii=False)}" for k, v in t["provenance"].items()]
+    if t.get("chunk_id") or t.get("chunk"):
+        out.append(f"domain chunk {t.get('chunk_id') or ''} ({t['chunk_source']}):")
+        out += _indent(t.get("chunk") or "")
+    out.append(f"teacher requests ({t['teacher_model']}; cache {t['cache'] or 'not configured'}):")
+    for r in t["requests"]:
+        out.append(f"  {r['stage']}: {r['key']}")
+        out += _indent("(no cached reply)" if r["cached_reply"] is None else r["cached_reply"], "      ")
+    out.append("filter decisions:")
+    filters = t["filters"]
+    if isinstance(filters, dict):  # older runs: one flat dict of scores
+        filters = [{"filter": k, "score": v} for k, v in filters.items()]
+    for d in filters:
+        verdict = "" if "kept" not in d else "kept" if d["kept"] else f"rejected ({d.get('reason')})"
+        extra = {k: v for k, v in d.items() if k not in ("filter", "kept", "reason", "top_similar")}
+        out.append("  " + " ".join([f"{d.get('filter')}:"] + [verdict] * bool(verdict) + [json.dumps(extra, ensure_ascii=False)] * bool(extra)))
+        for text, score in (d.get("top_similar") or [])[:3]:
+            out.append(f"      similar {score:.3f}: {text}")
+    out.append(f"eval loss of task {t['task']!r} from round {t['round']} on:")
+    for x in t["task_losses"]:
+        loss = "n/a (no held-out rows)" if x["task_eval_loss"] is None else f"{x['task_eval_loss']:.4f}"
+        weight = "" if x["task_weight"] is None else f", sampled with weight {x['task_weight']:.3f}"
+        out.append(f"  round {x['round']}: {loss}{weight}")
+    if not t["task_losses"]:
+        out.append("  (no finished round yet)")
+    return "\n".join(out)
+
+
+def _block(name: str, text) -> list[str]:
+    return [f"{name}:"] + _indent(text) if text else []
+
+
+def _indent(text: str, pad: str = "    ") -> list[str]:
+    return [pad + line for line in str(text).splitlines()] or [pad]

@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg_p = sub.add_parser("config", help="print every config key with its default and help, or a config resolved")
     cfg_p.add_argument("config", nargs="?", help="YAML config to resolve (omit to list all keys)")
     cfg_p.add_argument("overrides", nargs="*")
+    abl_p = sub.add_parser("ablate", help="run a grid of arms x seeds sharing one teacher cache",
+                           description="daig ablate configs/ablations/policies.yaml --out runs/ablations/policies")
+    abl_p.add_argument("ablation", help="ablation YAML (base, overrides, arms, seeds)")
+    abl_p.add_argument("--out", required=True, help="ablation folder (rerun the same command to continue an interrupted one)")
     res_p = sub.add_parser("resume", help="continue a killed run from its last finished stage", description="daig resume runs/qs")
     res_p.add_argument("run_dir")
     sub.add_parser("models", help="list the packaged offline models")
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # `daig config | head`: silence the flush at exit (Python docs' recipe)
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+        if args.command == "ablate":
+            _setup_logging()
+            from loop.ablate import run_ablation
+
+            rows = run_ablation(args.ablation, args.out)
+            print(open(os.path.join(args.out, "summary.md"), encoding="utf-8").read())
+            return 0 if all(r["status"] == "done" for r in rows) else 1
         if args.command == "resume":
             import yaml
 
@@ -138,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "resume":
             resume(args.run_dir)
-        else:
-            run(cfg, args.out)
+        else:  # a W&B sweep agent runs the command without a shell: expand $WANDB_RUN_ID and friends here
+            run(cfg, os.path.expandvars(args.out))
     except (DataError, TeacherError, ModelError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,13 +23,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
-
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 log = logging.getLogger("daig")
 
 EXAMPLES_PER_ROUND = 3  # kept and rejected rows shown per round
 TEXT_CHARS = 400  # longer texts are cut in the example tables
+MAX_LINES = 12  # more tasks than this: heatmaps instead of one colour per task
 
 
 # ---------------------------------------------------------------- reading
@@ -109,7 +110,8 @@ def _tasks(metrics: list[dict]) -> list[str]:
 
 
 def plot_task_weights(metrics: list[dict], colors: dict) -> str | None:
-    """Stacked bars: the sampling weight of each task in each round, and the weights chosen for the next round."""
+    """The sampling weight of each task in each round, and the weights chosen for the next round: stacked bars,
+    or a heatmap when there are too many tasks for distinct colours."""
     cols = [(str(m["round"]), m.get("task_weights") or {}) for m in metrics]
     if metrics and metrics[-1].get("next_task_weights"):
         cols.append(("next", metrics[-1]["next_task_weights"]))
@@ -117,6 +119,9 @@ def plot_task_weights(metrics: list[dict], colors: dict) -> str | None:
     if not cols:
         return None
     tasks = sorted({t for _, w in cols for t in w})
+    xlabel, title = "round (next = chosen after the last round)", "Task weights per round"
+    if len(tasks) > MAX_LINES:
+        return _heatmap([[_nan(w.get(t)) for _, w in cols] for t in tasks], tasks, [label for label, _ in cols], "sampling weight", xlabel, title)
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     x = range(len(cols))
     bottom = [0.0] * len(cols)
@@ -125,18 +130,22 @@ def plot_task_weights(metrics: list[dict], colors: dict) -> str | None:
         ax.bar(x, h, bottom=bottom, color=colors[t], label=_short(t), width=0.7, edgecolor="white", linewidth=0.5)
         bottom = [b + v for b, v in zip(bottom, h)]
     ax.set_xticks(list(x), [label for label, _ in cols])
-    ax.set(xlabel="round (next = chosen after the last round)", ylabel="sampling weight", ylim=(0, 1.02),
-           title="Task weights per round")
+    ax.set(xlabel=xlabel, ylabel="sampling weight", ylim=(0, 1.02), title=title)
     _legend_right(ax, len(tasks))
     return _png(fig)
 
 
 def plot_task_loss(metrics: list[dict], colors: dict) -> str | None:
-    """Per-task eval loss over rounds, with the macro mean; a task without held-out rows in a round is a gap."""
+    """Per-task eval loss over rounds, with the macro mean (a heatmap when there are many tasks); a task without
+    held-out rows in a round is a gap."""
     tasks = sorted({t for m in metrics for t, v in (m.get("task_eval_loss") or {}).items() if v is not None})
     if not tasks:
         return None
     rounds = [m["round"] for m in metrics]
+    if len(tasks) > MAX_LINES:
+        rows = [[_nan((m.get("task_eval_loss") or {}).get(t)) for m in metrics] for t in tasks]
+        return _heatmap(rows + [[_nan(macro_loss(m)) for m in metrics]], tasks + ["MACRO MEAN"], [str(r) for r in rounds],
+                        "eval loss (held-out rows)", "round", "Per-task eval loss (grey: no held-out rows)")
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for t in tasks:
         ax.plot(rounds, [_nan((m.get("task_eval_loss") or {}).get(t)) for m in metrics], marker="o", ms=4, color=colors[t], label=_short(t))
@@ -148,11 +157,23 @@ def plot_task_loss(metrics: list[dict], colors: dict) -> str | None:
     return _png(fig)
 
 
+def _heatmap(rows: list[list[float]], row_labels: list[str], col_labels: list[str], value: str, xlabel: str, title: str) -> str:
+    """Tasks down, rounds across; missing values grey. Its height grows with the number of tasks so labels never overlap."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 + 0.6 * len(col_labels)), 1.2 + 0.22 * len(row_labels)))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(np.array(rows, dtype=float)), aspect="auto", cmap=cmap, interpolation="nearest")
+    ax.set_xticks(range(len(col_labels)), col_labels)
+    ax.set_yticks(range(len(row_labels)), [_short(t, 40) for t in row_labels], fontsize=8)
+    ax.set(xlabel=xlabel, title=title)
+    fig.colorbar(im, ax=ax, label=value, fraction=0.05, pad=0.02)
+    return _png(fig)
+
+
 def plot_rejections(metrics: list[dict]) -> str | None:
     """Stacked bars per round: kept rows and each rejection reason; the keep rate above each bar."""
     if not metrics or all(m.get("n_kept") is None for m in metrics):
         return None
-    reasons = sorted({k for m in metrics for k in (m.get("rejected") or {})})
+    reasons = sorted({k for m in metrics for k, n in (m.get("rejected") or {}).items() if n})
     rounds = [m["round"] for m in metrics]
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     kept = [m.get("n_kept") or 0 for m in metrics]
@@ -272,12 +293,13 @@ def img(b64: str | None, alt: str, missing: str) -> str:
     return f'<img src="data:image/png;base64,{b64}" alt="{esc(alt)}">'
 
 
-def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+def table(header: list[str], rows: list[list], numeric: set[int] = frozenset(), caption: str = "") -> str:
     """Cells are escaped here; numbers are formatted and right-aligned."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f'<td class="num">{esc(fmt(c))}</td>' if i in numeric else f'<td class="text">{esc(c)}</td>'
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    cap = f'<caption style="text-align:left">{esc(caption)}</caption>' if caption else ""
+    return f"<table>{cap}<tr>{head}</tr>{body}</table>"
 
 
 def filters_text(filters) -> str:
@@ -295,14 +317,13 @@ def filters_text(filters) -> str:
 
 
 def _spread(rows: list[dict], key: str, n: int) -> list[dict]:
-    """Up to n rows, one per distinct value of key first (each task, each reason), in file order."""
-    picked, seen = [], set()
-    for r in rows:
-        if r.get(key) not in seen:
-            seen.add(r.get(key))
-            picked.append(r)
-    picked += [r for r in rows if r not in picked]
-    return picked[:n]
+    """Up to n rows, the first of each distinct value of key first (each task, each reason), then the rest in file order."""
+    first: dict = {}
+    for i, r in enumerate(rows):
+        first.setdefault(r.get(key), i)
+    lead = sorted(first.values())
+    order = lead + [i for i in range(len(rows)) if i not in set(lead)]
+    return [rows[i] for i in order[:n]]
 
 
 def examples_html(run: RunData, n: int = EXAMPLES_PER_ROUND) -> str:
@@ -313,11 +334,11 @@ def examples_html(run: RunData, n: int = EXAMPLES_PER_ROUND) -> str:
         if kept:
             parts.append(table(["id", "task", "instruction (+ input)", "output", "filters"],
                                [[x.get("id"), x.get("task"), _cut(_instruction(x)), _cut(x.get("output")), filters_text(x.get("filters"))]
-                                for x in _spread(kept, "task", n)]))
+                                for x in _spread(kept, "task", n)], caption="kept"))
         if rejected:
             parts.append(table(["id", "task", "reason", "stage", "teacher text (raw)", "filters"],
                                [[x.get("id"), x.get("task"), x.get("reason"), x.get("stage"), _cut(x.get("raw", x.get("instruction"))),
-                                 filters_text(x.get("filters"))] for x in _spread(rejected, "reason", n)]))
+                                 filters_text(x.get("filters"))] for x in _spread(rejected, "reason", n)], caption="rejected"))
     return "\n".join(parts) or '<p class="note">no rounds/ folder</p>'
 
 
@@ -351,6 +372,27 @@ def task_table(metrics: list[dict]) -> str:
     return table(header, rows, numeric=set(range(1, len(header))))
 
 
+def evidence_html(metrics: list[dict]) -> str:
+    """What each round's feedback policy based the next weights on: per-task numbers as a table, anything else as JSON."""
+    tasks = set(_tasks(metrics))
+    columns, other = [], []
+    for m in metrics:
+        for key, value in (m.get("feedback_evidence") or {}).items():
+            per_task = isinstance(value, dict) and value and set(value) <= tasks and all(
+                v is None or isinstance(v, (int, float)) for v in value.values())
+            if per_task and key != "loss":  # the loss is in the table above
+                columns.append((f"r{m['round']} {key}", value))
+            elif not per_task:
+                other.append(f"round {m['round']} {key}: {json.dumps(value, ensure_ascii=False)}")
+    if not columns and not other:
+        return '<p class="note">the policy logged no evidence beyond the losses above</p>'
+    parts = [table(["task"] + [c for c, _ in columns], [[t] + [v.get(t) for _, v in columns] for t in sorted(tasks)],
+                   numeric=set(range(1, len(columns) + 1)))] if columns else []
+    if other:
+        parts.append("<details><summary>other evidence</summary><pre>" + esc(_cut("\n".join(other), 20000)) + "</pre></details>")
+    return "\n".join(parts)
+
+
 def run_summary(run: RunData) -> list[tuple[str, str]]:
     g, fb = run.config.get("generation") or {}, run.config.get("feedback") or {}
     m = run.metrics[-1] if run.metrics else {}
@@ -366,7 +408,7 @@ def run_sections(run: RunData, level: int = 2) -> str:
     """Every plot and table of one run, headed at the given HTML level."""
     h = f"h{level}"
     colors = _colors(_tasks(run.metrics))
-    parts = [table(["", ""], [[k, v] for k, v in run_summary(run)])]
+    parts = [table(["setting", "value"], [[k, v] for k, v in run_summary(run)])]
     if not run.metrics:
         parts.append('<p class="note">metrics.jsonl has no finished round yet.</p>')
     parts += [f"<{h}>Task weights</{h}>", img(plot_task_weights(run.metrics, colors), "task weights", "no task weights logged"),
@@ -377,7 +419,8 @@ def run_sections(run: RunData, level: int = 2) -> str:
               f"<{h}>Benchmark ROUGE-L</{h}>", img(plot_benchmark(run.metrics), "benchmark",
                                                   "no benchmark in this run (set eval.benchmark_path to score one)"),
               f"<{h}>Metrics per round</{h}>", metrics_table(run.metrics),
-              f"<{h}>Per task</{h}>", task_table(run.metrics),
+              f"<{h}>Per task: sampling weight and eval loss</{h}>", task_table(run.metrics),
+              f"<{h}>Feedback evidence</{h}>", evidence_html(run.metrics),
               f"<{h}>Examples (up to {EXAMPLES_PER_ROUND} kept and {EXAMPLES_PER_ROUND} rejected per round)</{h}>", examples_html(run),
               "<details><summary>config.yaml</summary><pre>" + esc(yaml.safe_dump(run.config, sort_keys=False)) + "</pre></details>"]
     return "\n".join(parts)
@@ -458,6 +501,8 @@ def plot_arm_curves(runs: dict[str, list[tuple[int, RunData]]], colors: dict) ->
     fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series) + 1.6, 3.6), squeeze=False)
     for ax, (name, f) in zip(axes[0], series):
         for arm, seeds in runs.items():
+            if not seeds:  # every seed of the arm failed: nothing to draw, and no empty legend entry
+                continue
             by_round: dict[int, list[float]] = {}
             for _, run in seeds:
                 pts = [(m["round"], f(m)) for m in run.metrics]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import yaml
 from generation.corpus import DataError, load_corpus
 from generation.pool import load_pool
 
+log = logging.getLogger("daig")
 REQUEST_FIELDS = ("instruction_request", "answer_request")  # DAIG rows name their two requests at the top level
 
 
@@ -77,11 +79,15 @@ def cached_replies(cache_path: str, keys: list[str]) -> dict[str, str]:
     p = Path(cache_path).expanduser() if cache_path else None
     if not p or not p.exists() or not keys:
         return {}
-    db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        rows = db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
-    finally:
-        db.close()
+        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:  # e.g. a WAL file another user owns: the lineage is still worth printing
+        log.warning("teacher cache %s could not be read (%s); replies are left out", p, e)
+        return {}
     return {k: json.loads(v).get("text", "") for k, v in rows}
 
 

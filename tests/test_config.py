@@ -8,7 +8,9 @@ import yaml
 from loop.config import ConfigError, RunConfig, describe, load_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "quickstart_data" not in p.parts and "accelerate" not in p.parts)
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                 if not {"quickstart_data", "accelerate", "ablations", "sweeps"} & set(p.parts))
+ABLATIONS = sorted((REPO / "configs" / "ablations").glob("*.yaml"))
 ACCELERATE = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 
 
@@ -111,3 +113,33 @@ def test_base_key_overlays_a_config_and_resolves_paths_per_file(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"base": "sub/over.yaml"}))
     with pytest.raises(ConfigError, match="cycle"):
         load_config(over)
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=[p.name for p in ABLATIONS])
+def test_every_shipped_ablation_validates_each_arm(path):
+    from loop.ablate import arm_overrides, load_ablation
+
+    abl = load_ablation(path)  # builds every arm x seed config
+    assert len(abl.arms) >= 2 and abl.base.is_file()
+    policies = {load_config(abl.base, arm_overrides(abl, a, abl.seeds[0])).feedback.policy for a in abl.arms}
+    assert len(policies) == len(abl.arms)
+
+
+def test_wandb_sweep_command_is_one_daig_can_run(tmp_path, monkeypatch):
+    sweep = yaml.safe_load((REPO / "configs" / "sweeps" / "wandb_policies.yaml").read_text())
+    cmd = sweep["command"]
+    assert cmd[:3] == ["daig", "run", "configs/quickstart.yaml"] and "$WANDB_RUN_ID" in cmd[cmd.index("--out") + 1]
+    overrides = [f"{k}={v['values'][0] if 'values' in v else v['value']}" for k, v in sweep["parameters"].items()]
+    cfg = load_config(REPO / cmd[2], overrides)  # what ${args_no_hyphens} expands to
+    assert cfg.feedback.policy == "uniform" and cfg.rounds == 3
+
+
+def test_ablation_file_errors_name_the_fix(tmp_path):
+    from loop.ablate import load_ablation
+
+    bad = write(tmp_path, {"base": "missing.yaml", "arms": {"a": ["seed=1"]}})
+    with pytest.raises(ConfigError, match="not found"):
+        load_ablation(bad)
+    bad.write_text(yaml.safe_dump({"base": "x.yaml", "arms": {"a": "feedback.policy=ucb"}}))
+    with pytest.raises(ConfigError, match="arm 'a' must be a list"):
+        load_ablation(bad)

@@ -97,12 +97,19 @@ def test_run_report_has_every_plot_table_and_escaped_examples(ablation, tmp_path
 
 
 def test_ablation_report_compares_arms(ablation, tmp_path):
+    folder = tmp_path / "ablation"
+    shutil.copytree(ablation, folder, ignore=shutil.ignore_patterns("adapter", "cache.sqlite*"))
+    summary = [json.loads(x) for x in (folder / "summary.jsonl").read_text().splitlines()]
+    failed = {"arm": "ucb", "seed": 0, "run_dir": "runs/ucb_seed0", "overrides": ["feedback.policy=ucb"], "final_eval_loss": None,
+              "final_benchmark_rouge_l": None, "teacher_calls": None, "teacher_tokens": None, "cost_usd": None, "wall_seconds": 3.0,
+              "status": "failed"}  # an arm that crashed before its first round
+    (folder / "summary.jsonl").write_text("".join(json.dumps(s) + "\n" for s in summary + [failed]))
     out = tmp_path / "nested" / "ablation.html"
-    assert main(["report", str(ablation), "--out", str(out)]) == 0
+    assert main(["report", str(folder), "--out", str(out)]) == 0
     page = out.read_text()
     assert 'alt="cost vs quality"' in page and 'alt="curves per arm"' in page
-    assert page.count(PNG) == 2 + 4 * 5  # two ablation plots, then every run's five
-    summary = [json.loads(x) for x in (ablation / "summary.jsonl").read_text().splitlines()]
+    assert page.count(PNG) == 2 + 4 * 5  # two ablation plots, then every finished run's five
+    assert "0 done, 1 failed" in page and "runs/ucb_seed0" in page
     for arm in ARMS:
         losses = [s["final_eval_loss"] for s in summary if s["arm"] == arm]
         mean, std = statistics.mean(losses), statistics.stdev(losses)

@@ -1,0 +1,135 @@
+"""Ablations: a grid of named override sets x seeds, each arm a normal run, all sharing one teacher cache.
+
+Run: daig ablate configs/ablations/policies.yaml --out runs/ablations/policies
+
+The ablation file names a base run config, overrides for every arm, the arms (name -> overrides) and the seeds.
+Arms run one after another into OUT/arms/<arm>/seed<k>; an interrupted ablation picks up where it stopped
+(finished arms are skipped, a killed arm is resumed). OUT/summary.jsonl has one line per arm x seed and
+OUT/summary.md the per-arm table (mean and spread over seeds). Each arm is a W&B run in one group.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from loop.config import ConfigError, load_config
+from loop.controller import CHECKPOINT, resume, run, write_atomic
+
+log = logging.getLogger("daig")
+
+
+@dataclass
+class Ablation:
+    base: Path
+    arms: dict[str, list[str]]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    overrides: list[str] = field(default_factory=list)
+    group: str = ""
+
+
+def load_ablation(path: str | Path) -> Ablation:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ablation file {path} not found; pass a YAML such as configs/ablations/policies.yaml")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(data) - {"base", "arms", "seeds", "overrides", "group"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; an ablation has base, overrides, arms, seeds, group")
+    if not data.get("base"):
+        raise ConfigError(f"{path}: 'base' is missing; name the run config every arm starts from (relative to this file)")
+    arms = data.get("arms")
+    if not isinstance(arms, dict) or not arms:
+        raise ConfigError(f"{path}: 'arms' must map arm names to lists of overrides, e.g. uniform: [feedback.policy=uniform]")
+    for name, over in arms.items():
+        if not isinstance(over, list) or not all(isinstance(o, str) and "=" in o for o in over):
+            raise ConfigError(f"{path}: arm '{name}' must be a list of key=value overrides")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers")
+    abl = Ablation(base=(path.resolve().parent / data["base"]).resolve(), arms={str(k): v for k, v in arms.items()}, seeds=seeds,
+                   overrides=list(data.get("overrides") or []), group=str(data.get("group") or path.stem))
+    for name in abl.arms:  # every arm's config is validated before the first one runs
+        for s in abl.seeds:
+            load_config(abl.base, arm_overrides(abl, name, s))
+    return abl
+
+
+def arm_overrides(abl: Ablation, arm: str, seed: int) -> list[str]:
+    return [*abl.overrides, *abl.arms[arm], f"seed={seed}", f"tracking.group={abl.group}", f"tracking.run_name={arm}-seed{seed}"]
+
+
+def run_ablation(path: str | Path, out_dir: str | Path) -> list[dict]:
+    abl = load_ablation(path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "ablation.yaml", Path(path).read_text(encoding="utf-8"))
+    summary = []
+    for arm in abl.arms:
+        for seed in abl.seeds:
+            rel = Path("arms") / arm / f"seed{seed}"
+            run_dir = out / rel
+            start = time.time()
+            status = "done"
+            try:
+                if (run_dir / CHECKPOINT).exists():
+                    history = resume(run_dir)  # returns at once when that arm had finished
+                else:
+                    log.info("ablation %s: arm %s, seed %d", abl.group, arm, seed)
+                    history = run(load_config(abl.base, arm_overrides(abl, arm, seed)), run_dir)
+            except Exception as e:  # one failed arm must not lose the others; the summary says which failed
+                log.error("arm %s seed %d failed: %s", arm, seed, e)
+                history, status = [], f"failed: {type(e).__name__}: {e}"
+            summary.append(summarize(arm, seed, str(rel), arm_overrides(abl, arm, seed), history, status,
+                                     _wall_seconds(run_dir, start)))
+            write_atomic(out / "summary.jsonl", "".join(json.dumps(s) + "\n" for s in summary))
+    write_atomic(out / "summary.md", summary_table(summary))
+    return summary
+
+
+def _wall_seconds(run_dir: Path, start: float) -> float:
+    """Total seconds over the run's rounds (kept across a resume), else the time this call took."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        return round(sum(json.loads(x)["seconds"] for x in path.read_text().splitlines() if x.strip()), 1)
+    return round(time.time() - start, 1)
+
+
+def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: list[dict], status: str, seconds: float) -> dict:
+    last = history[-1] if history else {}
+    losses = [v for v in (last.get("task_eval_loss") or {}).values() if v is not None]
+    return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "status": status, "rounds": len(history),
+            "final_eval_loss": sum(losses) / len(losses) if losses else None,  # macro: mean over tasks
+            "final_benchmark_rouge_l": last.get("benchmark_rouge_l"), "base_benchmark_rouge_l": last.get("benchmark_rouge_l_base"),
+            "kept": sum(m["n_kept"] for m in history), "teacher_calls": last.get("run_teacher_calls"),
+            "teacher_requests": last.get("run_teacher_requests"), "teacher_tokens": last.get("run_teacher_tokens"),
+            "cost_usd": last.get("run_cost_usd"), "wall_seconds": seconds, "stopped": last.get("stopped")}
+
+
+def summary_table(rows: list[dict]) -> str:
+    cols = [("final_eval_loss", "macro eval loss", 4), ("final_benchmark_rouge_l", "held-out ROUGE-L", 4), ("kept", "rows kept", 1),
+            ("teacher_calls", "teacher calls", 1), ("teacher_tokens", "teacher tokens", 0), ("cost_usd", "cost $", 4),
+            ("wall_seconds", "wall s", 0)]
+    lines = ["| arm | seeds | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        done = [r for r in rows if r["arm"] == arm and r["status"] == "done"]
+        cells = [_mean_spread([r[key] for r in done], digits) for key, _, digits in cols]
+        lines.append(f"| {arm} | {len(done)} | " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["status"] != "done"]
+    notes = [f"\n{len(failed)} arm run(s) failed: " + "; ".join(f"{r['arm']} seed {r['seed']}: {r['status']}" for r in failed)] if failed else []
+    return "\n".join(lines + notes) + "\n\nmean ± standard deviation over seeds; macro eval loss = mean over tasks of each arm's own held-out loss.\n"
+
+
+def _mean_spread(values: list, digits: int) -> str:
+    xs = [v for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return "n/a"
+    mean = statistics.fmean(xs)
+    return f"{mean:.{digits}f}" + (f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else "")
+

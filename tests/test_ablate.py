@@ -1,0 +1,32 @@
+"""`daig ablate`: arms x seeds as real runs (loopback teacher, tiny student) sharing one teacher cache."""
+import json
+
+import yaml
+
+from loop.ablate import run_ablation
+from loop.config import to_dict
+from test_resume import _config
+
+
+def test_ablation_grid_shares_the_cache_and_summarises(tmp_path, tiny_corpus, fake_openai, tiny_model):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(to_dict(_config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, tmp_path / "shared.sqlite"))))
+    abl = tmp_path / "abl.yaml"
+    abl.write_text(yaml.safe_dump({"base": "base.yaml", "overrides": ["rounds=2"], "seeds": [0, 1], "group": "t",
+                                   "arms": {"uniform": ["feedback.policy=uniform"], "ucb": ["feedback.policy=ucb"]}}, sort_keys=False))
+    out = tmp_path / "abl"
+    rows = run_ablation(abl, out)
+    assert [(r["arm"], r["seed"], r["status"]) for r in rows] == [("uniform", 0, "done"), ("uniform", 1, "done"), ("ucb", 0, "done"), ("ucb", 1, "done")]
+    assert [json.loads(x) for x in (out / "summary.jsonl").read_text().splitlines()] == rows
+    for r in rows:
+        assert r["rounds"] == 2 and r["final_eval_loss"] > 0 and r["kept"] > 0 and r["teacher_requests"] == 2 * 16
+        cfg = yaml.safe_load((out / r["run_dir"] / "config.yaml").read_text())
+        assert cfg["seed"] == r["seed"] and cfg["tracking"]["group"] == "t" and cfg["tracking"]["run_name"] == f"{r['arm']}-seed{r['seed']}"
+    # Round 1 samples uniformly in every arm, so an arm with the same seed as an earlier one gets round 1 from the cache.
+    first, again = rows[0], rows[2]
+    assert again["teacher_calls"] < first["teacher_calls"]
+    table = (out / "summary.md").read_text()
+    assert "| uniform | 2 |" in table and "| ucb | 2 |" in table and "±" in table
+
+    n = len(fake_openai.requests)
+    assert run_ablation(abl, out) == rows and len(fake_openai.requests) == n  # rerunning a finished ablation redoes nothing

@@ -100,9 +100,9 @@ def _short(s: str, n: int = 28) -> str:
     return s if len(s) <= n else s[:n - 1] + "…"
 
 
-def _legend_right(ax, n: int) -> None:
-    """Outside the axes, so it never covers data; several columns when there are many entries."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, ncol=1 + n // 18)
+def _legend_right(ax) -> None:
+    """Outside the axes, so it never covers data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def _tasks(metrics: list[dict]) -> list[str]:
@@ -131,7 +131,7 @@ def plot_task_weights(metrics: list[dict], colors: dict) -> str | None:
         bottom = [b + v for b, v in zip(bottom, h)]
     ax.set_xticks(list(x), [label for label, _ in cols])
     ax.set(xlabel=xlabel, ylabel="sampling weight", ylim=(0, 1.02), title=title)
-    _legend_right(ax, len(tasks))
+    _legend_right(ax)
     return _png(fig)
 
 
@@ -153,7 +153,7 @@ def plot_task_loss(metrics: list[dict], colors: dict) -> str | None:
     ax.set_xticks(rounds)
     ax.set(xlabel="round", ylabel="eval loss (held-out rows)", title="Per-task eval loss")
     ax.grid(alpha=0.3)
-    _legend_right(ax, len(tasks) + 1)
+    _legend_right(ax)
     return _png(fig)
 
 
@@ -191,7 +191,7 @@ def plot_rejections(metrics: list[dict]) -> str | None:
     ax.set_ylim(0, max(bottom + [1]) * 1.15)  # room for the labels
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="round", ylabel="rows", title="Kept rows and rejection reasons")
-    _legend_right(ax, len(reasons) + 1)
+    _legend_right(ax)
     return _png(fig)
 
 
@@ -434,7 +434,7 @@ def page(title: str, body: str) -> str:
 # ---------------------------------------------------------------- an ablation
 
 SUMMARY_VALUES = [("final_eval_loss", "final eval loss"), ("final_benchmark_rouge_l", "bench ROUGE-L"),
-                  ("teacher_requests", "teacher requests"), ("teacher_calls", "paid calls"), ("teacher_tokens", "paid tokens"),
+                  ("kept", "rows kept"), ("teacher_requests", "teacher requests"), ("teacher_calls", "paid calls"), ("teacher_tokens", "paid tokens"),
                   ("cost_usd", "cost USD"), ("wall_seconds", "wall seconds")]
 
 
@@ -451,7 +451,9 @@ def arm_table(summary: list[dict]) -> str:
     for arm in dict.fromkeys(s["arm"] for s in summary):
         runs = [s for s in summary if s["arm"] == arm]
         done = [s for s in runs if s.get("status") == "done"]
-        overrides = " ".join(runs[0].get("overrides") or [])
+        # what defines the arm: overrides every seed shares, less tracking names (seed= and run names differ per seed)
+        overrides = " ".join(o for o in runs[0].get("overrides") or []
+                             if all(o in (r.get("overrides") or []) for r in runs) and not o.startswith("tracking."))
         rows.append([arm, overrides, f"{len(done)} done" + (f", {len(runs) - len(done)} failed" if len(done) < len(runs) else "")]
                     + [_mean_std([s.get(k) for s in done]) for k, _ in SUMMARY_VALUES])
     return table(["arm", "overrides", "seeds"] + [h for _, h in SUMMARY_VALUES], rows, numeric=set(range(3, 3 + len(SUMMARY_VALUES))))
@@ -543,14 +545,16 @@ def ablation_html(path: Path) -> str:
              "<h2>Cost vs quality</h2>", img(plot_cost_quality(summary, colors), "cost vs quality", "no finished run has a final metric"),
              "<h2>Curves per arm</h2>", img(plot_arm_curves(runs, colors), "curves per arm", "no run has eval losses yet"),
              "<h2>Every run</h2>",
-             table(["arm", "seed", "run_dir", "status"] + [h for _, h in SUMMARY_VALUES],
-                   [[s["arm"], s.get("seed"), s.get("run_dir"), s.get("status")] + [s.get(k) for k, _ in SUMMARY_VALUES] for s in summary],
-                   numeric={1} | set(range(4, 4 + len(SUMMARY_VALUES)))),
+             table(["arm", "seed", "run_dir", "status", "rounds", "stopped"] + [h for _, h in SUMMARY_VALUES],
+                   [[s["arm"], s.get("seed"), s.get("run_dir"), s.get("status"), s.get("rounds"), s.get("stopped")]
+                    + [s.get(k) for k, _ in SUMMARY_VALUES] for s in summary],
+                   numeric={1, 4} | set(range(6, 6 + len(SUMMARY_VALUES)))),
              "<details><summary>ablation.yaml</summary><pre>" + esc(spec) + "</pre></details>",
              "<h2>Runs in detail</h2>"]
     for arm, seeds in runs.items():
         for seed, run in seeds:
-            parts.append(f"<details><summary>{esc(arm)}, seed {esc(seed)} ({esc(run.path.name)})</summary>{run_sections(run, level=4)}</details>")
+            where = run.path.relative_to(path).as_posix()
+            parts.append(f"<details><summary>{esc(arm)}, seed {esc(seed)} ({esc(where)})</summary>{run_sections(run, level=4)}</details>")
     return page(f"Ablation report: {path.name}", "\n".join(parts))
 
 

@@ -131,7 +131,7 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
         "requests": [{"stage": stage, "key": key, "cached_reply": replies.get(key)} for stage, key in requests.items()],
         "cache": (g.get("teacher") or {}).get("cache_path", ""),
         "filters": row.get("filters") or [],
-        "task_losses": later_losses(read_jsonl(run / "metrics.jsonl"), row.get("task", ""), row.get("round", 0)),
+        "task_losses": later_losses(read_jsonl(run / "metrics.jsonl"), row["task"], row.get("round", 0)) if row.get("task") else [],
     }
 
 
@@ -166,6 +166,9 @@ def format_trace(t: dict) -> str:
         out.append("  " + " ".join([f"{d.get('filter')}:"] + [verdict] * bool(verdict) + [json.dumps(extra, ensure_ascii=False)] * bool(extra)))
         for text, score in (d.get("top_similar") or [])[:3]:
             out.append(f"      similar {score:.3f}: {text}")
+    if not t["task"]:
+        out.append("eval loss: none, the row has no task label (rejected before it was labelled)")
+        return "\n".join(out)
     out.append(f"eval loss of task {t['task']!r} from round {t['round']} on:")
     for x in t["task_losses"]:
         loss = "n/a (no held-out rows)" if x["task_eval_loss"] is None else f"{x['task_eval_loss']:.4f}"

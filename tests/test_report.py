@@ -1,5 +1,5 @@
-"""`daig report` and `daig trace` on run folders made by the real loop (tiny student, loopback teacher), and on an
-ablation folder built from four of them (2 arms x 2 seeds, one shared teacher cache)."""
+"""`daig report` and `daig trace` on an ablation folder made by `daig ablate` (2 arms x 2 seeds of the real loop: tiny
+student, loopback teacher, one shared teacher cache) and on the run folders inside it."""
 import json
 import re
 import shutil
@@ -9,30 +9,19 @@ import pytest
 import yaml
 
 from conftest import SHARED
-from loop.cli import main
-from loop.config import load_config
-from loop.controller import run
-from loop.report import filters_text, macro_loss, write_report
-from loop.trace import TraceError, trace
-from openai_server import FakeOpenAI
-
 from generation.corpus import load_corpus
 from generation.pool import load_pool
+from loop.ablate import run_ablation, summarize
+from loop.cli import main
+from loop.config import load_config, to_dict
+from loop.report import filters_text, write_report
+from loop.trace import TraceError, trace
+from openai_server import FakeOpenAI
 
 PNG = '<img src="data:image/png;base64,'
 ARMS = {"uniform": ["feedback.policy=uniform"],
         # a low temperature, because the tiny model's task losses differ only in the second decimal
         "loss_softmax": ["feedback.policy=loss_softmax", "feedback.temperature=0.002"]}
-SEEDS = (0, 1)
-
-
-def _summary_line(arm: str, seed: int, overrides: list[str], run_dir: str, metrics: list[dict]) -> dict:
-    """What `daig ablate` writes per arm x seed (the keys its spec names), from the run's own metrics."""
-    last = metrics[-1]
-    return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "final_eval_loss": macro_loss(last),
-            "final_benchmark_rouge_l": last["benchmark_rouge_l"], "teacher_calls": last["run_teacher_calls"],
-            "teacher_tokens": last["run_teacher_tokens"], "cost_usd": last["run_cost_usd"],
-            "wall_seconds": sum(m["seconds"] for m in metrics), "status": "done"}
 
 
 @pytest.fixture(scope="session")
@@ -44,23 +33,18 @@ def ablation(tmp_path_factory, tiny_model):
                                  "The controller waters up to eight zones, or sixteen with the expansion module.\n", encoding="utf-8")
     (corpus / "b.txt").write_text("Wi-Fi pairing uses the app. Only 2.4 GHz networks are supported.\n\n"
                                   "Error E07 means the rain sensor is disconnected. Check the two sensor wires.\n", encoding="utf-8")
-    summary = []
     with FakeOpenAI() as server:
-        for arm, overrides in ARMS.items():
-            for seed in SEEDS:
-                cfg = load_config(None, [
-                    f"generation.domain_path={corpus}", "generation.teacher.backend=openai", f"generation.teacher.base_url={server.base_url}",
-                    "generation.teacher.model=fake-teacher", "generation.teacher.api_key_env=", f"generation.teacher.cache_path={root / 'cache.sqlite'}",
-                    # the loopback teacher's instructions differ by one word: this threshold keeps some and rejects others
-                    "generation.examples_per_round=12", "generation.novelty.threshold=0.92", f"student={tiny_model}", "rounds=2", "num_threads=1",
-                    "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=4", "eval.heldout_fraction=0.3",
-                    f"eval.benchmark_path={SHARED / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=2",
-                    "tracking.wandb=false", f"seed={seed}", *overrides])
-                run_dir = f"runs/{arm}_seed{seed}"
-                summary.append(_summary_line(arm, seed, overrides, run_dir, run(cfg, root / run_dir)))
-    (root / "ablation.yaml").write_text(yaml.safe_dump({"arms": ARMS, "seeds": list(SEEDS)}), encoding="utf-8")
-    (root / "summary.jsonl").write_text("".join(json.dumps(s) + "\n" for s in summary), encoding="utf-8")
-    return root
+        base = load_config(None, [
+            f"generation.domain_path={corpus}", "generation.teacher.backend=openai", f"generation.teacher.base_url={server.base_url}",
+            "generation.teacher.model=fake-teacher", "generation.teacher.api_key_env=", f"generation.teacher.cache_path={root / 'cache.sqlite'}",
+            # the loopback teacher's instructions differ by one word: this threshold keeps some and rejects others
+            "generation.examples_per_round=12", "generation.novelty.threshold=0.92", f"student={tiny_model}", "rounds=2", "num_threads=1",
+            "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=4", "eval.heldout_fraction=0.3",
+            f"eval.benchmark_path={SHARED / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=2", "tracking.wandb=false"])
+        (root / "base.yaml").write_text(yaml.safe_dump(to_dict(base)), encoding="utf-8")
+        (root / "abl.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "arms": ARMS, "seeds": [0, 1], "group": "t"}), encoding="utf-8")
+        run_ablation(root / "abl.yaml", root / "out")
+    return root / "out"
 
 
 def _rows(run_dir, name):
@@ -69,7 +53,7 @@ def _rows(run_dir, name):
 
 def test_run_report_has_every_plot_table_and_escaped_examples(ablation, tmp_path):
     run_dir = tmp_path / "run"
-    shutil.copytree(ablation / "runs" / "loss_softmax_seed0", run_dir)
+    shutil.copytree(ablation / "arms" / "loss_softmax" / "seed0", run_dir)
     # Markup in a teacher reply must reach the page as text.
     rejected_file = run_dir / "rounds" / "1" / "rejected.jsonl"
     rows = [json.loads(x) for x in rejected_file.read_text().splitlines()]
@@ -100,26 +84,25 @@ def test_ablation_report_compares_arms(ablation, tmp_path):
     folder = tmp_path / "ablation"
     shutil.copytree(ablation, folder, ignore=shutil.ignore_patterns("adapter", "cache.sqlite*"))
     summary = [json.loads(x) for x in (folder / "summary.jsonl").read_text().splitlines()]
-    failed = {"arm": "ucb", "seed": 0, "run_dir": "runs/ucb_seed0", "overrides": ["feedback.policy=ucb"], "final_eval_loss": None,
-              "final_benchmark_rouge_l": None, "teacher_calls": None, "teacher_tokens": None, "cost_usd": None, "wall_seconds": 3.0,
-              "status": "failed"}  # an arm that crashed before its first round
+    # an arm that crashed before its first round, as `daig ablate` records it
+    failed = summarize("ucb", 0, "arms/ucb/seed0", ["feedback.policy=ucb"], [], "failed: RuntimeError: out of memory", 3.0)
     (folder / "summary.jsonl").write_text("".join(json.dumps(s) + "\n" for s in summary + [failed]))
     out = tmp_path / "nested" / "ablation.html"
     assert main(["report", str(folder), "--out", str(out)]) == 0
     page = out.read_text()
     assert 'alt="cost vs quality"' in page and 'alt="curves per arm"' in page
     assert page.count(PNG) == 2 + 4 * 5  # two ablation plots, then every finished run's five
-    assert "0 done, 1 failed" in page and "runs/ucb_seed0" in page
+    assert "0 done, 1 failed" in page and "failed: RuntimeError: out of memory" in page
     for arm in ARMS:
         losses = [s["final_eval_loss"] for s in summary if s["arm"] == arm]
         mean, std = statistics.mean(losses), statistics.stdev(losses)
         assert f"{mean:.4g} ± {std:.2g}" in page, arm
-        assert f"<summary>{arm}, seed 1 ({arm}_seed1)</summary>" in page
+        assert f"<summary>{arm}, seed 1 (arms/{arm}/seed1)</summary>" in page
     assert "feedback.temperature=0.002" in page and "2 done" in page
 
 
 def test_trace_kept_and_rejected_rows(ablation):
-    run_dir = ablation / "runs" / "uniform_seed0"
+    run_dir = ablation / "arms" / "uniform" / "seed0"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     g = config["generation"]
     pool = {i.id: i for i in load_pool(g["general_pool"], "general") + load_pool(g["domain_pool"], "domain")}
@@ -145,7 +128,7 @@ def test_trace_kept_and_rejected_rows(ablation):
 
 
 def test_trace_cli_text_json_and_unknown_id(ablation, capsys):
-    run_dir = ablation / "runs" / "loss_softmax_seed1"
+    run_dir = ablation / "arms" / "loss_softmax" / "seed1"
     row = _rows(run_dir, "data.jsonl")[-1]
     assert main(["trace", str(run_dir), row["id"]]) == 0
     text = capsys.readouterr().out

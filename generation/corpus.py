@@ -74,8 +74,9 @@ def _read_text(f: Path) -> str:
         raise DataError(f"{f} is not UTF-8 (byte {e.start}); convert it, e.g. `iconv -f latin1 -t utf-8 {f.name}`") from None
 
 
-def _jsonl_field(p: Path, text_field: str) -> list[str]:
-    texts = []
+def read_jsonl(p: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a line that is not a JSON object raises DataError naming it."""
+    rows = []
     for n, line in enumerate(_read_text(p).splitlines(), 1):
         if not line.strip():
             continue
@@ -83,7 +84,16 @@ def _jsonl_field(p: Path, text_field: str) -> list[str]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{p}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
-        if not isinstance(row, dict) or text_field not in row:
+        if not isinstance(row, dict):
+            raise DataError(f"{p}:{n}: each line must be a JSON object of fields")
+        rows.append((n, row))
+    return rows
+
+
+def _jsonl_field(p: Path, text_field: str) -> list[str]:
+    texts = []
+    for n, row in read_jsonl(p):
+        if text_field not in row:
             raise DataError(f"{p}:{n}: no field {text_field!r}; set generation.domain_text_field to the field with the text")
         texts.append(str(row[text_field]))
     return texts

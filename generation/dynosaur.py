@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation.config import DynosaurConfig, GenerationConfig
-from generation.corpus import DataError
+from generation.corpus import DataError, read_jsonl
 from generation.daig import RoundStats
 from generation.teachers import Teacher, TeacherRequest
 
@@ -143,16 +143,7 @@ def load_dataset_meta(cfg: DynosaurConfig) -> DatasetMeta:
             raise DataError(f"generation.dynosaur.dataset: {path} not found; give a .jsonl file or a `datasets` folder or name")
         if path.suffix != ".jsonl":
             raise DataError(f"generation.dynosaur.dataset: {path} is a {path.suffix or 'plain'} file; use .jsonl or a `datasets` save_to_disk folder")
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{n}: each line must be a JSON object of fields")
-                rows.append(row)
+        rows = [row for _, row in read_jsonl(path)]
         fields = list(dict.fromkeys(k for r in rows for k in r))
         description, name = cfg.description, path.stem
     else:

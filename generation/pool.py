@@ -6,12 +6,11 @@ domain_share (when the task has examples of both kinds).
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.corpus import DataError, load_rows
+from generation.corpus import DataError, load_rows, read_jsonl
 
 BUILTIN_GENERAL_POOL = Path(__file__).parent / "data" / "general_tasks.jsonl"
 
@@ -32,13 +31,7 @@ def load_pool(spec: str, kind: str, split: str = "train") -> list[PoolItem]:
         return []
     path = BUILTIN_GENERAL_POOL if spec == "builtin" else Path(spec).expanduser()
     if path.is_file():
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+        rows = [row for _, row in read_jsonl(path)]
         name = path.name
     else:
         rows, name = load_rows(spec, split), Path(spec).name

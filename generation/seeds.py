@@ -8,11 +8,10 @@ pool format (is_classification then defaults to task == 'classification').
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.corpus import DataError, load_rows
+from generation.corpus import DataError, load_rows, read_jsonl
 from generation.pool import PoolItem
 
 
@@ -29,7 +28,7 @@ def load_seed_tasks(spec: str, split: str = "train") -> list[SeedTask]:
     """Seed tasks from a .jsonl file or a `datasets` name/folder; a bad row raises DataError naming it and the fix."""
     path = Path(spec).expanduser()
     if path.is_file():
-        rows, name = _jsonl_rows(path), path.name
+        rows, name = [row for _, row in read_jsonl(path)], path.name
     else:
         rows, name = load_rows(spec, split), Path(spec).name
     seeds = [_seed_from_row(row, f"{name} row {n}", f"seed-{n}") for n, row in enumerate(rows, 1)]
@@ -46,17 +45,6 @@ def seeds_from_pool(items: list[PoolItem]) -> list[SeedTask]:
     """The run's pool items as seed tasks (seed_tasks: ''); a pool task named 'classification' counts as one."""
     return [SeedTask(item.id, item.task, item.instruction, [{"input": item.input, "output": item.output}],
                      item.task == "classification") for item in items]
-
-
-def _jsonl_rows(path: Path) -> list:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
-    return rows
 
 
 def _seed_from_row(row, where: str, default_id: str) -> SeedTask:

@@ -187,6 +187,7 @@ class GenerationConfig:
     tasks: list[str] = field(default_factory=list, metadata={"help": "Restrict to these task names (empty: every task found in the pools)."})
     examples_per_round: int = field(default=24, metadata={"help": "New instructions requested from the teacher per round (before filtering)."})
     examples_in_prompt: int = field(default=3, metadata={"help": "Pool examples shown to the teacher per request (k)."})
+    chunk_sampling: str = field(default="uniform", metadata={"help": "How DAIG picks the domain chunk of each request: 'uniform', or 'under_covered' (weight 1 / (1 + kept rows from that chunk so far), so chunks that produced nothing yet come first)."})
     domain_share: float = field(default=0.5, metadata={"help": "Probability that each shown example is drawn from the domain pool rather than the general pool (when the task has both)."})
     min_instruction_words: int = field(default=3, metadata={"help": "Reject instructions with fewer words."})
     max_instruction_words: int = field(default=150, metadata={"help": "Reject instructions with more words."})
@@ -210,6 +211,8 @@ class GenerationConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_instruction_words < self.min_instruction_words:
             raise ValueError("max_instruction_words: must be >= min_instruction_words")
+        if self.chunk_sampling not in ("uniform", "under_covered"):
+            raise ValueError(f"chunk_sampling: use 'uniform' or 'under_covered', got {self.chunk_sampling!r}")
         if not 0 <= self.domain_share <= 1:
             raise ValueError(f"domain_share: must be in [0, 1], got {self.domain_share}")
         if not 0 < self.max_example_similarity <= 1:

@@ -88,12 +88,16 @@ def parse_answer(text: str) -> str:
 
 
 def plan_requests(weights: dict[str, float], pool: dict[str, list[PoolItem]], chunks: list[Chunk],
-                  cfg: GenerationConfig, rng: random.Random) -> list[tuple[str, list[PoolItem], Chunk]]:
-    """(task, shown examples, chunk) for each new instruction of the round."""
+                  cfg: GenerationConfig, rng: random.Random,
+                  chunk_counts: dict[str, int] | None = None) -> list[tuple[str, list[PoolItem], Chunk]]:
+    """(task, shown examples, chunk) for each new instruction of the round. chunk_counts: kept rows per chunk id
+    so far, for chunk_sampling='under_covered'."""
+    coverage = [1 / (1 + (chunk_counts or {}).get(c.id, 0)) for c in chunks] if cfg.chunk_sampling == "under_covered" else None
     plan = []
     for _ in range(cfg.examples_per_round):
         task = sample_task(weights, rng)
-        plan.append((task, sample_examples(pool[task], cfg.examples_in_prompt, cfg.domain_share, rng), rng.choice(chunks)))
+        examples = sample_examples(pool[task], cfg.examples_in_prompt, cfg.domain_share, rng)
+        plan.append((task, examples, rng.choices(chunks, weights=coverage)[0] if coverage else rng.choice(chunks)))
     return plan
 
 

@@ -309,6 +309,9 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "n_train": sum(x["split"] == "train" for x in kept),
         "n_eval": sum(x["split"] == "eval" for x in kept),
         "rejected": stats.rejected,
+        "chunks_covered": len(st.method.chunk_counts) if st.method.chunks else None,  # chunks with >= 1 kept row so far
+        "chunks_total": len(st.method.chunks) or None,
+        "new_chunks_covered": len({x["chunk_id"] for x in kept if "chunk_id" in x} - {x["chunk_id"] for rows in st.rounds_rows[:-1] for x in rows if "chunk_id" in x}),
         **ledger_metrics(round_ledger, len(kept)),
         **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
         "budget_exhausted": teacher.exhausted or None,

@@ -41,6 +41,7 @@ class MethodState:
     machine: list[str] = field(default_factory=list)  # machine-written instructions kept so far
     meta: DatasetMeta | None = None  # Dynosaur: the dataset's metadata and rows
     seen: set = field(default_factory=set)  # Dynosaur: tasks proposed so far
+    chunk_counts: dict[str, int] = field(default_factory=dict)  # kept rows per domain chunk so far (coverage)
 
 
 def start_method(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], cache_dir: str,
@@ -80,8 +81,11 @@ def make_embedder(g: GenerationConfig, cache_dir: str, num_threads: int):
 def generate_round(teacher, state: MethodState, g: GenerationConfig, weights: dict[str, float], round_idx: int,
                    seed: int, rng: random.Random) -> tuple[list[dict], list[dict], RoundStats]:
     if g.method == "daig":
-        plan = plan_requests(weights, state.pool, state.chunks, g, rng)
-        return run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder)
+        plan = plan_requests(weights, state.pool, state.chunks, g, rng, state.chunk_counts)
+        kept, rejected, stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder)
+        for row in kept:
+            state.chunk_counts[row["chunk_id"]] = state.chunk_counts.get(row["chunk_id"], 0) + 1
+        return kept, rejected, stats
     if g.method == "self_instruct":
         return run_self_instruct_round(teacher, state.seeds, state.machine, state.novelty, g, round_idx, seed, rng, state.embedder)
     if g.method == "alpaca":

@@ -172,3 +172,18 @@ def test_stop_and_presence_penalty_reach_the_openai_endpoint_and_the_cache_key(f
     sent = sorted(fake_openai.requests, key=lambda b: "stop" in b)
     assert "stop" not in sent[0] and "presence_penalty" not in sent[0]
     assert sent[1]["stop"] == ["\n\n", "16."] and sent[1]["presence_penalty"] == 2.0
+
+
+def test_under_covered_chunk_sampling_favours_chunks_that_produced_nothing():
+    pool = build_pool(load_pool("builtin", "general"), [], [])
+    weights = {t: 1 / len(pool) for t in pool}
+    chunks = [Chunk(f"c{i}", "doc.md", f"text {i}") for i in range(4)]
+    counts = {"c0": 20, "c1": 20, "c2": 20}  # c3 never produced a kept row
+    cfg = GenerationConfig(domain_path="x", examples_per_round=400, chunk_sampling="under_covered")
+    picked = [c.id for _, _, c in plan_requests(weights, pool, chunks, cfg, random.Random(0), counts)]
+    assert picked.count("c3") > 0.8 * len(picked)  # weight 1 vs 1/21 each: about 88%
+    uniform = GenerationConfig(domain_path="x", examples_per_round=400)
+    picked = [c.id for _, _, c in plan_requests(weights, pool, chunks, uniform, random.Random(0), counts)]
+    assert 0.15 < picked.count("c3") / len(picked) < 0.35
+    with pytest.raises(ValueError, match="chunk_sampling"):
+        GenerationConfig(domain_path="x", chunk_sampling="rare_first")

@@ -36,6 +36,7 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
     history = run(cfg, out)
 
     assert [m["round"] for m in history] == [1, 2]
+    assert all(0 < m["chunks_covered"] <= m["chunks_total"] for m in history) and history[0]["new_chunks_covered"] == history[0]["chunks_covered"]
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines == json.loads(json.dumps(history))
     for m in lines:

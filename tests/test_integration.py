@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 def test_one_round_on_packaged_smollm2(tmp_path, tiny_corpus):
     cfg = load_config(None, [f"generation.domain_path={tiny_corpus}", "generation.teacher.model=smollm2-135m-instruct",
                              "student=smollm2-135m-instruct", "rounds=1", "generation.examples_per_round=8",
-                             "generation.teacher.answer_max_tokens=96", "training.max_steps=2", "eval.generation_samples=1",
+                             "generation.teacher.answer_max_tokens=96", "generation.tasks=[question_answering]", "training.max_steps=2", "eval.generation_samples=1",
                              "eval.max_new_tokens=16", "tracking.wandb=false", "generation.max_example_similarity=1.0",
                              f"generation.teacher.cache_path={tmp_path / 'cache.sqlite'}"])
     out = tmp_path / "run"

@@ -57,33 +57,39 @@ def answer_nll(model, ids, mask, labels):
     return torch.nn.functional.cross_entropy(logits.float(), target[valid], reduction="none"), valid
 
 
-def task_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length: int, desc: str = "eval") -> dict[str, dict]:
-    """Token-weighted mean answer loss per task: {task: {'loss', 'tokens', 'examples'}}."""
+def sequence_nlls(model, tokenizer, seqs: list[tuple[list[int], list[int]]], batch_size: int, desc: str = "") -> list[list[float]]:
+    """Per-token answer NLLs of each (input_ids, labels) sequence, in length-sorted batches (similar lengths share a batch)."""
     import torch
 
-    encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))  # similar lengths share a batch
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sums: dict[str, list[float]] = {}
-    with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="ex", leave=False) as bar:
+    out: list[list[float]] = [[] for _ in seqs]
+    with torch.inference_mode(), tqdm(total=len(seqs), desc=desc, unit="ex", leave=False, disable=not desc) as bar:
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            width = max(len(encoded[i][0]) for i in idx)
+            width = max(len(seqs[i][0]) for i in idx)
             ids = torch.full((len(idx), width), pad)
             labels = torch.full((len(idx), width), -100)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for j, i in enumerate(idx):
-                x, y = encoded[i]
+                x, y = seqs[i]
                 ids[j, :len(x)], labels[j, :len(y)], mask[j, :len(x)] = torch.tensor(x), torch.tensor(y), 1
             nll, valid = answer_nll(model, ids, mask, labels)
-            per_row = torch.zeros(len(idx)).index_add_(0, valid.nonzero()[:, 0], nll)
-            counts = valid.sum(dim=1)
-            for j, i in enumerate(idx):
-                entry = sums.setdefault(rows[i]["task"], [0.0, 0, 0])
-                entry[0] += float(per_row[j])
-                entry[1] += int(counts[j])
-                entry[2] += 1
+            for j, part in zip(idx, torch.split(nll, valid.sum(dim=1).tolist())):
+                out[j] = part.tolist()
             bar.update(len(idx))
+    return out
+
+
+def task_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length: int, desc: str = "eval") -> dict[str, dict]:
+    """Token-weighted mean answer loss per task: {task: {'loss', 'tokens', 'examples'}}."""
+    encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
+    sums: dict[str, list[float]] = {}
+    for row, nlls in zip(rows, sequence_nlls(model, tokenizer, encoded, batch_size, desc)):
+        entry = sums.setdefault(row["task"], [0.0, 0, 0])
+        entry[0] += sum(nlls)
+        entry[1] += len(nlls)
+        entry[2] += 1
     return {task: {"loss": s / max(n, 1) if n else math.nan, "tokens": n, "examples": e} for task, (s, n, e) in sorted(sums.items())}
 
 

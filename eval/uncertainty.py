@@ -24,7 +24,7 @@ import math
 import random
 import re
 
-from eval.evaluate import answer_nll, encode, sample_answers
+from eval.evaluate import encode, sample_answers, sequence_nlls
 
 
 def drop_words(text: str, p_drop: float, rng: random.Random) -> str:
@@ -54,29 +54,6 @@ def pick_rows(rows_by_task: dict[str, list[dict]], rows_per_task: int, seed: int
             rows = random.Random(f"{seed}:{task}").sample(rows, rows_per_task)
         picked += [{**r, "task": task} for r in rows]
     return picked
-
-
-def sequence_nlls(model, tokenizer, seqs: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[float]]:
-    """Per-token answer NLLs of each (input_ids, labels) sequence, in length-sorted batches."""
-    import torch
-
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[list[float]] = [[] for _ in seqs]
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            width = max(len(seqs[i][0]) for i in idx)
-            ids = torch.full((len(idx), width), pad)
-            labels = torch.full((len(idx), width), -100)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for j, i in enumerate(idx):
-                x, y = seqs[i]
-                ids[j, :len(x)], labels[j, :len(y)], mask[j, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-            nll, valid = answer_nll(model, ids, mask, labels)
-            for j, part in zip(idx, torch.split(nll, valid.sum(dim=1).tolist())):
-                out[j] = part.tolist()
-    return out
 
 
 def prompt_uncertainty(model, tokenizer, rows_by_task: dict[str, list[dict]], n_perturb: int, p_drop: float,

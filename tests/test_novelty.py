@@ -12,9 +12,8 @@ from conftest import SHARED
 from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer, scoring
 
-import generation.novelty as novelty
 from generation.filters import NoveltyFilter as ReExported
-from generation.novelty import NoveltyFilter, NoveltyResult, _fmeasure_array, _top_indices, fmeasure, rouge_l_f, tokenize
+from generation.novelty import NoveltyFilter, NoveltyResult, fmeasure, rouge_l_f, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 ODD_TEXTS = ["", "   ", "?!...", "写一首关于秋天的诗。", "İstanbul naïve café", "\u212a is a Kelvin sign", "ﬁle ｆｕｌｌ ß",
@@ -90,25 +89,27 @@ def test_rouge_l_f_is_rouge_score_bit_for_bit(seeds):
         assert rouge_l_f(a, b) == reference_f(a, b), (a, b)  # == on floats: bit for bit
 
 
-def test_vectorised_fmeasure_is_the_same_float():
-    lcs, m, n = np.meshgrid(np.arange(1, 41), np.arange(1, 41), np.arange(1, 41), indexing="ij")
-    ok = (lcs <= m) & (lcs <= n)
-    for L, mm, nn in zip(lcs[ok][::7].tolist(), m[ok][::7].tolist(), n[ok][::7].tolist()):
-        assert _fmeasure_array(np.array([L]), mm, np.array([nn]))[0] == fmeasure(L, mm, nn)
-
-
-def test_top_indices_is_a_stable_argsort_reversed():
-    rng = np.random.default_rng(0)
-    for size in (1, 5, 40, 300):
-        scores = rng.integers(0, 4, size) / 4  # many ties
-        for k in (0, 1, 3, 10, size, size + 2):
-            assert _top_indices(scores, k) == np.argsort(scores, kind="stable")[::-1][:k].tolist()
-
-
 def tie_pair(lcs: int, m: int, n: int) -> tuple[str, str]:
     """Texts of m and n tokens whose LCS is exactly lcs (shared words in order, the rest unique)."""
     shared = [f"s{i}" for i in range(lcs)]
     return " ".join(shared + [f"a{i}" for i in range(m - lcs)]), " ".join([f"b{i}" for i in range(n - lcs)] + shared)
+
+
+def test_compiled_scores_are_rouge_scores_floats():
+    """The kernel's LCS (bit-parallel over 64-bit words) and F arithmetic, on texts of up to 200 tokens."""
+    for L, m, n in [(L, m, n) for L in (1, 2, 5, 63, 64, 65, 130) for m in (L, L + 1, 2 * L + 3, 200)
+                    for n in (L, L + 7, 199) if m <= 200]:
+        a, b = tie_pair(L, m, n)
+        nf = NoveltyFilter()
+        nf.add([a])
+        assert nf.check(b).best == fmeasure(L, m, n) == reference_f(b, a), (L, m, n)
+    rng = random.Random(5)  # small alphabets: long runs of matches, carries across words
+    for _ in range(300):
+        alphabet = ["a", "b", "c", "dd", "e", "f"][:rng.randint(2, 6)]
+        a, b = (" ".join(rng.choice(alphabet) for _ in range(rng.randint(1, 300))) for _ in range(2))
+        nf = NoveltyFilter()
+        nf.add([a])
+        assert nf.check(b).best == rouge_l_f(a, b), (a, b)
 
 
 def test_decisions_at_exactly_threshold_follow_rouge_scores_floats():
@@ -166,16 +167,8 @@ def test_check_and_add_counts_texts_kept_earlier_in_the_stream():
     assert NoveltyFilter(threshold=1.0).check_and_add("a")[0]  # F is never > 1: nothing rejected
 
 
-@pytest.fixture(params=["read_all_first", "prefix_first"])
-def first_read(request, monkeypatch):
-    """Small pools fit the first read whole; with no cheap-read budget they take the large-pool path
-    (prefix read for the decision, then every list)."""
-    if request.param == "prefix_first":
-        monkeypatch.setattr(novelty, "_CHEAP_READ", 0)
-
-
 @pytest.mark.parametrize("threshold,top_k", [(0.7, 10), (0.5, 3), (0.9, 1)])
-def test_stream_equals_brute_force_loop(seeds, threshold, top_k, first_read):
+def test_stream_equals_brute_force_loop(seeds, threshold, top_k):
     stream = variants(seeds, 250, seed=int(threshold * 10))
     fast = NoveltyFilter(threshold=threshold, top_k=top_k)
     decide = NoveltyFilter(threshold=threshold)
@@ -207,7 +200,7 @@ def test_stream_equals_brute_force_loop(seeds, threshold, top_k, first_read):
     assert 20 < rejected < len(stream) - 20  # both decisions happen
 
 
-def test_repeated_tokens_and_long_texts_equal_brute_force(first_read):
+def test_repeated_tokens_and_long_texts_equal_brute_force():
     """A five-word vocabulary: heavy multiset overlaps, texts past 64 tokens, and many tied scores."""
     rng = random.Random(3)
     texts = [" ".join(rng.choice("the cat sat on mat".split()) for _ in range(rng.randint(1, 90))) for _ in range(300)]
@@ -244,3 +237,18 @@ def test_small_stream_equals_the_alpaca_loop_with_rouge_score(seeds):
             pool_texts.append(text)
             pool_tokens.append(tokens)
     assert nf.texts == pool_texts
+
+
+def test_pool_and_vocabulary_grow_past_every_initial_capacity():
+    """Thousands of distinct tokens, long posting lists and 2,000 pool texts: every array of the index grows."""
+    rng = random.Random(11)
+    words = [f"w{i}" for i in range(6000)] + ["the"] * 300  # "the": one posting list with most of the pool
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 20))) for _ in range(2050)]
+    nf = NoveltyFilter(top_k=5, with_mean=True)
+    nf.add(texts[:2000])
+    assert len(nf._ids) > 4 * 1024 and len(nf) == 2000
+    for text in texts[2000:] + [texts[5], texts[1999]]:
+        scores = [rouge_l_f(text, p) for p in texts[:2000]]
+        order = np.argsort(scores, kind="stable")[-5:][::-1]
+        res = nf.check(text)
+        assert (res.best, res.top, res.mean) == (max(scores), [(texts[i], scores[i]) for i in order], float(np.mean(scores)))

@@ -112,6 +112,15 @@ class NoveltyFilter:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def __getstate__(self) -> dict:
+        """Pickle (the loop's checkpoints) the settings and pool texts only; the index is rebuilt on load."""
+        return {"threshold": self.threshold, "no_token_text": self.no_token_text, "top_k": self.top_k,
+                "with_mean": self.with_mean, "texts": self.texts}
+
+    def __setstate__(self, state: dict) -> None:  # also reads an earlier version's full __dict__ (same keys)
+        self.__init__(state["threshold"], state["no_token_text"], state["top_k"], state["with_mean"])
+        self.add(state["texts"])
+
     def add(self, texts: Iterable[str]) -> None:
         for text in texts:
             self._add(text, *self._encode(text))

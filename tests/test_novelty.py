@@ -252,3 +252,22 @@ def test_pool_and_vocabulary_grow_past_every_initial_capacity():
         order = np.argsort(scores, kind="stable")[-5:][::-1]
         res = nf.check(text)
         assert (res.best, res.top, res.mean) == (max(scores), [(texts[i], scores[i]) for i in order], float(np.mean(scores)))
+
+
+def test_pickles_as_settings_and_texts(seeds):
+    """The loop's checkpoints pickle the filter: settings and pool only, the index rebuilt on load."""
+    import pickle
+    nf = NoveltyFilter(threshold=0.6, no_token_text="reject", top_k=4, with_mean=True)
+    nf.add(seeds[:60])
+    nf.check("a text that adds tokens to the vocabulary only")
+    blob = pickle.dumps(nf)
+    assert len(blob) < 2 * len(pickle.dumps(seeds[:60]))
+    back = pickle.loads(blob)
+    assert (back.threshold, back.no_token_text, back.top_k, back.with_mean, back.texts) == (0.6, "reject", 4, True, nf.texts)
+    for text in variants(seeds, 40, seed=2):
+        assert back.check(text) == nf.check(text)
+        assert back.check_and_add(text) == nf.check_and_add(text)
+    old = NoveltyFilter.__new__(NoveltyFilter)  # an earlier version's pickle: its whole __dict__
+    old.__setstate__({"threshold": 0.7, "no_token_text": "keep", "top_k": 10, "with_mean": False, "texts": seeds[:5],
+                      "_seqs": ["x"], "_postings": {}})
+    assert old.texts == seeds[:5] and old.check(seeds[0]).best == 1.0

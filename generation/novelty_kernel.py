@@ -110,17 +110,19 @@ def score_pool(cand, keys, k, scores_all, tok, off, lens, kstart, klen, entries,
     if not every:
         order = _by_count(touched, nt, counts, m)
 
-    # match masks over a local alphabet of the candidate's distinct tokens
-    masks = np.zeros((m, (m + 63) // 64), np.uint64)
+    # match masks: per token id in bits (one word), or over a local alphabet of the candidate's distinct tokens
+    wide = m > 64
+    masks = np.zeros((m if wide else 0, (m + 63) // 64), np.uint64)
+    v = np.empty((m + 63) // 64, np.uint64)
     distinct = 0
     for i in range(m):
-        if local[cand[i]] < 0:
-            local[cand[i]] = distinct
-            distinct += 1
-        masks[local[cand[i]], i >> 6] |= _ONE << np.uint64(i & 63)
-        if m <= 64:
+        if not wide:
             bits[cand[i]] |= _ONE << np.uint64(i)
-    v = np.empty((m + 63) // 64, np.uint64)
+        else:
+            if local[cand[i]] < 0:
+                local[cand[i]] = distinct
+                distinct += 1
+            masks[local[cand[i]], i >> 6] |= _ONE << np.uint64(i & 63)
     filled = 0
     for i in range(nt):
         pid = order[i]
@@ -133,10 +135,10 @@ def score_pool(cand, keys, k, scores_all, tok, off, lens, kstart, klen, entries,
                 continue
         if c == 1:  # one shared token occurrence: LCS 1
             lcs = 1
-        elif m <= 64:
-            lcs = _lcs64(bits, tok, off[pid], n, m)
-        else:
+        elif wide:
             lcs = _lcs(masks, local, tok, off[pid], n, m, v)
+        else:
+            lcs = _lcs64(bits, tok, off[pid], n, m)
         precision, recall = lcs / n, lcs / m
         f = 2 * precision * recall / (precision + recall)
         if every:

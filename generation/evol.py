@@ -17,11 +17,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import Iterator
 
 from generation.config import GenerationConfig
 from generation.daig import RoundStats
 from generation.pool import PoolItem, sample_task
-from generation.teachers import Teacher, TeacherRequest
+from generation.teachers import Teacher, TeacherReply, TeacherRequest
 
 # The reference sends every call with this system message (Evol_Instruct/openai_access.py).
 SYSTEM = "You are a helpful assistant."
@@ -175,6 +176,17 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
     def reject(row: dict, stage: str, reason: str, raw: str) -> None:
         rejected.append({**row, "stage": stage, "reason": reason, "raw": raw})
 
+    def ask(stage: str, desc: str, rows: list[dict], requests: list[TeacherRequest]) -> Iterator[tuple[dict, TeacherReply]]:
+        """One request per row (its key recorded under `stage`); yields the answered rows in order, rejecting the
+        failed ones as it goes (so rejections keep row order with the caller's own)."""
+        replies = teacher.generate(requests, desc=f"round {round_idx} {desc}") if requests else []
+        for row, req, reply in zip(rows, requests, replies):
+            row["requests"][stage] = req.key(teacher.model)
+            if reply.error:
+                reject(row, stage, f"teacher_{reply.error}", reply.text)
+            else:
+                yield row, reply
+
     evo_requests = [TeacherRequest(messages(evolve_prompt(op, given_prompt(p), fmt)), e.max_tokens, e.temperature, e.top_p, base + i)
                     for i, (p, op, fmt) in enumerate(plan)]
     evo_replies = teacher.generate(evo_requests, desc=f"round {round_idx} evolve")
@@ -201,13 +213,8 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
     judge_requests = [TeacherRequest(messages(equality_prompt(r["provenance"]["parent_instruction"], r["instruction"])), e.judge_max_tokens,
                                      0.0, 1.0, base + 200003 + n)  # greedy: a judgement, not a sample (the paper gives no setting)
                       for n, r in enumerate(pending)]
-    judge_replies = teacher.generate(judge_requests, desc=f"round {round_idx} equality") if judge_requests else []
     answerable = []
-    for row, req, reply in zip(pending, judge_requests, judge_replies):
-        row["requests"]["equality"] = req.key(teacher.model)
-        if reply.error:
-            reject(row, "equality", f"teacher_{reply.error}", reply.text)
-            continue
+    for row, reply in ask("equality", "equality", pending, judge_requests):
         verdict = judge_verdict(reply.text)
         row["filters"].append({"filter": "evol_equal", "kept": verdict != "equal", "reason": "no_information_gain" if verdict == "equal" else "",
                                "verdict": verdict, "judgement": reply.text.strip()[:80]})
@@ -218,13 +225,8 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
 
     ans_requests = [TeacherRequest((("system", SYSTEM), ("user", r["instruction"])), e.answer_max_tokens, e.temperature, e.top_p, base + 400009 + n)
                     for n, r in enumerate(answerable)]
-    ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
     kept = []
-    for row, req, reply in zip(answerable, ans_requests, ans_replies):
-        row["requests"]["answer"] = req.key(teacher.model)
-        if reply.error:
-            reject(row, "answer", f"teacher_{reply.error}", reply.text)
-            continue
+    for row, reply in ask("answer", "answers", answerable, ans_requests):
         answer = reply.text.strip()
         sorry, stop = sorry_and_short(answer), only_stop_words(answer)
         row["filters"].append({"filter": "evol_sorry", "kept": not sorry, "reason": "answer_sorry_short" if sorry else "", "score": len(answer.split())})

@@ -219,6 +219,32 @@ def test_teacher_failures_are_rejected_rows_with_the_reason(scripted):
     assert len(kept) == 2 and stats.rejected == {"teacher_http_401": 1} and len(pool["math"]) == 3
 
 
+def test_judge_and_answer_failures_are_rejected_at_their_stage(scripted):
+    """A reply that fails at the equality or answer stage rejects its row there (key recorded), in row order."""
+    dropped = {}
+
+    def drop_first_of_each_stage(number, body):
+        text = body["messages"][-1]["content"]  # one request at a time: the 12 evolutions come first
+        stage = "evolve" if number <= 12 else "equality" if "are two Instructions" in text else "answer"
+        if stage != "evolve" and "[equal]" not in text and stage not in dropped:
+            dropped[stage] = text
+            return True
+        return False
+
+    scripted.before_reply = drop_first_of_each_stage
+    cfg = GenerationConfig(method="evol_instruct", evol=EvolConfig(items_per_round=12))
+    t = CachedTeacher(OpenAITeacher("fake-teacher", scripted.base_url, "", max_concurrency=1, timeout_s=5.0, max_retries=0), None, Budget())
+    pool = {"colors": [PoolItem("c0", "colors", "Name three primary colors [ok].", "", "", "general"),
+                       PoolItem("c1", "colors", "Name three primary colors [equal].", "", "", "general")]}
+    kept, rejected, stats = run_evol_round(t, pool, {"colors": 1.0}, cfg, 0, 1, random.Random(0))
+    failed = [r for r in rejected if r["reason"].startswith("teacher_")]
+    assert sorted(r["stage"] for r in failed) == ["answer", "equality"] and set(dropped) == {"answer", "equality"}
+    assert all(r["stage"] in r["requests"] for r in failed)  # the failed request's key is on the row
+    judged = [r for r in rejected if r["stage"] == "equality"]
+    assert len(judged) >= 2 and [r["id"] for r in judged] == sorted(r["id"] for r in judged)  # row order kept
+    assert len(kept) + len(rejected) == 12 and stats.rejected.get("no_information_gain", 0) >= 1
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="operators"):
         EvolConfig(operators=["mutate"])

@@ -54,15 +54,19 @@ def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
 
 
-@pytest.fixture
-def tiny_corpus(tmp_path) -> Path:
-    d = tmp_path / "corpus"
-    d.mkdir()
+def write_tiny_corpus(d: Path) -> Path:
+    """Two small domain documents (a .md and a .txt) in folder d."""
+    d.mkdir(parents=True)
     (d / "a.md").write_text("# Reset\n\nHold the Mode button for ten seconds to reset the controller. The screen flashes blue.\n\n"
                             "The controller waters up to eight zones, or sixteen with the expansion module.\n", encoding="utf-8")
     (d / "b.txt").write_text("Wi-Fi pairing uses the app. Only 2.4 GHz networks are supported.\n\n"
                              "Error E07 means the rain sensor is disconnected. Check the two sensor wires.\n", encoding="utf-8")
     return d
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    return write_tiny_corpus(tmp_path / "corpus")
 
 
 @pytest.fixture

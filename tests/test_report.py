@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from conftest import SHARED
+from conftest import SHARED, write_tiny_corpus
 from generation.corpus import load_corpus
 from generation.pool import load_pool
 from loop.ablate import run_ablation, summarize
@@ -27,12 +27,7 @@ ARMS = {"uniform": ["feedback.policy=uniform"],
 @pytest.fixture(scope="session")
 def ablation(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("ablation")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    (corpus / "a.md").write_text("# Reset\n\nHold the Mode button for ten seconds to reset the controller. The screen flashes blue.\n\n"
-                                 "The controller waters up to eight zones, or sixteen with the expansion module.\n", encoding="utf-8")
-    (corpus / "b.txt").write_text("Wi-Fi pairing uses the app. Only 2.4 GHz networks are supported.\n\n"
-                                  "Error E07 means the rain sensor is disconnected. Check the two sensor wires.\n", encoding="utf-8")
+    corpus = write_tiny_corpus(root / "corpus")
     with FakeOpenAI() as server:
         base = load_config(None, [
             f"generation.domain_path={corpus}", "generation.teacher.backend=openai", f"generation.teacher.base_url={server.base_url}",

@@ -3,7 +3,7 @@
     .venv/bin/python bench/novelty_filter.py                                # 5,000 kept; reference on a prefix + samples
     .venv/bin/python bench/novelty_filter.py --kept 50000 --skip-reference  # ours only (+ sampled exact check)
 
-The stream is built from the 175 Self-Instruct seed tasks (../shared/data/self_instruct_seed_tasks.jsonl):
+The stream is built from the 175 Self-Instruct seed tasks (tests/data/self_instruct_seed_tasks.jsonl):
 fragments of two seeds joined, seeds with words replaced by words of the seed answers, seed starts plus
 a phrase, near-duplicates of earlier candidates (a word dropped or two swapped, so rejections happen) and
 a few texts without a-z0-9 tokens. It is generated until our filter has kept --kept texts beyond the seeds.
@@ -44,7 +44,7 @@ from rouge_score import rouge_scorer, scoring
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generation.novelty import NoveltyFilter, tokenize  # noqa: E402
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
+SEEDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "self_instruct_seed_tasks.jsonl"
 PHRASES = ["Explain your answer.", "Answer in one sentence.", "Give three examples.", "Use simple words.",
            "for a ten-year-old", "in a formal tone", "as a numbered list", "in under 50 words", "step by step",
            "and justify each choice", "with a short example", "without using jargon"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from conftest import TEST_DATA
 from generation.alpaca import (ALPACA_BLACKLIST, PROMPT_TXT, STOP, alpaca_request, encode_prompt, parse_reply,
                                run_alpaca_round, seed_example)
 from generation.cache import Budget, CachedTeacher, TeacherCache
@@ -23,7 +23,7 @@ REFERENCE = Path(__file__).parent / "reference"
 sys.path.insert(0, str(REFERENCE))
 import alpaca_generate_instruction as ref  # noqa: E402
 
-SEED_FILE = SHARED / "self_instruct_seed_tasks.jsonl"
+SEED_FILE = TEST_DATA / "self_instruct_seed_tasks.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import TEST_DATA
 from rouge_score import rouge_scorer
 
 from generation.config import NoveltyConfig
@@ -30,7 +30,7 @@ def ref_rouge(a: str, b: str) -> float:
 
 @pytest.fixture(scope="module")
 def seeds() -> list[str]:
-    return [json.loads(line)["instruction"] for line in (SHARED / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
+    return [json.loads(line)["instruction"] for line in (TEST_DATA / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
 
 
 def variants(texts: list[str], n: int, seed: int) -> list[str]:

@@ -28,10 +28,10 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
     monkeypatch.setenv("DAIG_TEST_KEY", PLANTED)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-planted-SECRET-" + "9" * 32)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    from conftest import SHARED
+    from conftest import TEST_DATA
 
     cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model,
-                  f"eval.benchmark_path={SHARED / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=3")
+                  f"eval.benchmark_path={TEST_DATA / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=3")
     out = tmp_path / "run"
     history = run(cfg, out)
 

@@ -10,9 +10,9 @@ from eval.evaluate import METRICS_DIR, generation_metrics
 
 
 def test_rouge_l_metric_matches_rouge_score_on_real_pairs():
-    from conftest import SHARED
+    from conftest import TEST_DATA
 
-    rows = [json.loads(x) for x in (SHARED / "self_instruct_user_oriented_instructions.jsonl").read_text().splitlines()[:60]]
+    rows = [json.loads(x) for x in (TEST_DATA / "self_instruct_user_oriented_instructions.jsonl").read_text().splitlines()[:60]]
     preds = [r["instruction"] for r in rows]
     refs = [r["instances"][0]["output"] for r in rows]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import TEST_DATA
 from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer, scoring
 
@@ -26,7 +26,7 @@ def reference_f(a: str, b: str) -> float:
 
 @pytest.fixture(scope="module")
 def seeds() -> list[str]:
-    return [json.loads(line)["instruction"] for line in (SHARED / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
+    return [json.loads(line)["instruction"] for line in (TEST_DATA / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
 
 
 def variants(seeds: list[str], count: int, seed: int = 0) -> list[str]:

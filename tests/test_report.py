@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from conftest import SHARED, write_tiny_corpus
+from conftest import TEST_DATA, write_tiny_corpus
 from generation.corpus import load_corpus
 from generation.pool import load_pool
 from loop.ablate import run_ablation, summarize
@@ -35,7 +35,7 @@ def ablation(tmp_path_factory, tiny_model):
             # the loopback teacher's instructions differ by one word: this threshold keeps some and rejects others
             "generation.examples_per_round=12", "generation.novelty.threshold=0.92", f"student={tiny_model}", "rounds=2", "num_threads=1",
             "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=4", "eval.heldout_fraction=0.3",
-            f"eval.benchmark_path={SHARED / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=2", "tracking.wandb=false"])
+            f"eval.benchmark_path={TEST_DATA / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=2", "tracking.wandb=false"])
         (root / "base.yaml").write_text(yaml.safe_dump(to_dict(base)), encoding="utf-8")
         (root / "abl.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "arms": ARMS, "seeds": [0, 1], "group": "t"}), encoding="utf-8")
         run_ablation(root / "abl.yaml", root / "out")

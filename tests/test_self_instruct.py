@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import SHARED
+from conftest import TEST_DATA
 from generation.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import GenerationConfig, SelfInstructConfig
 from generation.corpus import DataError
@@ -29,7 +29,7 @@ import si_generate_instances as ref_inst  # noqa: E402
 import si_identify_clf_or_not as ref_clf  # noqa: E402
 import si_prepare_for_finetuning as ref_prep  # noqa: E402
 
-SEED_FILE = SHARED / "self_instruct_seed_tasks.jsonl"
+SEED_FILE = TEST_DATA / "self_instruct_seed_tasks.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -110,11 +110,11 @@ def test_eval_loss_falls_after_training_on_the_same_rows(tiny_model, tmp_path):
 def test_benchmark_loader_and_batched_greedy_equals_one_by_one(tiny_model, tmp_path):
     import json
 
-    from conftest import SHARED
+    from conftest import TEST_DATA
     from eval.evaluate import load_benchmark, sample_answers
 
-    rows = load_benchmark(str(SHARED / "self_instruct_user_oriented_instructions.jsonl"), 5)
-    first = json.loads((SHARED / "self_instruct_user_oriented_instructions.jsonl").read_text().splitlines()[0])
+    rows = load_benchmark(str(TEST_DATA / "self_instruct_user_oriented_instructions.jsonl"), 5)
+    first = json.loads((TEST_DATA / "self_instruct_user_oriented_instructions.jsonl").read_text().splitlines()[0])
     assert len(rows) == 5 and rows[0]["completion"][0]["content"] == first["instances"][0]["output"]
     assert rows[0]["prompt"][0]["content"] == first["instruction"] + "\n\n" + first["instances"][0]["input"]
     model, tok = load_student(tiny_model, None, 1)

@@ -1,8 +1,15 @@
 """Domain data -> passages ("chunks") with stable ids.
 
 Accepted: a folder of .txt/.md files (recursive), a .jsonl file, a `datasets` folder written by
-save_to_disk, or a `datasets` Hub name. Paragraphs (blank-line separated) are packed into chunks of about
-`chunk_words` words; a chunk id is '<source>#<n>', stable as long as the source text is unchanged.
+save_to_disk, or a `datasets` Hub name.
+
+Chunking is structure-aware. A .md document is parsed into ATX headings, fenced code blocks (``` or ~~~) and
+paragraphs; everything else (.txt, JSONL and dataset rows) into paragraphs only. Blocks are packed into chunks
+of about `chunk_words` words, keeping newlines and indentation. A heading starts a new chunk and every chunk
+records its heading path ('Setup > Wi-Fi'). A fence is never cut except at its own blank lines (or lines), each
+piece re-fenced with the same info string. `code_share` is the fraction of a chunk's words that are code or
+log lines, so DAIG can downweight or skip chunks that are mostly code (`sampling_weight`).
+A chunk id is '<source>#<n>', stable as long as the source text is unchanged.
 """
 from __future__ import annotations
 
@@ -20,9 +27,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Chunk:
-    id: str
+    id: str  # '<source>#<n>', n the chunk's index in its document
     source: str
     text: str
+    heading: str = ""  # enclosing headings, outermost first: 'Advanced > Authentication'; '' when there are none
+    code_share: float = 0.0  # fraction of the words in code fences or on log-like lines
 
 
 def load_documents(path: str, split: str = "train", text_field: str = "text") -> list[tuple[str, str]]:
@@ -68,8 +77,11 @@ def load_rows(name_or_path: str, split: str) -> list[dict]:
 
 
 def _read_text(f: Path) -> str:
+    data = f.read_bytes()
+    if b"\x00" in data:  # checked before decoding, so UTF-16 or a binary file gets this line, not "not UTF-8"
+        raise DataError(f"{f} is binary (NUL bytes), not text; remove it or convert it")
     try:
-        return f.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{f} is not UTF-8 (byte {e.start}); convert it, e.g. `iconv -f latin1 -t utf-8 {f.name}`") from None
 
@@ -99,21 +111,192 @@ def _jsonl_field(p: Path, text_field: str) -> list[str]:
     return texts
 
 
-def chunk_text(text: str, chunk_words: int) -> list[str]:
-    """Pack blank-line paragraphs into chunks of about chunk_words words; split longer paragraphs."""
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
-    chunks, current = [], []
-    for para in paragraphs:
-        words = para.split()
-        for i in range(0, len(words), chunk_words):
-            piece = words[i:i + chunk_words]
-            if current and len(current) + len(piece) > chunk_words:
-                chunks.append(" ".join(current))
+CODE_CHUNK_WEIGHTS = {"keep": 1.0, "downweight": 0.25, "skip": 0.0}
+
+_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})(.*)$")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_LOG_LINE = re.compile(r"^\s*\[?(?:\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}|\d{2}:\d{2}:\d{2}(?:[,.]\d+)?\b"
+                       r"|(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL|FATAL)(?:[:\]]|\s))")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One parsed unit: a heading, a fenced code block, or a paragraph (lists and tables are paragraphs)."""
+    kind: str  # "heading", "code" or "para"
+    lines: tuple[str, ...]  # as written, trailing whitespace stripped; for "code" the body only
+    level: int = 0  # heading level 1..6
+    fence: tuple[str, str] = ("", "")  # code: the opening and closing fence lines
+
+    def render(self) -> str:
+        lines = (self.fence[0], *self.lines, self.fence[1]) if self.kind == "code" else self.lines
+        return "\n".join(lines)
+
+
+def parse_blocks(text: str, markdown: bool) -> list[Block]:
+    """Split a document into blocks; plain text has paragraphs only (a '#' line or ``` is just text)."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    blocks, para, i = [], [], 0
+    while i < len(lines):
+        line = lines[i]
+        fence = _open_fence(line) if markdown else None
+        heading = _HEADING.match(line) if markdown else None
+        if para and (fence or heading or not line):
+            blocks.append(Block("para", tuple(para)))
+            para = []
+        if fence:
+            end = _fence_end(lines, i + 1, fence[2])
+            body = lines[i + 1:end]
+            if end == len(lines):  # unclosed: runs to the end of the document (CommonMark) and is closed here
+                while body and not body[-1]:
+                    body.pop()
+            close = lines[end] if end < len(lines) else fence[1] + fence[2]
+            blocks.append(Block("code", tuple(body), fence=(line, close)))
+            i = end
+        elif heading:
+            blocks.append(Block("heading", (line,), level=len(heading[1])))
+        elif line:
+            para.append(line)
+        i += 1
+    if para:
+        blocks.append(Block("para", tuple(para)))
+    return blocks
+
+
+def _open_fence(line: str) -> re.Match | None:
+    m = _FENCE.match(line)
+    return None if m and m[2][0] == "`" and "`" in m[3] else m  # CommonMark: a ``` info string has no backticks
+
+
+def _fence_end(lines: list[str], start: int, marker: str) -> int:
+    """Index of the line that closes a fence opened with marker (same char, at least as long), or len(lines)."""
+    close = re.compile(rf"^\s*{re.escape(marker[0])}{{{len(marker)},}}\s*$")
+    return next((j for j in range(start, len(lines)) if close.match(lines[j])), len(lines))
+
+
+def heading_text(block: Block) -> str:
+    m = _HEADING.match(block.lines[0])
+    return (m[2] or "").strip() if m else ""
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _code_words(block: Block) -> int:
+    """Words in code fences or on log-like lines; a paragraph that is mostly log lines counts whole."""
+    if block.kind == "code":
+        return _words(block.render())
+    if block.kind == "heading":
+        return 0
+    logs = [line for line in block.lines if _LOG_LINE.match(line)]
+    if len(logs) * 2 > len(block.lines):
+        return _words(block.render())
+    return sum(_words(line) for line in logs)
+
+
+def split_block(block: Block, chunk_words: int) -> list[Block]:
+    """Pieces of at most about chunk_words words: a fence at its blank lines, then at lines (each piece re-fenced);
+    a paragraph at lines, then at words."""
+    if block.kind == "heading" or _words(block.render()) <= chunk_words:
+        return [block]
+    if block.kind == "para":
+        lines = [piece for line in block.lines for piece in _split_words(line, chunk_words)]
+        return [Block("para", tuple(g)) for g in _pack([[line] for line in lines], chunk_words)]
+    budget = max(1, chunk_words - _words(block.fence[0]) - _words(block.fence[1]))
+    segments = [piece for seg in _code_segments(block.lines) for piece in _pack([[line] for line in seg], budget)]
+    pieces = [_strip_blank_edges(g) for g in _pack(segments, budget)]
+    return [Block("code", tuple(g), fence=block.fence) for g in pieces if g]
+
+
+def _code_segments(lines: tuple[str, ...]) -> list[list[str]]:
+    """Code lines cut after each run of blank lines (the blanks stay at the end of their segment)."""
+    segments, current = [], []
+    for line in lines:
+        if line and current and not current[-1]:
+            segments.append(current)
+            current = []
+        current.append(line)
+    return segments + [current]
+
+
+def _strip_blank_edges(lines: list[str]) -> list[str]:
+    """A fence piece cut at blank lines: its leading and trailing blank lines go, inner ones stay."""
+    text_at = [i for i, line in enumerate(lines) if line]
+    return lines[text_at[0]:text_at[-1] + 1] if text_at else []
+
+
+def _pack(items: list[list[str]], budget: int) -> list[list[str]]:
+    """Greedily concatenate runs of lines into groups of at most budget words (an item over budget stands alone)."""
+    groups, current, n = [], [], 0
+    for item in items:
+        k = sum(_words(line) for line in item)
+        if current and n + k > budget:
+            groups.append(current)
+            current, n = [], 0
+        current, n = current + item, n + k
+    return groups + ([current] if current else [])
+
+
+def _split_words(line: str, chunk_words: int) -> list[str]:
+    """A line longer than chunk_words, cut at word boundaries (the last resort: inner spacing is lost)."""
+    words = line.split()
+    if len(words) <= chunk_words:
+        return [line]
+    return [" ".join(words[i:i + chunk_words]) for i in range(0, len(words), chunk_words)]
+
+
+def chunk_document(source: str, text: str, chunk_words: int, markdown: bool | None = None) -> list[Chunk]:
+    """Pack a document's blocks into chunks of about chunk_words words, ids '<source>#<n>'.
+
+    A heading closes the chunk before it and opens the next one; a fence is never cut except at its own
+    blank lines (each piece re-fenced). markdown defaults to whether source ends in '.md'.
+    """
+    markdown = source.lower().endswith(".md") if markdown is None else markdown
+    parts = []  # (blocks, heading path); the path is read at flush time, as only a flush changes the section
+    stack, current, has_body = [], [], False  # stack: (level, text) of the enclosing headings
+    for block in parse_blocks(text, markdown):
+        if block.kind == "heading":
+            if has_body:
+                parts.append((current, _path(stack)))
+                current, has_body = [], False
+            stack = [(lv, t) for lv, t in stack if lv < block.level] + [(block.level, heading_text(block))]
+            current = [b for b in current if b.level < block.level] + [block]  # drop empty sibling sections
+            continue
+        for piece in split_block(block, chunk_words):
+            if has_body and _words(_render(current)) + _words(piece.render()) > chunk_words:
+                parts.append((current, _path(stack)))
                 current = []
-            current += piece
-    if current:
-        chunks.append(" ".join(current))
-    return chunks
+            current.append(piece)
+            has_body = True
+    if current and (has_body or not parts):  # a trailing heading with no body is dropped, unless it is all there is
+        parts.append((current, _path(stack)))
+    return [_make_chunk(f"{source}#{i}", source, blocks, path) for i, (blocks, path) in enumerate(parts)]
+
+
+def _path(stack: list[tuple[int, str]]) -> str:
+    return " > ".join(text for _, text in stack)
+
+
+def _render(blocks: list[Block]) -> str:
+    return "\n\n".join(b.render() for b in blocks)
+
+
+def _make_chunk(chunk_id: str, source: str, blocks: list[Block], heading: str) -> Chunk:
+    text = _render(blocks)
+    total = _words(text)
+    return Chunk(chunk_id, source, text, heading, sum(map(_code_words, blocks)) / total if total else 0.0)
+
+
+def chunk_text(text: str, chunk_words: int, markdown: bool = False) -> list[str]:
+    """The texts of chunk_document's chunks (plain text unless markdown)."""
+    return [c.text for c in chunk_document("", text, chunk_words, markdown)]
+
+
+def sampling_weight(chunk: Chunk, code_chunks: str, max_code_share: float) -> float:
+    """DAIG's sampling weight of a chunk: 1.0, or for a mostly-code/log chunk the code_chunks policy's weight."""
+    if code_chunks not in CODE_CHUNK_WEIGHTS:
+        raise ValueError(f"code_chunks: unknown policy {code_chunks!r}; use one of {', '.join(CODE_CHUNK_WEIGHTS)}")
+    return CODE_CHUNK_WEIGHTS[code_chunks] if chunk.code_share > max_code_share else 1.0
 
 
 def load_corpus(path: str, chunk_words: int, split: str = "train", text_field: str = "text") -> list[Chunk]:
@@ -123,7 +306,7 @@ def load_corpus(path: str, chunk_words: int, split: str = "train", text_field: s
     docs = load_documents(path, split, text_field) if p.exists() or not path.startswith((".", "/", "~")) else None
     if docs is None:
         raise DataError(f"domain data {path} does not exist; fix generation.domain_path")
-    chunks = [Chunk(f"{source}#{i}", source, text) for source, doc in docs for i, text in enumerate(chunk_text(doc, chunk_words))]
+    chunks = [chunk for source, doc in docs for chunk in chunk_document(source, doc, chunk_words)]
     if not chunks:
         raise DataError(f"domain data {path} has no text (all {len(docs)} documents are empty); add documents with text")
     return chunks

@@ -20,7 +20,7 @@ def test_folder_corpus_chunks_have_stable_ids(tiny_corpus):
 def test_chunking_packs_paragraphs_and_splits_long_ones():
     text = "one two three\n\nfour five\n\n" + " ".join(f"w{i}" for i in range(25))
     chunks = chunk_text(text, chunk_words=10)
-    assert chunks[0] == "one two three four five"
+    assert chunks[0] == "one two three\n\nfour five"  # paragraphs keep their blank line
     assert all(len(c.split()) <= 10 for c in chunks)
     assert sum(len(c.split()) for c in chunks) == 30
 

@@ -8,6 +8,15 @@ then, as organize_data.py does, a classification-like output gets its label spac
 instruction (or the task is dropped when its labels are too imbalanced), and instances are built from the
 dataset's own rows: the input fields formatted like the reference, the output field's value as the answer.
 No teacher answer is needed. Every proposal that fails is a rejected row with its reason.
+
+Field names are compared exactly, as filter_invalid_tasks.py does (`j in all_fields`: no case folding, no
+stripping); ours checks against every field of the dataset, the reference against the keys of its first row.
+
+Deviation from the reference (cfg.dynosaur.salvage_tasks, on by default; False discards as the reference does):
+a reply that does not parse as a whole, typically cut off at max_tokens or looping past its last task, is
+not discarded: each complete dict in it (braces balanced outside string literals) is read in order, exact
+repeats dropped, a wrapper {'task1': {...}, ...} opened into its tasks, and every task is vetted by the same
+rules. Such proposals carry a dynosaur_salvage filter decision.
 """
 from __future__ import annotations
 
@@ -184,6 +193,52 @@ def parse_tasks(text: str) -> list | None:
     return None
 
 
+def complete_dicts(text: str) -> list[str]:
+    """Each complete {...} of the text that is not inside another complete one, in order. Quotes count only
+    inside braces, so an apostrophe in prose before the dicts does not open a string."""
+    spans: list[tuple[int, int]] = []
+    starts: list[int] = []
+    quote, escaped = "", False
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch in "'\"" and starts:
+            quote = ch
+        elif ch == "{":
+            starts.append(i)
+        elif ch == "}" and starts:
+            start = starts.pop()
+            while spans and spans[-1][0] > start:  # nested in this one
+                spans.pop()
+            spans.append((start, i + 1))
+    return [text[a:b] for a, b in spans]
+
+
+def salvage_tasks(text: str) -> tuple[list, int]:
+    """Ours (cfg.dynosaur.salvage_tasks): the task dicts of a reply parse_tasks gives up on, in order and without
+    exact repeats, and how many repeats were dropped. A dict of dicts is a wrapper ({'task1': {...}}) and
+    yields its values; any other non-empty dict is one task, left for vet_task to judge."""
+    found = []
+    for span in complete_dicts(text):
+        try:
+            value = ast.literal_eval(span)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict) and value:
+            found.extend(value.values() if all(isinstance(v, dict) for v in value.values()) else [value])
+    unique = []
+    for task in found:
+        if task not in unique:
+            unique.append(task)
+    return unique, len(found) - len(unique)
+
+
 def task_fields(task) -> tuple[str, list[str], list[str]] | None:
     """(instruction, input fields, output fields) of one proposal, or None when it is not of that shape.
     A single field given as a string is taken as a one-item list."""
@@ -203,7 +258,7 @@ def field_problem(inputs: list[str], outputs: list[str], fields: list[str]) -> s
     """filter_invalid_tasks.py's checks, in its order: no output field, an unknown field, the output among the inputs."""
     if not outputs:
         return "empty_output_field"
-    if any(f not in fields for f in inputs + outputs):
+    if any(f not in fields for f in inputs + outputs):  # exact, as the reference's `j in all_fields`
         return "unknown_field"
     if set(inputs) & set(outputs):
         return "output_in_inputs"
@@ -290,7 +345,9 @@ def vet_task(task, meta: DatasetMeta, seen: set, earlier: list[str]) -> Proposal
         p.reason = reason
         return not reason
 
-    if not passed("dynosaur_fields", "malformed_task" if parsed is None else field_problem(p.inputs, p.outputs, meta.fields)):
+    problem = "malformed_task" if parsed is None else field_problem(p.inputs, p.outputs, meta.fields)
+    unknown = [f for f in p.inputs + p.outputs if f not in meta.fields] if problem == "unknown_field" else []
+    if not passed("dynosaur_fields", problem, **({"unknown": unknown} if unknown else {})):  # the trace shows which
         return p
     key = task_key(p.instruction, p.inputs, p.outputs)
     duplicate = "duplicate_in_reply" if p.instruction in earlier else ("duplicate_seen" if key in seen else "")
@@ -324,6 +381,13 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
         head = {"round": round_idx, "method": "dynosaur", "teacher_model": teacher.model, "requests": {"tasks": req.key(teacher.model)}}
         provenance = {"dataset": meta.name, "prompt_index": n, "shown_rows": idx}
         tasks = None if reply.error else parse_tasks(reply.text)
+        salvage = None
+        if tasks is None and not reply.error and d.salvage_tasks:  # ours: the reference discards the whole reply
+            found, repeats = salvage_tasks(reply.text)
+            if found:
+                tasks = found
+                salvage = {"filter": "dynosaur_salvage", "kept": True, "reason": "", "finish_reason": reply.finish_reason,
+                           "tasks": len(found), "repeats_dropped": repeats}
         if not tasks:  # counted as one proposal, so the keep rate stays honest
             reason = f"teacher_{reply.error}" if reply.error else ("unparseable_tasks" if tasks is None else "no_tasks")
             stats.requests += 1
@@ -336,6 +400,8 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
         for t, task in enumerate(tasks):
             p = vet_task(task, meta, seen, earlier)
             earlier.append(p.instruction)
+            if salvage:
+                p.filters.insert(0, dict(salvage))
             row = {**head, "task": slug(f"{meta.name} {p.outputs[0]}") if p.outputs else "", "instruction": p.instruction + p.label_space,
                    "provenance": {**provenance, "task_index": t, "input_fields": p.inputs, "output_field": p.outputs}, "filters": p.filters}
             if p.reason:

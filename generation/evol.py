@@ -11,6 +11,18 @@ Rule 4 needs no teacher call, so it runs first; the answer is only asked for onc
 evolution costs no answer. A failed evolution is a rejected row and its parent stays in the pool, to be
 evolved again later; a successful one is a kept row and joins the pool (kind "evolved"), so later rounds
 evolve it further.
+
+Deviations from the paper (cfg.evol.screen_evolved, on by default; False runs the four rules alone):
+  screens on the evolved instruction, after rule 4 and before the judge, so a failure costs neither the judge
+  nor the answer call. They only add rejections; the paper's rules are unchanged.
+  - evolved_refusal: the instruction is itself a refusal ("I'm sorry, but I can't assist ..."); rule 2 only
+    reads the answer, so a refused evolution would otherwise be judged and answered.
+  - evolved_lost_input: one of depth.py's four rewrites (whose prompt says "do not omit the input") kept under
+    half of the distinct content words of the parent's input (or, without one, of the code blocks and quoted
+    passages of its instruction). Not applied to breadth (a brand-new prompt by design) nor complicate_input
+    (its prompt asks for new data in a drawn format, not to keep the old).
+  - evolved_not_a_task: the instruction reads as an answer: it opens like one ("Sure", "Certainly", ...), or
+    it asks nothing (no "?", no "please"/"can you"..., no clause opening with a task verb or question word).
 """
 from __future__ import annotations
 
@@ -100,6 +112,33 @@ mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't w
 """.split())
 SORRY_MAX_WORDS = 80  # rule 2: "contains 'sorry' and is relatively short in length (i.e., less than 80 words)"
 
+# Screens (ours, not the paper's; see the module docstring). Each errs towards keeping: a false rejection loses a
+# good evolution, a missed one only costs the judge and answer calls the paper would pay anyway.
+# A refusal sentence opens with an apology or a refusal to do the job; a bare "I can't ..." / "I'm unable to ..."
+# is not enough, since user prompts often start that way ("I can't get this loop to stop; why?").
+REFUSAL = re.compile(r"(i'm sorry|i am sorry|sorry, (but )?i\b|i apologi[sz]e|as an ai( language)?( model| assistant)?,|"
+                     r"(unfortunately,? )?(i|we) (can't|cannot|can not|won't|am unable to|'m unable to|am not able to|'m not able to) "
+                     r"(assist|help|provide|fulfil|comply|answer|respond|rewrite|complete|do that|create that))")
+REFUSAL_SHARE = 0.5  # "most of the text": refusal sentences hold over half its words
+LOST_INPUT_OVERLAP = 0.5  # a depth rewrite must keep at least half the distinct content words of the parent's data
+INPUT_KEEPING_OPERATORS = frozenset(DEPTH_METHODS)  # the prompts that say "please do not omit the input"
+ANSWER_OPENING = re.compile(r"(sure|certainly|of course|absolutely)\b[\s,.!:]")  # assistant talk, not a user's prompt
+# A request: a clause (sentence, list item, or the part after a comma or colon) opening with a task verb or question
+# word, or a request phrase anywhere. Code blocks are left out: `return x` is code, not a request.
+TASK_VERBS = frozenset("""
+write explain describe list name give provide create generate compose summarize summarise translate classify identify find
+calculate compute determine solve compare contrast analyze analyse evaluate suggest recommend design develop implement build
+make convert rewrite edit correct fix debug sort rank count extract outline discuss define predict estimate propose plan
+draft prepare construct derive prove show demonstrate illustrate tell state choose select pick decide categorize categorise
+label answer complete fill modify add remove replace update optimize optimise refactor output return print use consider
+imagine assume suppose let given using read interpret review assess check verify validate test measure formulate investigate
+examine elaborate detail specify arrange organize organise match map paraphrase simplify expand shorten format parse
+transform rate score highlight brainstorm argue justify critique pretend act respond reply include ensure recall research
+let's how what why which who whom whose when where is are can could would should will does do did
+""".split())
+REQUEST_PHRASES = re.compile(r"\b(please|can you|could you|would you|will you|help me|i need|i want|i would like|i'd like|"
+                             r"your task|you are asked|you must|you should|you need to|you will)\b")
+
 
 @dataclass(frozen=True)
 class EvolvedItem(PoolItem):
@@ -150,6 +189,73 @@ def sorry_and_short(answer: str) -> bool:
 def only_stop_words(answer: str) -> bool:
     """Rule 3: no word outside the stop words (punctuation is not a word, so an empty answer fails too)."""
     return all(w in STOP_WORDS for w in re.findall(r"[\w']+", answer.lower()))
+
+
+def sentences(text: str) -> list[str]:
+    return [t for t in re.split(r"(?<=[.!?])\s+|\n+", text.strip()) if t.strip()]
+
+
+def is_refusal(instruction: str) -> bool:
+    """Screen evolved_refusal: the first sentence is a refusal, or refusal sentences are most of the text."""
+    parts = [re.sub(r"^[\W_]+", "", t.lower()).replace("\u2019", "'") for t in sentences(instruction)]
+    if not parts:
+        return False
+    refused = [t for t in parts if REFUSAL.match(t)]
+    total = sum(len(t.split()) for t in parts)
+    return parts[0] in refused or sum(len(t.split()) for t in refused) > REFUSAL_SHARE * total
+
+
+def content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9_]+", text.lower())) - STOP_WORDS
+
+
+def carried_data(parent: PoolItem) -> str:
+    """What a depth rewrite must keep: the parent's input, else the code blocks and quoted passages (3+ words)
+    of its instruction (an evolved parent carries its data inline)."""
+    if parent.input.strip():
+        return parent.input
+    blocks = re.findall(r"```.*?```", parent.instruction, flags=re.S)
+    quoted = [q for q in re.findall(r'["\u201c]([^"\u201d\n]+)["\u201d]', parent.instruction) if len(q.split()) >= 3]
+    return "\n".join(blocks + quoted)
+
+
+def input_overlap(parent: PoolItem, instruction: str) -> float | None:
+    """Screen evolved_lost_input: the share of the parent data's distinct content words found in the evolved
+    instruction; None when the parent has no data to carry."""
+    data = content_words(carried_data(parent))
+    return len(data & content_words(instruction)) / len(data) if data else None
+
+
+def asks_something(instruction: str) -> bool:
+    """A '?', a request phrase, or a clause opening with a task verb or question word (code blocks left out)."""
+    low = re.sub(r"```.*?(```|$)", " ", instruction.lower().replace("\u2019", "'"), flags=re.S)
+    if "?" in low or REQUEST_PHRASES.search(low):
+        return True
+    firsts = (re.findall(r"[a-z']+", clause)[:1] for clause in re.split(r"[.!?:;,\n]", low))
+    return any(first and first[0] in TASK_VERBS for first in firsts)
+
+
+def not_a_task(instruction: str) -> bool:
+    """Screen evolved_not_a_task: opens like an answer ("Sure, ...") or asks nothing."""
+    low = re.sub(r"^[\W_]+", "", instruction.lower())
+    return bool(ANSWER_OPENING.match(low + " ")) or not asks_something(instruction)
+
+
+def screen_evolved(parent: PoolItem, operator: str, instruction: str) -> dict:
+    """The screens' filter decision for one evolved instruction (the first failing screen names the reason)."""
+    overlap = input_overlap(parent, instruction) if operator in INPUT_KEEPING_OPERATORS else None
+    if is_refusal(instruction):
+        reason = "evolved_refusal"
+    elif overlap is not None and overlap < LOST_INPUT_OVERLAP:
+        reason = "evolved_lost_input"
+    elif not_a_task(instruction):
+        reason = "evolved_not_a_task"
+    else:
+        reason = ""
+    decision = {"filter": "evol_screen", "kept": not reason, "reason": reason}
+    if overlap is not None:
+        decision["input_overlap"] = round(overlap, 3)
+    return decision
 
 
 def plan_evolutions(pool: dict[str, list[PoolItem]], weights: dict[str, float], cfg: GenerationConfig,
@@ -207,8 +313,13 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
         row["filters"].append({"filter": "evol_prompt_copy", "kept": not copied, "reason": "copies_evolution_prompt" if copied else "", "matched": copied})
         if copied:
             reject(row, "evolve", "copies_evolution_prompt", reply.text)
-        else:
-            pending.append(row)
+            continue
+        if e.screen_evolved:  # ours, not the paper's: before the judge, so a failure costs no further call
+            row["filters"].append(screen_evolved(parent, op, evolved))
+            if not row["filters"][-1]["kept"]:
+                reject(row, "evolve", row["filters"][-1]["reason"], reply.text)
+                continue
+        pending.append(row)
 
     judge_requests = [TeacherRequest(messages(equality_prompt(r["provenance"]["parent_instruction"], r["instruction"])), e.judge_max_tokens,
                                      0.0, 1.0, base + 200003 + n)  # greedy: a judgement, not a sample (the paper gives no setting)

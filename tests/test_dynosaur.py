@@ -11,8 +11,8 @@ from openai_server import FakeOpenAI
 from generation.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import DynosaurConfig, GenerationConfig
 from generation.corpus import DataError
-from generation.dynosaur import (DatasetMeta, format_input, label_space, load_dataset_meta, parse_tasks, run_dynosaur_round,
-                                 task_prompt, truncate)
+from generation.dynosaur import (DatasetMeta, complete_dicts, format_input, label_space, load_dataset_meta, parse_tasks,
+                                 run_dynosaur_round, salvage_tasks, task_prompt, truncate)
 from generation.teachers import OpenAITeacher
 
 CATEGORIES = ["billing", "hardware", "network"]
@@ -47,11 +47,23 @@ EXPECTED = {"Guess the priority.": "unknown_field", "Repeat the message.": "outp
             "": "malformed_task"}
 
 
+# A reply that loops (the same three valid tasks again) until max_tokens cuts a fourth dict off mid-string.
+CLASSIFY = {"instruction": "Classify the customer's ticket.", "input_fields": ["message"], "output_field": ["category"]}
+SUGGEST = {"instruction": "Suggest the action to take {next}.", "input_fields": ["message", "category"], "output_field": ["action"]}
+CATEGORY_OF_ACTION = {"instruction": 'Which "category" does the action belong to?', "input_fields": ["action"], "output_field": ["category"]}
+LOOPING = (str({"task1": CLASSIFY, "task2": SUGGEST, "task3": CATEGORY_OF_ACTION, "task4": CLASSIFY, "task5": SUGGEST})[:-1]
+           + ", 'task6': {'instruction': 'Classify the tick")
+
+
 class ScriptedDynosaurServer(FakeOpenAI):
     reply = REPLY
+    finish = "stop"
 
     def reply_text(self, body):
         return self.reply
+
+    def completion(self, body, text, finish):
+        return FakeOpenAI.completion(body, text, self.finish if finish == "stop" else finish)
 
 
 @pytest.fixture
@@ -154,8 +166,44 @@ def test_round_drops_invalid_tasks_and_builds_instances_from_rows(scripted, tmp_
     # The next round gets the same proposals: the valid ones are now duplicates of tasks seen.
     kept2, rejected2, _ = run_dynosaur_round(teacher(scripted), META, seen, config(), 1, 11, random.Random(1))
     assert not kept2
+    assert next(r for r in rejected if r["reason"] == "unknown_field")["filters"][-1]["unknown"] == ["priority"]  # the trace names it
     reasons = {r["instruction"]: r["reason"] for r in rejected2}
     assert reasons["Suggest the action to take."] == "duplicate_seen" and reasons["Guess the priority."] == "unknown_field"
+
+
+def test_complete_dicts_respect_strings_and_nesting():
+    assert complete_dicts(LOOPING) == [str(t) for t in (CLASSIFY, SUGGEST, CATEGORY_OF_ACTION, CLASSIFY, SUGGEST)]
+    prose = "Here's what I'd do: {'a': '}'} and {'b': {'c': 1}} then {'d"
+    assert complete_dicts(prose) == ["{'a': '}'}", "{'b': {'c': 1}}"]
+    assert complete_dicts("{'a': 'it\\'s'}") == ["{'a': 'it\\'s'}"] and complete_dicts("no dicts {") == []
+    assert salvage_tasks(LOOPING) == ([CLASSIFY, SUGGEST, CATEGORY_OF_ACTION], 2)
+    assert salvage_tasks(str(CLASSIFY) + "\n" + str(CLASSIFY) + "\n{'instruction'") == ([CLASSIFY], 1)  # flat dicts, not wrapped
+    assert parse_tasks(LOOPING) is None  # the reference's parse gives up on it
+
+
+def test_a_cut_off_looping_reply_is_salvaged_only_when_asked(scripted):
+    scripted.reply, scripted.finish = LOOPING, "length"
+    kept, rejected, stats = run_dynosaur_round(teacher(scripted), META, set(), config(), 0, 3, random.Random(0))
+    assert not rejected and stats.requests == 3 and not stats.rejected
+    proposed = sorted({r["provenance"]["proposed_instruction"] for r in kept})
+    assert proposed == sorted(t["instruction"] for t in (CLASSIFY, SUGGEST, CATEGORY_OF_ACTION))
+    assert len(kept) == 3 * 4 and sorted({r["provenance"]["task_index"] for r in kept}) == [0, 1, 2]
+    salvage = {"filter": "dynosaur_salvage", "kept": True, "reason": "", "finish_reason": "length", "tasks": 3, "repeats_dropped": 2}
+    assert all(r["filters"][0] == salvage and all(f["kept"] for f in r["filters"]) for r in kept)
+
+    kept, rejected, stats = run_dynosaur_round(teacher(scripted), META, set(), config(salvage_tasks=False), 0, 3, random.Random(0))
+    assert not kept and [r["reason"] for r in rejected] == ["unparseable_tasks"] and stats.requests == 1
+    assert rejected[0]["raw"] == LOOPING and rejected[0]["filters"] == [{"filter": "dynosaur_parse", "kept": False, "reason": "unparseable_tasks"}]
+
+
+def test_salvaged_tasks_are_vetted_by_the_same_rules(scripted):
+    priority = {"instruction": "Guess the priority.", "input_fields": ["message"], "output_field": ["priority"]}
+    scripted.reply = "Tasks:\n" + str(CLASSIFY) + "\n" + str(priority) + "\n" + str(CLASSIFY) + "\n{'instruction': 'Guess"
+    kept, rejected, stats = run_dynosaur_round(teacher(scripted), META, set(), config(), 0, 3, random.Random(0))
+    assert stats.requests == 2 and {r["provenance"]["proposed_instruction"] for r in kept} == {CLASSIFY["instruction"]}
+    assert [r["reason"] for r in rejected] == ["unknown_field"] and rejected[0]["stage"] == "task"
+    assert [f["filter"] for f in rejected[0]["filters"]] == ["dynosaur_salvage", "dynosaur_fields"]
+    assert rejected[0]["filters"][-1]["unknown"] == ["priority"] and rejected[0]["filters"][0]["finish_reason"] == "stop"
 
 
 def test_unparseable_and_failed_replies_are_rejected_rows(scripted):

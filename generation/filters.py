@@ -17,10 +17,13 @@ def rouge_l(a: str, b: str) -> float:
 
 
 def instruction_problem(text: str, examples: list[str], directive: str, min_words: int, max_words: int,
-                        max_similarity: float) -> tuple[str, float, float]:
-    """('' or reason, highest ROUGE-L against the shown examples, ROUGE-L against the prompt's directive).
+                        max_similarity: float, input_text: str = "") -> tuple[str, float, float]:
+    """('' or reason, highest ROUGE-L against what the prompt showed, ROUGE-L against the prompt's directive).
 
-    An instruction that restates the directive ("Write a new task about the passage...") is an echo, not a task.
+    examples: every text the prompt showed (each example's instruction, and its input and output when shown). The
+    candidate's instruction, its input and the two together are each compared with each, so a pasted example input
+    is caught as a copy. An instruction that restates the directive ("Write a new task about the passage...") is an
+    echo, not a task.
     """
     words = len(text.split())
     if not text.strip():
@@ -29,7 +32,8 @@ def instruction_problem(text: str, examples: list[str], directive: str, min_word
         return "too_short", 0.0, 0.0
     if words > max_words:
         return "too_long", 0.0, 0.0
-    best = max((rouge_l(text, e) for e in examples), default=0.0)
+    pieces = [text] + ([input_text, f"{text} {input_text}"] if input_text else [])
+    best = max((rouge_l(p, e) for p in pieces for e in examples), default=0.0)
     echo = rouge_l(text, directive)
     if best > max_similarity:
         return "copy_of_example", best, echo
@@ -46,3 +50,22 @@ def answer_problem(text: str, finish_reason: str, max_words: int) -> str:
     if len(text.split()) > max_words:
         return "answer_too_long"
     return ""
+
+
+# Verbs that identify a task type from its instruction. Question answering and explanation overlap too much to
+# tell apart by wording ("How does X work?"), so they are never relabelled and never relabel others.
+_TASK_CUES = {
+    "classification": re.compile(r"\b(?:classify|categori[sz]e|which category|label (?:the|each|it)|is (?:it|this|the \w+) (?:a|an)\b.{0,40}\bor\b)", re.I),
+    "summarization": re.compile(r"\b(?:summari[sz]e|summary|tl;?dr|in (?:one|two|three|\d) sentences?|key points)\b", re.I),
+    "extraction": re.compile(r"\b(?:extract|list (?:all|every|each|the)|find (?:all|every)|identify (?:all|every|each))\b", re.I),
+    "rewriting": re.compile(r"\b(?:rewrite|rephrase|paraphrase|reword|simplify|translate|make (?:it|this|the \w+) (?:more|less|shorter|clearer))\b", re.I),
+}
+
+
+def followed_task(instruction: str, task: str) -> str:
+    """The task type the instruction reads as: `task` when it shows that type's cue or no other type's; otherwise
+    the one type whose cue it shows (checked only for the four types with clear cues)."""
+    if task in _TASK_CUES and _TASK_CUES[task].search(instruction):
+        return task
+    hits = [t for t, cue in _TASK_CUES.items() if t != task and cue.search(instruction)]
+    return hits[0] if len(hits) == 1 else task

@@ -54,7 +54,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def student_row(row: dict, include_context: bool) -> dict:
     """A kept example as a conversational prompt/completion row for trl and eval: [context,] instruction[, input]."""
-    parts = [row.get("context", "") if include_context else "", row["instruction"], row.get("input", "")]
+    context = row.get("context", "") if include_context else ""
+    parts = [context, row["instruction"], "" if row.get("input") == context else row.get("input", "")]  # the chunk once
     prompt = "\n\n".join(p for p in parts if p)
     return {"id": row["id"], "task": row["task"], "prompt": [{"role": "user", "content": prompt}],
             "completion": [{"role": "assistant", "content": row["output"]}]}
@@ -80,7 +81,7 @@ def make_teacher(cfg: RunConfig) -> CachedTeacher:
                                          t.rpm, t.tpm, t.backoff_s, t.max_backoff_s)
         teacher.check_reachable()
     elif t.backend == "llamacpp":
-        server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx)
+        server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx, n_parallel=t.max_concurrency)
         teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
                                 t.rpm, t.tpm, t.backoff_s, t.max_backoff_s, on_close=server.stop)
     else:
@@ -232,7 +233,7 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
             r, rdir = st.round, out / "rounds" / str(st.round)
             start = time.time()
             if st.stage == "start":
-                kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng)
+                kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng, not cfg.training.include_context)
                 split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
                 write_jsonl(rdir / "data.jsonl", kept)
                 write_jsonl(rdir / "rejected.jsonl", rejected)
@@ -311,6 +312,10 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "rejected": stats.rejected,
         "chunks_covered": len(st.method.chunk_counts) if st.method.chunks else None,  # chunks with >= 1 kept row so far
         "chunks_total": len(st.method.chunks) or None,
+        "round_chunks_requested": getattr(stats, "chunks", 0) or None,  # DAIG: distinct chunks / documents this round asked about
+        "round_documents_requested": getattr(stats, "documents", 0) or None,
+        "documents_covered": len({c.source for c in st.method.chunks if c.id in st.method.chunk_counts}) if st.method.chunks else None,
+        "documents_total": len({c.source for c in st.method.chunks}) or None,
         "new_chunks_covered": len({x["chunk_id"] for x in kept if "chunk_id" in x} - {x["chunk_id"] for rows in st.rounds_rows[:-1] for x in rows if "chunk_id" in x}),
         **ledger_metrics(round_ledger, len(kept)),
         **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),

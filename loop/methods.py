@@ -42,6 +42,7 @@ class MethodState:
     meta: DatasetMeta | None = None  # Dynosaur: the dataset's metadata and rows
     seen: set = field(default_factory=set)  # Dynosaur: tasks proposed so far
     chunk_counts: dict[str, int] = field(default_factory=dict)  # kept rows per domain chunk so far (coverage)
+    chunk_requests: dict[str, int] = field(default_factory=dict)  # DAIG requests per domain chunk so far (stratified sampling)
 
 
 def start_method(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], cache_dir: str,
@@ -79,10 +80,14 @@ def make_embedder(g: GenerationConfig, cache_dir: str, num_threads: int):
 
 
 def generate_round(teacher, state: MethodState, g: GenerationConfig, weights: dict[str, float], round_idx: int,
-                   seed: int, rng: random.Random) -> tuple[list[dict], list[dict], RoundStats]:
+                   seed: int, rng: random.Random, closed_book: bool = True) -> tuple[list[dict], list[dict], RoundStats]:
+    """closed_book: the student trains without the chunk in its prompt (training.include_context false)."""
     if g.method == "daig":
-        plan = plan_requests(weights, state.pool, state.chunks, g, rng, state.chunk_counts)
-        kept, rejected, stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder)
+        requested = state.__dict__.setdefault("chunk_requests", {})  # a checkpoint from before this field lacks it
+        plan = plan_requests(weights, state.pool, state.chunks, g, rng, state.chunk_counts, requested)
+        for _, _, chunk in plan:
+            requested[chunk.id] = requested.get(chunk.id, 0) + 1
+        kept, rejected, stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder, closed_book, tuple(state.pool))
         for row in kept:
             state.chunk_counts[row["chunk_id"]] = state.chunk_counts.get(row["chunk_id"], 0) + 1
         return kept, rejected, stats

@@ -1,0 +1,93 @@
+"""Grounding checks: is an instruction about its passage, and is an answer supported by it?
+
+Pure functions of text. The lexical checks compare *content tokens* (lower-cased words and identifiers,
+without stop words and the words every task uses, such as "explain" or "passage"), reduced to a crude
+stem (their first 6 characters, so "configure"/"configuration" and "returns"/"returned" meet), with the
+passage's. A teacher judge (one short yes/no call) is the method stage's business; its verdict is parsed
+here (`judge_verdict`).
+
+Thresholds were read off real rows (LOG.md, 2026-12-02): an instruction that took its topic from a shown
+example ("When was Gutenberg's printing press invented?" on a chunk about authentication) scores 0-0.2,
+one about the chunk 0.6-1.0.
+"""
+from __future__ import annotations
+
+import re
+
+# Words that carry no topic: English function words, and the vocabulary of tasks and of talk about the passage.
+STOP = frozenset("""
+a about above according after again against all also an and any are as at be because been before being below
+between both but by can could did do does doing done down during each either else etc every few for from further
+get gets given has have having he her here hers him his how however i if in into is it its itself just let like
+may me might more most much must my no nor not now of off on once one only or other our out over own per please
+same she should so some such than that the their them then there these they this those through thus to too two
+under until up upon us use used uses using very via was way we were what when where whether which while who whom
+whose why will with within without would yes you your
+answer answers ask brief briefly categorize category classify classification concise create define describe
+description detail details determine document documentation example examples excerpt explain explanation extract
+find following give identify information instruction key list main mention mentioned mentions name new note
+paragraph passage point points provide provided question questions rewrite rephrase say says section sentence
+sentences snippet state stated summarize summary summarise task tell text topic write
+""".split())
+
+_TOKEN = re.compile(r"[a-z0-9_]+")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
+
+# "the passage", "this API", "the code above", "the given text": a pointer the closed-book student cannot follow.
+_REFERENCE = re.compile(
+    r"\b(?:the|this|that|these|those|above|below|given|following|provided|attached)\s+(?:(?:given|above|provided|following|"
+    r"attached|code|python)\s+)?(?:passage|text|paragraph|excerpt|document(?:ation)?|article|section|snippet|code|"
+    r"page|context|api|example|extract|content|chunk|source)s?\b|\b(?:above|aforementioned)\b", re.I)
+
+# Answers that say the passage does not hold what was asked. The answer prompt asks for DECLINE exactly.
+DECLINE = "NOT IN PASSAGE"
+_DECLINE = re.compile(
+    r"not in (?:the )?passage|(?:passage|text|context|documentation) (?:does not|doesn't|did not) (?:mention|contain|provide|"
+    r"say|specify|include|state|describe|explain|give|cover)|(?:is|are) not (?:mentioned|provided|specified|stated|"
+    r"included|given|described|covered) in the (?:passage|text|context)|(?:no|not enough) information (?:about|on|in|is|"
+    r"to)|cannot be (?:answered|determined|found)|(?:i )?(?:cannot|can't|can not) (?:answer|determine|find)", re.I)
+
+
+def stems(text: str) -> list[str]:
+    """Content tokens of text, each cut to its first 6 characters."""
+    return [t[:6] for t in _TOKEN.findall(text.lower()) if t not in STOP and (len(t) > 1 or t.isdigit())]
+
+
+def coverage(text: str, source: str) -> float:
+    """Share of text's content tokens (with repeats) whose stem occurs in source; 1.0 when text has none."""
+    words = stems(text)
+    if not words:
+        return 1.0
+    have = set(stems(source))
+    return sum(w in have for w in words) / len(words)
+
+
+def instruction_grounding(instruction: str, chunk: str) -> float:
+    """How much of the instruction's topic is found in its chunk (0..1). Generic text ("Summarize the passage.")
+    has no content tokens and scores 1: it is about whatever passage it is given."""
+    return coverage(instruction, chunk)
+
+
+def answer_support(answer: str, source: str) -> tuple[float, list[str]]:
+    """(share of the answer's content tokens found in the source, numbers in the answer that the source lacks).
+    A number the passage never states is the commonest invented fact ("1760" on a chunk about authentication)."""
+    have = set(_NUMBER.findall(source))
+    missing = [n for n in dict.fromkeys(_NUMBER.findall(answer)) if n not in have]
+    return coverage(answer, source), missing
+
+
+def refers_to_passage(text: str) -> bool:
+    """Does the text point at a passage, text or code it does not carry ("the passage", "this API", "above")?"""
+    return bool(_REFERENCE.search(text))
+
+
+def is_decline(answer: str) -> bool:
+    """Did the teacher say the passage does not hold the answer? Only the start is read, where a decline sits,
+    so an answer that mentions a limitation later on is not a decline."""
+    return bool(_DECLINE.search(answer[:200]))
+
+
+def judge_verdict(text: str) -> str:
+    """'yes', 'no' or '' (unparseable) from a yes/no judge reply."""
+    m = re.match(r"\W*(yes|no)\b", text.strip().lower())
+    return m.group(1) if m else ""

@@ -120,7 +120,7 @@ def llamacpp(model: str, n: int, concurrency: int, threads: int) -> None:
     from generation.teachers import OpenAITeacher, TeacherRequest
     from loop.models import gguf_path
 
-    server = LlamaCppServer(gguf_path(model, "~/.cache/daig"), model, threads, 2048)
+    server = LlamaCppServer(gguf_path(model, "~/.cache/daig"), model, threads, 2048, n_parallel=concurrency)
     try:
         reqs = [TeacherRequest((("user", f"Write two sentences about irrigation zone {i}."),), 64, 0.7, 0.9, i) for i in range(n)]
         print(f"\nllama.cpp server, {model}, {threads} threads, {n} requests x 64 max tokens")

@@ -33,9 +33,9 @@ Passage{heading}:
 
 # The directive is also what the echo filter compares against: small teachers often restate it.
 DIRECTIVE = ("Write one new {task} task about this passage. It must be answerable from the passage alone. Name the "
-             "specific things it asks about (functions, options, values, steps), so it makes sense without the passage. "
-             "If it works on the passage's own text (to summarize, rewrite, classify or extract from it), say "
-             "\"the passage\": the passage will be given with it. Reply with the task only.")
+             "specific things it asks about (functions, options, values, steps). Reply with the task only.")
+# A sentence telling the teacher to "say 'the passage'" for text-processing tasks was parroted by the 0.5B teacher
+# ("the passage", 8 of 32 replies; LOG.md 2026-12-02); a dangling reference gets the chunk as input anyway.
 
 ANSWER_PROMPT = """Passage{heading}:
 \"\"\"

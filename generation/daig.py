@@ -15,7 +15,7 @@ from generation.config import GenerationConfig
 from generation.corpus import Chunk, sampling_weight
 from generation.diversity import filter_batch
 from generation.filters import NoveltyFilter, answer_problem, followed_task, instruction_problem
-from generation.grounding import DECLINE, answer_support, instruction_grounding, is_decline, judge_verdict, refers_to_passage
+from generation.grounding import DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline, judge_verdict, refers_to_passage
 from generation.pool import PoolItem, sample_examples, sample_task
 from generation.teachers import Teacher, TeacherRequest
 
@@ -32,19 +32,23 @@ Passage{heading}:
 {directive}"""
 
 # The directive is also what the echo filter compares against: small teachers often restate it.
-DIRECTIVE = ("Write one new {task} task about this passage. It must be answerable from the passage alone. Name the "
-             "specific things it asks about (functions, options, values, steps). Reply with the task only.")
+DIRECTIVE = ("Write one new {task} task about this passage. It must be answerable from the passage alone, and clear to "
+             "someone who cannot see the passage: name the specific things it asks about (functions, options, values, "
+             "steps). Reply with the task only.")
 # A sentence telling the teacher to "say 'the passage'" for text-processing tasks was parroted by the 0.5B teacher
 # ("the passage", 8 of 32 replies; LOG.md 2026-12-02); a dangling reference gets the chunk as input anyway.
+
+# The decline rule sits in the system message, the task last: with the rule as the prompt's last line, the 1.5B
+# teacher declined 12 of 22 answerable tasks ("What is the function that rebuilds the core schema of a dataclass?"
+# on the chunk that names rebuild_dataclass()); this way 3 of 22, each with the passage lacking the answer (LOG.md).
+ANSWER_SYSTEM = "You answer using only the passage the user gives. Be concise. If the passage has no information on the task, reply exactly: {decline}"
 
 ANSWER_PROMPT = """Passage{heading}:
 \"\"\"
 {chunk}
 \"\"\"
 
-{instruction}{input}
-
-Answer using only the passage. Be concise. If the passage does not contain what is asked, reply exactly: {decline}"""
+{instruction}{input}"""
 
 JUDGE_INSTRUCTION = """Passage:
 \"\"\"
@@ -115,7 +119,8 @@ def instruction_messages(task: str, examples: list[PoolItem], chunk: Chunk, show
 
 def answer_messages(instruction: str, chunk: Chunk, input_text: str = "") -> tuple[tuple[str, str], ...]:
     extra = f"\n\nInput:\n{input_text}" if input_text and input_text != chunk.text else ""
-    return (("user", ANSWER_PROMPT.format(chunk=chunk.text, heading=_heading(chunk), instruction=instruction, input=extra, decline=DECLINE)),)
+    return (("system", ANSWER_SYSTEM.format(decline=DECLINE)),
+            ("user", ANSWER_PROMPT.format(chunk=chunk.text, heading=_heading(chunk), instruction=instruction, input=extra)))
 
 
 def parse_instruction(text: str) -> str:
@@ -216,11 +221,14 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
         reason = "task_mismatch"
     if not reason and grounding < cfg.grounding.min_instruction_grounding:
         reason = "ungrounded_instruction"
-    if not reason and closed_book and not input_text and refers_to_passage(instruction):
+    local = example_names(instruction, chunk.text) if closed_book and not input_text else []
+    if not reason and closed_book and not input_text and (refers_to_passage(instruction) or local):
         if cfg.dangling_reference == "reject":
             reason = "dangling_reference"
-        else:  # the student cannot see the passage it is pointed at: give it the passage
+        else:  # the student cannot see the passage (or the example code) it is pointed at: give it the passage
             input_text, decision["input_from"] = chunk.text, "chunk"
+        if local:
+            decision["example_names"] = local
     if not reason and followed != task and cfg.task_mismatch == "relabel" and followed in tasks:
         decision["relabelled_from"] = task
         task = followed
@@ -235,6 +243,8 @@ def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: C
     reason = f"teacher_{reply.error}" if reply.error else ""
     if not reason and is_decline(answer):
         reason = "declined"
+    if not reason and defers_to_passage(answer):
+        reason = "answer_defers"
     reason = reason or answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
     if not reason and support < cfg.grounding.min_answer_support:
         reason = "answer_unsupported"

@@ -6,11 +6,12 @@ import pytest
 
 from generation.config import GenerationConfig, GroundingConfig
 from generation.corpus import Chunk
-from generation.daig import DIRECTIVE, check_instruction, parse_task, plan_requests, run_daig_round
+from generation.daig import DIRECTIVE, answer_messages, check_answer, check_instruction, parse_task, plan_requests, run_daig_round
 from generation.filters import followed_task, instruction_problem
-from generation.grounding import answer_support, instruction_grounding, is_decline, judge_verdict, refers_to_passage
+from generation.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline,
+                                  judge_verdict, refers_to_passage)
 from generation.pool import PoolItem, build_pool, load_pool
-from generation.teachers import OpenAITeacher
+from generation.teachers import OpenAITeacher, TeacherReply
 from openai_server import FakeOpenAI
 
 AUTH = Chunk("docs/auth.md#3", "docs/auth.md", "Pass `auth=BasicAuth(user, password)` to `Client`. The token is refreshed "
@@ -58,6 +59,39 @@ def test_dangling_reference_gets_the_chunk_as_input_or_is_rejected():
     assert reason == "" and inp == ""  # open book: the student sees the chunk anyway
     strict = GenerationConfig(domain_path="x", dangling_reference="reject")
     assert check_instruction(ins, "", "summarization", [], AUTH, strict, closed_book=True)[0] == "dangling_reference"
+
+
+# A chunk with a worked example, as documentation pages have them (pydantic's forward annotations page).
+EXAMPLE_CODE = Chunk("docs/fwd.md#0", "docs/fwd.md", "Forward annotations are supported:\n\n```python\nfrom pydantic import BaseModel\n\n"
+                     "MyInt = int\n\n\nclass Model(BaseModel):\n    a: MyInt\n\n\nprint(Model(a='1'))\n#> a=1\n```", heading="Forward Annotations")
+
+
+def test_names_of_a_worked_example_and_unnamed_things_get_the_chunk_as_input():
+    """'What is the `MyInt` type?' and 'What is the name of the YAML file?' mean nothing without the chunk."""
+    assert example_names("What is the `MyInt` type, and what does `Model` print?", EXAMPLE_CODE.text) == ["MyInt", "Model"]
+    assert example_names("Which `BaseModel` subclass validates the data?", EXAMPLE_CODE.text) == []  # imported, not defined here
+    assert example_names("How are forward annotations resolved for a model?", EXAMPLE_CODE.text) == []  # plain words never count
+    cfg = GenerationConfig(domain_path="x", task_mismatch="keep")
+    reason, _, inp, d = check_instruction("What is the `MyInt` type?", "", "question_answering", [], EXAMPLE_CODE, cfg, True)
+    assert reason == "" and inp == EXAMPLE_CODE.text and d["example_names"] == ["MyInt"]
+    assert refers_to_passage("What is the name of the YAML file?") and refers_to_passage("Summarize the factory function.")
+    assert not refers_to_passage("What does the `rebuild` method do?") and not refers_to_passage("What is the purpose of `TypeAdapter`?")
+
+
+def test_answers_that_defer_to_the_passage_or_say_it_lacks_the_answer_are_rejected():
+    cfg = GenerationConfig(domain_path="x")
+    ok = TeacherReply("", "stop")
+    for answer, reason in [("The types it can handle are specified in the passage.", "answer_defers"),
+                           ("To configure it, follow the steps outlined in the dedicated section of the passage.", "answer_defers"),
+                           ("The `token_ttl` option is not mentioned in the `auth` documentation.", "declined"),
+                           (DECLINE, "declined"),
+                           ("The token is refreshed every 300 seconds by `refresh_token()`.", "")]:
+        assert check_answer(answer, ok, "How often is the token refreshed?", "", AUTH, cfg)[0] == reason, answer
+    assert not defers_to_passage("The factory function in the passage makes every field optional.")
+    # The decline rule is a system message and the task comes last: with the rule as the last line, the 1.5B
+    # teacher declined answerable tasks (LOG.md).
+    (role, system), (_, user) = answer_messages("How often is the token refreshed?", AUTH)
+    assert role == "system" and DECLINE in system and user.rstrip().endswith("How often is the token refreshed?")
 
 
 @pytest.mark.parametrize("raw,instruction,inp", [

@@ -1,6 +1,6 @@
 """Serve a GGUF file with llama.cpp's OpenAI-compatible server on 127.0.0.1 for the run's lifetime.
 
-Needs the optional extra: pip install 'daig-loop[llamacpp]' (xllamacpp, a prebuilt 34 MB wheel; no build).
+Runs on xllamacpp (a prebuilt 34 MB wheel, a project dependency; no build).
 The server runs in a child process, so its native threads and memory go away with stop() and a crash there
 cannot take the run down. The child is this module:
 
@@ -28,7 +28,7 @@ from generation.teachers import TeacherError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'daig-loop[llamacpp]' (xllamacpp, a prebuilt wheel)"
+INSTALL_HINT = "pip install xllamacpp==2026.10.11549 (a prebuilt wheel; a dependency of daig-loop)"
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import sys
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "openai", "urllib3", "filelock", "datasets", "absl"):
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "filelock", "datasets", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -30,8 +30,10 @@ def test_every_shipped_config_loads(path):
 def test_quickstart_paths_resolve_relative_to_the_file():
     cfg = load_config(REPO / "configs" / "quickstart.yaml")
     assert Path(cfg.generation.domain_path) == REPO / "configs" / "quickstart_data" / "corpus"
-    assert cfg.generation.teacher.model == "qwen2.5-coder-0.5b-instruct"
+    assert cfg.generation.teacher.model == "qwen2.5-coder-1.5b-instruct" and cfg.generation.teacher.backend == "llamacpp"
     assert cfg.rounds >= 2
+    old = load_config(REPO / "configs" / "teacher_0.5b.yaml")
+    assert (old.generation.teacher.backend, old.generation.teacher.model) == ("local", "qwen2.5-coder-0.5b-instruct")
 
 
 def test_dotted_overrides_are_typed(tmp_path):

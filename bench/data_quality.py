@@ -66,7 +66,9 @@ def generate(args) -> tuple[list[dict], list[dict], dict]:
         teacher.close()
     seconds = time.time() - start
     led = teacher.ledger
-    run = {"teacher": g.teacher.model, "backend": g.teacher.backend, "method": g.method, "requests": args.requests,
+    # --requests sets DAIG's requests per round; the baselines size their round with their own knobs (items,
+    # tasks), so for them the candidates are the rows they kept and rejected.
+    run = {"teacher": g.teacher.model, "backend": g.teacher.backend, "method": g.method, "requests": args.requests if g.method == "daig" else None,
            "teacher_requests": led.requests, "paid_calls": led.calls, "cache_hits": led.cache_hits, "seconds": round(seconds, 1),
            "rejected": stats.rejected, "chunks_total": len(chunks), "documents_total": len({c.source for c in chunks})}
     previous = out / "summary.json"

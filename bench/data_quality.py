@@ -130,8 +130,8 @@ def main() -> None:
         kept = [json.loads(x) for x in Path(args.rows).read_text().splitlines() if x.strip()]
         rej_path = Path(args.rows).with_name("rejected.jsonl")
         rejected = [json.loads(x) for x in rej_path.read_text().splitlines() if x.strip()] if rej_path.exists() else []
-        prev = out / "summary.json"
-        run = json.loads(prev.read_text())["run"] if prev.exists() else {"requests": len(kept) + len(rejected)}
+        prev = next((p for p in (out / "summary.json", Path(args.rows).with_name("summary.json")) if p.exists()), None)
+        run = json.loads(prev.read_text())["run"] if prev else {"requests": len(kept) + len(rejected)}
         out.mkdir(parents=True, exist_ok=True)
     else:
         kept, rejected, run = generate(args)

@@ -155,7 +155,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--latency", type=float, nargs="*", default=[1.0, 0.2])
     p.add_argument("--sequential", type=int, default=16, help="requests for the sequential baseline (compared by rate)")
-    p.add_argument("--llamacpp", metavar="MODEL", help="also bench the real llama.cpp server with this packaged model (needs the llamacpp extra)")
+    p.add_argument("--llamacpp", metavar="MODEL", help="also bench the real llama.cpp server with this packaged model (xllamacpp)")
     p.add_argument("--llamacpp-requests", type=int, default=16)
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()

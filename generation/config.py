@@ -14,7 +14,7 @@ EVOL_OPERATORS = ("add_constraints", "deepen", "concretize", "increase_reasoning
 
 @dataclass
 class TeacherConfig:
-    backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched), 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server) or 'llamacpp' (starts llama.cpp's server on 127.0.0.1 for a packaged model or .gguf file; needs the llamacpp extra)."})
+    backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched), 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server) or 'llamacpp' (starts llama.cpp's server on 127.0.0.1 for a packaged model or .gguf file, through xllamacpp; what configs/quickstart.yaml uses)."})
     model: str = field(default="qwen2.5-coder-0.5b-instruct", metadata={"help": "Local backend: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id. OpenAI backend: the model name the endpoint serves."})
     base_url: str = field(default="", metadata={"help": "OpenAI backend: endpoint base URL, e.g. http://127.0.0.1:8000/v1. Empty means api.openai.com."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "OpenAI backend: NAME of the environment variable that holds the API key. The key itself never goes in a config."})

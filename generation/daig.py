@@ -221,14 +221,15 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
         reason = "task_mismatch"
     if not reason and grounding < cfg.grounding.min_instruction_grounding:
         reason = "ungrounded_instruction"
-    local = example_names(instruction, chunk.text) if closed_book and not input_text else []
-    if not reason and closed_book and not input_text and (refers_to_passage(instruction) or local):
-        if cfg.dangling_reference == "reject":
-            reason = "dangling_reference"
-        else:  # the student cannot see the passage (or the example code) it is pointed at: give it the passage
-            input_text, decision["input_from"] = chunk.text, "chunk"
+    if not reason and closed_book and not input_text:
+        local = example_names(instruction, chunk.text)
         if local:
             decision["example_names"] = local
+        if local or refers_to_passage(instruction):
+            if cfg.dangling_reference == "reject":
+                reason = "dangling_reference"
+            else:  # the student cannot see the passage (or the example code) it is pointed at: give it the passage
+                input_text, decision["input_from"] = chunk.text, "chunk"
     if not reason and followed != task and cfg.task_mismatch == "relabel" and followed in tasks:
         decision["relabelled_from"] = task
         task = followed

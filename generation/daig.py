@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from generation.config import GenerationConfig
 from generation.corpus import Chunk, sampling_weight
 from generation.diversity import filter_batch
-from generation.filters import NoveltyFilter, answer_problem, followed_task, instruction_problem
-from generation.grounding import DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline, judge_verdict, refers_to_passage
+from generation.filters import NoveltyFilter, answer_problem, followed_task, instruction_problem, names_classes, rouge_l
+from generation.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline, judge_verdict,
+                                  refers_to_passage, yes_no_mismatch)
 from generation.pool import PoolItem, sample_examples, sample_task
 from generation.teachers import Teacher, TeacherRequest
 
@@ -73,6 +74,7 @@ Is every fact in the answer stated in the passage? Reply yes or no."""
 _PREFIX = re.compile(r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?:[\w-]+\s+){0,2}?(?:task|instruction|question|prompt)\s*(?:\d+)?\s*"
                      r"(?:\*\*|__)?\s*[:.)-]\s*(?:\*\*|__)?\s*", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
+_BOLD_LABEL = re.compile(r"^\s*(?:\*\*)?[^*:\n]{1,60}\*\*\s*:\s*")  # "**Explanation of Logfire**: Explain ..."
 _NEXT_ITEM = re.compile(r"\s+2[.)]\s")  # "1. task 2. another task": keep the first
 _INPUT_LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*input\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?", re.I | re.M)
 _FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1\s*$", re.M | re.S)
@@ -137,7 +139,7 @@ def parse_task(text: str) -> tuple[str, str]:
     if not label and (fence := _FENCE.search(head)) and head[:fence.start()].strip():
         head, inp = head[:fence.start()], fence.group(0)
     para = next((p for p in re.split(r"\n\s*\n", head.strip()) if p.strip()), "")
-    para = _NUMBERING.sub("", _PREFIX.sub("", para.strip()))
+    para = _NUMBERING.sub("", _BOLD_LABEL.sub("", _PREFIX.sub("", para.strip())))
     para = _NEXT_ITEM.split(" ".join(para.split()), maxsplit=1)[0]
     inp = inp.strip("\n").rstrip()
     inp = "" if _NO_INPUT.match(inp) else inp.strip().strip('"') if "\n" not in inp.strip() else inp
@@ -219,6 +221,8 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
                 "prompt_echo_rouge_l": round(echo, 4), "grounding": round(grounding, 4), "followed_task": followed}
     if not reason and followed != task and cfg.task_mismatch == "reject":
         reason = "task_mismatch"
+    if not reason and followed == "classification" and not names_classes(f"{instruction} {input_text}"):
+        reason = "classes_not_named"
     if not reason and grounding < cfg.grounding.min_instruction_grounding:
         reason = "ungrounded_instruction"
     if not reason and closed_book and not input_text:
@@ -246,6 +250,8 @@ def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: C
         reason = "declined"
     if not reason and defers_to_passage(answer):
         reason = "answer_defers"
+    if not reason and (yes_no_mismatch(instruction, answer) or rouge_l(answer, instruction) >= 0.9):
+        reason = "answer_not_task"  # a bare yes/no to another kind of task, or the task said back
     reason = reason or answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
     if not reason and support < cfg.grounding.min_answer_support:
         reason = "answer_unsupported"

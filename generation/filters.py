@@ -69,3 +69,15 @@ def followed_task(instruction: str, task: str) -> str:
         return task
     hits = [t for t, cue in _TASK_CUES.items() if t != task and cue.search(instruction)]
     return hits[0] if len(hits) == 1 else task
+
+
+# A classification task is defined by its classes: "Classify X as A or B", "into ...", "whether ...", "true or false".
+# "Classify the recommended practice in the passage." names none, and the 1.5B teacher answered such tasks with a
+# made-up label ("Reuse", "Positive"); LOG.md, 2026-12-06.
+_CLASSES = re.compile(r"\b(?:as|into|between)\b[^?]*?\bor\b|\beither\b|\bwhether\b|\bwhich (?:of|category|class|label)\b|"
+                      r"\b(?:true|false|yes|no|positive|negative|neutral)\b.{0,20}\bor\b|\bcategor(?:y|ies)\s*:|\b(?:labels?|classes)\s*:", re.I)
+
+
+def names_classes(text: str) -> bool:
+    """Does a classification task say which classes to choose from?"""
+    return bool(_CLASSES.search(text))

@@ -40,7 +40,9 @@ _REFERENCE = re.compile(
     r"page|context|api|example|extract|content|chunk|source)s?\b|\b(?:above|aforementioned)\b"
     # "the factory function", "the YAML file": a thing of the passage's that the text does not name (a named one,
     # "the `rebuild` method", has a backtick before its noun)
-    r"|\bthe\s+(?:[a-z]+\s+)?(?:file|function|class|model|method|object|variable|script|program)\b", re.I)
+    r"|\b(?:the|these)\s+following\s+(?:[\w.]+\s+){0,5}?(?:code|snippets?|examples?|text|passages?|functions?|classes?)\b"
+    # ("the given Python script": up to two words between)
+    r"|\bthe\s+(?:[a-z]+\s+){0,2}(?:file|function|class|model|method|object|variable|script|program)\b", re.I)
 
 # Answers that say the passage does not hold what was asked. The answer prompt asks for DECLINE exactly.
 DECLINE = "NOT IN PASSAGE"
@@ -121,3 +123,14 @@ def judge_verdict(text: str) -> str:
     """'yes', 'no' or '' (unparseable) from a yes/no judge reply."""
     m = re.match(r"\W*(yes|no)\b", text.strip().lower())
     return m.group(1) if m else ""
+
+
+_YES_NO = re.compile(r"^\W*(?:yes|no)\b", re.I)
+_ASKS_YES_NO = re.compile(r"^\W*(?:is|are|was|were|does|do|did|can|could|should|will|would|has|have|had|may|must)\b(?!\s+you\b)|"
+                          r"\b(?:yes or no|true or false|whether)\b", re.I)
+
+
+def yes_no_mismatch(instruction: str, answer: str) -> bool:
+    """A bare yes or no to a task that asks for something else ("Classify the usage errors in the passage." ->
+    "Yes"; "Can you explain what `plugin_settings` does?" -> "Yes, ..."): the answer does not do the task."""
+    return bool(_YES_NO.match(answer)) and not _ASKS_YES_NO.search(instruction)

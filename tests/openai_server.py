@@ -91,6 +91,9 @@ class FakeOpenAI:
         if "Write one new" in prompt:
             words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]{4,}", passage)]
             word = words[len(prompt) % len(words)] if words else "topic"
+            if "new classification task" in prompt:  # a classification task names its classes
+                a, b = (words[(len(prompt) + k) % len(words)].lower() for k in (1, 2)) if words else ("one", "other")
+                return f"Task: Classify {word.lower()} as {a} or {b}."
             return f"Task: What does the passage say about {word.lower()} and why does it matter?"
         return re.split(r"(?<=[.!?])\s", passage)[0]
 

@@ -9,7 +9,7 @@ from generation.corpus import Chunk
 from generation.daig import DIRECTIVE, answer_messages, check_answer, check_instruction, parse_task, plan_requests, run_daig_round
 from generation.filters import followed_task, instruction_problem
 from generation.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline,
-                                  judge_verdict, refers_to_passage)
+                                  judge_verdict, refers_to_passage, yes_no_mismatch)
 from generation.pool import PoolItem, build_pool, load_pool
 from generation.teachers import OpenAITeacher, TeacherReply
 from openai_server import FakeOpenAI
@@ -75,6 +75,8 @@ def test_names_of_a_worked_example_and_unnamed_things_get_the_chunk_as_input():
     reason, _, inp, d = check_instruction("What is the `MyInt` type?", "", "question_answering", [], EXAMPLE_CODE, cfg, True)
     assert reason == "" and inp == EXAMPLE_CODE.text and d["example_names"] == ["MyInt"]
     assert refers_to_passage("What is the name of the YAML file?") and refers_to_passage("Summarize the factory function.")
+    assert refers_to_passage("What is the purpose of `ET.parse` in the given Python script?")
+    assert refers_to_passage("Summarize the following Python 3.10 and 3.12 code snippets in one sentence.")
     assert not refers_to_passage("What does the `rebuild` method do?") and not refers_to_passage("What is the purpose of `TypeAdapter`?")
 
 
@@ -97,6 +99,8 @@ def test_answers_that_defer_to_the_passage_or_say_it_lacks_the_answer_are_reject
 @pytest.mark.parametrize("raw,instruction,inp", [
     ("**Classification task**: Classify `token_ttl` as a setting or a method.", "Classify `token_ttl` as a setting or a method.", ""),
     ("### Instruction: Explain what refresh_token() does.", "Explain what refresh_token() does.", ""),
+    ("**Explanation of refresh_token()**: Explain what refresh_token() does.", "Explain what refresh_token() does.", ""),
+    ("Explanation of Logfire's functionality**: Explain what Logfire records.", "Explain what Logfire records.", ""),
     ("Instruction: Rewrite this sentence for beginners.\nInput: The token is refreshed every 300 seconds.",
      "Rewrite this sentence for beginners.", "The token is refreshed every 300 seconds."),
     ("Explain what this code does:\n```python\nclient = Client(auth=BasicAuth('a', 'b'))\n```",
@@ -116,6 +120,29 @@ def test_answer_support_declines_and_judge_verdicts():
     assert is_decline("NOT IN PASSAGE") and is_decline("The passage does not mention the default port.")
     assert not is_decline("Set token_ttl; the passage says it defaults to 300 seconds.")
     assert [judge_verdict(t) for t in ("Yes.", "no, it cannot", "**Yes**", "Maybe")] == ["yes", "no", "yes", ""]
+
+
+def test_answers_that_do_not_do_the_task_are_rejected():
+    """'Classify the usage errors in the passage.' -> 'Yes', and answers that say the task back (1.5B teacher, LOG.md)."""
+    cfg = GenerationConfig(domain_path="x")
+    ok = TeacherReply("", "stop")
+    assert yes_no_mismatch("Classify the usage errors of refresh_token().", "Yes")
+    assert yes_no_mismatch("Can you explain what `token_ttl` does?", "Yes, it sets the refresh period.")
+    assert not yes_no_mismatch("Is `token_ttl` in seconds?", "Yes.") and not yes_no_mismatch("What is it?", "Nothing.")
+    assert check_answer("Yes", ok, "Classify token_ttl as a setting or a method.", "", AUTH, cfg)[0] == "answer_not_task"
+    said_back = "Which setting changes how often refresh_token() refreshes the token?"
+    assert check_answer(said_back, ok, said_back, "", AUTH, cfg)[0] == "answer_not_task"
+    assert check_answer("Set `token_ttl`.", ok, said_back, "", AUTH, cfg)[0] == ""
+
+
+def test_classification_task_must_name_its_classes():
+    """'Classify the recommended practice in the passage.' names no classes; the 1.5B answered such tasks with a
+    made-up label ('Reuse', 'Positive')."""
+    cfg = GenerationConfig(domain_path="x")
+    for text, reason in [("Classify the refresh setting of refresh_token().", "classes_not_named"),
+                         ("Classify `token_ttl` as a setting or a method of the refresh_token() client.", ""),
+                         ("Classify whether refresh_token() refreshes the token every 300 seconds.", "")]:
+        assert check_instruction(text, "", "classification", [EXAMPLE], AUTH, cfg, True)[0] == reason, text
 
 
 def test_task_followed_is_checked_by_cue_words():

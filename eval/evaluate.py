@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from eval.config import EvalConfig
+from eval.stats import ratio_se
 
 
 def load_student(model_path: str, adapter_dir: str | None, num_threads: int):
@@ -82,15 +83,18 @@ def sequence_nlls(model, tokenizer, seqs: list[tuple[list[int], list[int]]], bat
 
 
 def task_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length: int, desc: str = "eval") -> dict[str, dict]:
-    """Token-weighted mean answer loss per task: {task: {'loss', 'tokens', 'examples'}}."""
+    """Token-weighted mean answer loss per task, with its standard error over examples:
+    {task: {'loss', 'se', 'tokens', 'examples'}}."""
     encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
-    sums: dict[str, list[float]] = {}
+    per_example: dict[str, list[tuple[float, int]]] = {}
     for row, nlls in zip(rows, sequence_nlls(model, tokenizer, encoded, batch_size, desc)):
-        entry = sums.setdefault(row["task"], [0.0, 0, 0])
-        entry[0] += sum(nlls)
-        entry[1] += len(nlls)
-        entry[2] += 1
-    return {task: {"loss": s / max(n, 1) if n else math.nan, "tokens": n, "examples": e} for task, (s, n, e) in sorted(sums.items())}
+        per_example.setdefault(row["task"], []).append((sum(nlls), len(nlls)))
+    out = {}
+    for task, pairs in sorted(per_example.items()):
+        sums, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
+        n = sum(tokens)
+        out[task] = {"loss": sum(sums) / n if n else math.nan, "se": ratio_se(sums, tokens), "tokens": n, "examples": len(pairs)}
+    return out
 
 
 def sample_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int = 8) -> list[dict]:
@@ -195,6 +199,8 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
     return {
         "task_eval_loss": {t: v["loss"] for t, v in losses.items()},
         "task_eval_tokens": {t: v["tokens"] for t, v in losses.items()},
+        "task_eval_se": {t: v["se"] for t, v in losses.items()},
+        "task_eval_n": {t: v["examples"] for t, v in losses.items()},
         "eval_loss": sum(v["loss"] * v["tokens"] for v in losses.values()) / tokens if tokens else math.nan,
         "samples": samples,
         "sample_rouge_l": sum(s["rouge_l"] for s in samples) / len(samples) if samples else math.nan,

@@ -5,7 +5,8 @@ Run: daig ablate configs/ablations/policies.yaml --out runs/ablations/policies
 The ablation file names a base run config, overrides for every arm, the arms (name -> overrides) and the seeds.
 Arms run one after another into OUT/arms/<arm>/seed<k>; an interrupted ablation picks up where it stopped
 (finished arms are skipped, a killed arm is resumed). OUT/summary.jsonl has one line per arm x seed and
-OUT/summary.md the per-arm table (mean and spread over seeds). Each arm is a W&B run in one group.
+OUT/summary.md the per-arm table (mean and spread over seeds) and each arm's paired difference to the control arm
+(`control:`, default `uniform`), seed by seed, with a 95% bootstrap interval. Each arm is a W&B run in one group.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from eval.stats import PAIRED_NOTE, paired_differences
 from loop.config import ConfigError, load_config
 from loop.controller import CHECKPOINT, resume, run, write_atomic
 
@@ -32,6 +34,7 @@ class Ablation:
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: list[str] = field(default_factory=list)
     group: str = ""
+    control: str = ""
 
 
 def load_ablation(path: str | Path) -> Ablation:
@@ -39,9 +42,9 @@ def load_ablation(path: str | Path) -> Ablation:
     if not path.is_file():
         raise ConfigError(f"ablation file {path} not found; pass a YAML such as configs/ablations/policies.yaml")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    unknown = set(data) - {"base", "arms", "seeds", "overrides", "group"}
+    unknown = set(data) - {"base", "arms", "seeds", "overrides", "group", "control"}
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; an ablation has base, overrides, arms, seeds, group")
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; an ablation has base, overrides, arms, seeds, group, control")
     if not data.get("base"):
         raise ConfigError(f"{path}: 'base' is missing; name the run config every arm starts from (relative to this file)")
     arms = data.get("arms")
@@ -55,6 +58,9 @@ def load_ablation(path: str | Path) -> Ablation:
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers")
     abl = Ablation(base=(path.resolve().parent / data["base"]).resolve(), arms={str(k): v for k, v in arms.items()}, seeds=seeds,
                    overrides=list(data.get("overrides") or []), group=str(data.get("group") or path.stem))
+    abl.control = str(data.get("control") or ("uniform" if "uniform" in abl.arms else next(iter(abl.arms))))
+    if abl.control not in abl.arms:
+        raise ConfigError(f"{path}: control '{abl.control}' is not an arm; name one of {', '.join(abl.arms)}")
     for name in abl.arms:  # every arm's config is validated before the first one runs
         for s in abl.seeds:
             load_config(abl.base, arm_overrides(abl, name, s))
@@ -89,7 +95,7 @@ def run_ablation(path: str | Path, out_dir: str | Path) -> list[dict]:
             summary.append(summarize(arm, seed, str(rel), arm_overrides(abl, arm, seed), history, status,
                                      _wall_seconds(run_dir, start)))
             write_atomic(out / "summary.jsonl", "".join(json.dumps(s) + "\n" for s in summary))
-    write_atomic(out / "summary.md", summary_table(summary))
+    write_atomic(out / "summary.md", summary_table(summary) + paired_table(summary, abl.control))
     return summary
 
 
@@ -106,6 +112,7 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
     losses = [v for v in (last.get("task_eval_loss") or {}).values() if v is not None]
     return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "status": status, "rounds": len(history),
             "final_eval_loss": sum(losses) / len(losses) if losses else None,  # macro: mean over tasks
+            "final_sample_rouge_l": last.get("sample_rouge_l"),
             "final_benchmark_rouge_l": last.get("benchmark_rouge_l"), "base_benchmark_rouge_l": last.get("benchmark_rouge_l_base"),
             "kept": sum(m["n_kept"] for m in history), "teacher_calls": last.get("run_teacher_calls"),
             "teacher_requests": last.get("run_teacher_requests"), "teacher_tokens": last.get("run_teacher_tokens"),
@@ -113,7 +120,8 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
 
 
 def summary_table(rows: list[dict]) -> str:
-    cols = [("final_eval_loss", "macro eval loss", 4), ("final_benchmark_rouge_l", "held-out ROUGE-L", 4), ("kept", "rows kept", 1),
+    cols = [("final_eval_loss", "macro eval loss", 4), ("final_sample_rouge_l", "sample ROUGE-L", 4),
+            ("final_benchmark_rouge_l", "held-out ROUGE-L", 4), ("kept", "rows kept", 1),
             ("teacher_calls", "teacher calls", 1), ("teacher_tokens", "teacher tokens", 0), ("cost_usd", "cost $", 4),
             ("wall_seconds", "wall s", 0)]
     lines = ["| arm | seeds | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (len(cols) + 2)]
@@ -133,3 +141,11 @@ def _mean_spread(values: list, digits: int) -> str:
     mean = statistics.fmean(xs)
     return f"{mean:.{digits}f}" + (f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else "")
 
+
+
+def paired_table(rows: list[dict], control: str) -> str:
+    lines = [f"\n| arm | paired difference of macro eval loss to {control} (mean, 95% CI) | seeds paired | reading |", "|---|---|---|---|"]
+    for d in paired_differences(rows, control):
+        cell = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["seeds"] else "n/a"
+        lines.append(f"| {d['arm']} | {cell} | {d['seeds']} | {d['reading']} |")
+    return "\n".join(lines) + f"\n\n{PAIRED_NOTE}\n"

@@ -39,6 +39,7 @@ class FeedbackConfig:
     uncertainty_drop: float = field(default=0.2, metadata={"help": "active_uncertainty: probability of dropping each instruction word (the paper's 0.2)."})
     uncertainty_rows: int = field(default=10, metadata={"help": "active_uncertainty: held-out rows measured per task, a seeded sample (the paper's 10); 0 for all."})
     uncertainty_target: str = field(default="reference", metadata={"help": "active_uncertainty: the answer whose likelihood is compared: 'reference' (the row's teacher answer; no generation, cheap on CPU; the paper code's 'HL' variant) or 'prediction' (the student's greedy answer to the original prompt, the paper's reported 'NL' setting; one generation of eval.max_new_tokens per row)."})
+    shrink: bool = field(default=True, metadata={"help": "Before a policy reads the per-task eval losses, shrink each toward the mean over tasks by its standard error (empirical Bayes: weight tau^2 / (tau^2 + se^2)). A loss from a single row has no standard error and counts as the mean, so weights do not swing on one row's loss. Raw and shrunk losses are both logged."})
     sedi_min_per_task: int = field(default=0, metadata={"help": "sedi_prune: never prune a task below this many pool examples; 0 uses generation.examples_in_prompt (the prompt shows that many)."})
 
     def __post_init__(self):

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from eval.evaluate import benchmark, evaluate, load_benchmark
+from eval.stats import shrink
 from generation.corpus import load_corpus
 from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
@@ -135,7 +136,7 @@ def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: lis
     rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
     bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
     if not rows and not bench_rows:
-        return {"task_eval_loss": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
+        return {"task_eval_loss": {}, "task_eval_se": {}, "task_eval_n": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
                 "benchmark": None, "prompt_uncertainty": None, "seconds": 0}
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
                     desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty)
@@ -280,7 +281,9 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
     tasks = task_universe(g, pool, all_rows)
     weights = {t: st.weights.get(t, math.nan) for t in tasks}
-    losses = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
+    raw = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
+    ses = {t: ev["task_eval_se"].get(t, math.nan) for t in tasks}
+    losses, own_weight = shrink(raw, ses) if fb.shrink else (raw, {})  # what the policy reads
     for x in kept:
         st.task_counts[x["task"]] = st.task_counts.get(x["task"], 0) + 1
     policy = fb if g.method in STEERED else _logged_only(fb, len(tasks))
@@ -295,7 +298,11 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     metrics = {
         "round": r,
         "task_weights": _finite(weights),
-        "task_eval_loss": _finite(losses),
+        "task_eval_loss": _finite(raw),
+        "task_eval_se": _finite(ses),
+        "task_eval_n": {t: ev["task_eval_n"].get(t, 0) for t in tasks},
+        "task_eval_loss_shrunk": _finite(losses) if fb.shrink else None,
+        "task_eval_own_weight": _finite(own_weight) if fb.shrink else None,
         "next_task_weights": _finite(new_weights),
         "feedback_evidence": _json_safe(evidence),
         "eval_loss": _num(ev["eval_loss"]),
@@ -330,7 +337,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     }
     st.stopped = "budget" if teacher.exhausted else plateau(st.history + [metrics], cfg.plateau_rounds, cfg.plateau_min_delta)
     metrics["stopped"] = st.stopped or None
-    table = [[r, t, _num(weights[t]), _num(losses[t]), new_weights[t]] for t in tasks]
+    table = [[r, t, _num(weights[t]), _num(raw[t]), new_weights[t]] for t in tasks]
     if train_stats and adapter:
         write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
                                      "data_sha256": train_stats["data_sha256"],

@@ -31,7 +31,8 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
     from conftest import TEST_DATA
 
     cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model,
-                  f"eval.benchmark_path={TEST_DATA / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=3")
+                  f"eval.benchmark_path={TEST_DATA / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=3",
+                  "feedback.shrink=false")  # the raw-loss policy path; shrinkage is checked in test_ablate and test_stats
     out = tmp_path / "run"
     history = run(cfg, out)
 
@@ -43,6 +44,8 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
         for key in ("round", "task_weights", "task_eval_loss", "n_generated", "n_kept", "teacher_calls", "teacher_tokens", "seconds"):
             assert key in m, key
         assert math.isclose(sum(m["task_weights"].values()), 1.0, rel_tol=1e-6)
+        assert set(m["task_eval_se"]) == set(m["task_eval_n"]) == set(m["task_eval_loss"]) and m["task_eval_loss_shrunk"] is None
+        assert all((m["task_eval_se"][t] is None) == (n < 2) for t, n in m["task_eval_n"].items())  # an SE needs 2 rows
         assert m["n_generated"] == 12 and m["teacher_calls"] == 24 and m["teacher_tokens"] > 0
         assert 0 <= m["benchmark_rouge_l"] <= 1 and m["benchmark_rouge_l_base"] == lines[0]["benchmark_rouge_l_base"]
     # Round 2 samples with the weights round 1's losses produced, higher loss -> higher weight.

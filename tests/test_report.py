@@ -94,6 +94,7 @@ def test_ablation_report_compares_arms(ablation, tmp_path):
         assert f"{mean:.4g} ± {std:.2g}" in page, arm
         assert f"<summary>{arm}, seed 1 (arms/{arm}/seed1)</summary>" in page
     assert "feedback.temperature=0.002" in page and "2 done" in page
+    assert "Paired difference to uniform" in page and "ucb</td><td" in page  # the crashed arm: no seed paired
 
 
 def test_trace_kept_and_rejected_rows(ablation):

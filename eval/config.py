@@ -12,6 +12,8 @@ class EvalConfig:
     generation_samples: int = field(default=4, metadata={"help": "Held-out examples the student answers greedily each round (scored by ROUGE-L, logged as samples); 0 disables."})
     max_new_tokens: int = field(default=96, metadata={"help": "Max new tokens for those sample answers."})
 
+    validation_path: str = field(default="", metadata={"help": "Your own validation set ('' for none): a .jsonl file or `datasets` folder of rows with task, instruction, input, output (e.g. human-written questions about your documents). When set, the feedback policies and plateau stopping read its per-task losses, every generated row trains (no rolling held-out split), and it is copied to OUT/eval/validation.jsonl so a resumed run scores the same rows."})
+    test_path: str = field(default="", metadata={"help": "Your own test set ('' for none), same format: scored every round (per-task loss with standard errors, ROUGE-L of greedy answers on the first generation_samples rows), logged and reported, never used for a decision. Copied to OUT/eval/test.jsonl."})
     benchmark_path: str = field(default="", metadata={"help": "Held-out benchmark ('' to skip): a .jsonl of tasks in the Self-Instruct format (instruction, instances[0].input/output) or flat (instruction, input, output), or a datasets folder. Scored by ROUGE-L of the student's greedy answer; the base model once, each round's adapter beside it."})
     benchmark_size: int = field(default=16, metadata={"help": "Benchmark tasks scored (the first N)."})
 

@@ -180,17 +180,20 @@ def generation_metrics(samples: list[dict]) -> dict:
 
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
-             num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty: dict | None = None) -> dict:
+             num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty: dict | None = None,
+             test_rows: list[dict] = ()) -> dict:
     """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
     benchmark scored with the same loaded model when bench_rows are given; with `uncertainty` (keyword arguments of
-    eval.uncertainty.prompt_uncertainty but the model), the per-task prompt uncertainty too."""
+    eval.uncertainty.prompt_uncertainty but the model), the per-task prompt uncertainty too. With test_rows, their
+    per-task losses too ('test'), and the samples come from them: the test set is what is reported."""
     from eval.uncertainty import prompt_uncertainty  # it builds on this module
 
     start = time.time()
     model, tokenizer = load_student(model_path, adapter_dir, num_threads)
     losses = task_losses(model, tokenizer, rows, cfg.batch_size, max_length, desc=desc)
+    test = task_losses(model, tokenizer, list(test_rows), cfg.batch_size, max_length, desc=f"{desc} (test)") if test_rows else None
     by_task: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in test_rows or rows:
         by_task.setdefault(r["task"], []).append(r)
     # Round-robin over tasks so the samples cover every task before repeating one.
     picks = [rs[i] for i in range(max(map(len, by_task.values()), default=0)) for rs in by_task.values() if i < len(rs)]
@@ -207,5 +210,6 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
         "generation_metrics": generation_metrics(samples),
         "benchmark": score_benchmark(model, tokenizer, list(bench_rows), cfg.max_new_tokens) if bench_rows else None,
         "prompt_uncertainty": prompt_uncertainty(model, tokenizer, **uncertainty) if uncertainty else None,
+        "test": test,
         "seconds": round(time.time() - start, 2),
     }

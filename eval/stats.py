@@ -73,8 +73,12 @@ def paired_differences(rows: list[dict], control: str, key: str = "final_eval_lo
     return out
 
 
-PAIRED_NOTE = ("Each arm is scored on its own held-out generated rows, so a difference mixes the arms' policies with the rows they "
-               "were scored on; negative is better (lower loss).")
+def paired_measure(rows: list[dict]) -> tuple[str, str, str]:
+    """(summary key, its name, a note): the test set's macro loss when the runs have one, else the eval loss."""
+    if any(r.get("final_test_loss") is not None for r in rows):
+        return "final_test_loss", "macro test loss", "Every arm is scored on the same test rows (eval.test_path); negative is better (lower loss)."
+    return "final_eval_loss", "macro eval loss", ("Each arm is scored on its own held-out generated rows, so a difference mixes the arms' "
+                                                 "policies with the rows they were scored on; negative is better (lower loss).")
 
 
 def _finite(x) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from eval.stats import PAIRED_NOTE, paired_differences
+from eval.stats import paired_differences, paired_measure
 from loop.config import ConfigError, load_config
 from loop.controller import CHECKPOINT, resume, run, write_atomic
 
@@ -112,6 +112,7 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
     losses = [v for v in (last.get("task_eval_loss") or {}).values() if v is not None]
     return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "status": status, "rounds": len(history),
             "final_eval_loss": sum(losses) / len(losses) if losses else None,  # macro: mean over tasks
+            "final_test_loss": last.get("test_macro_loss"),  # the user's test set (eval.test_path), when given
             "final_sample_rouge_l": last.get("sample_rouge_l"),
             "final_benchmark_rouge_l": last.get("benchmark_rouge_l"), "base_benchmark_rouge_l": last.get("benchmark_rouge_l_base"),
             "kept": sum(m["n_kept"] for m in history), "teacher_calls": last.get("run_teacher_calls"),
@@ -120,7 +121,7 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
 
 
 def summary_table(rows: list[dict]) -> str:
-    cols = [("final_eval_loss", "macro eval loss", 4), ("final_sample_rouge_l", "sample ROUGE-L", 4),
+    cols = [("final_eval_loss", "macro eval loss", 4), ("final_test_loss", "macro test loss", 4), ("final_sample_rouge_l", "sample ROUGE-L", 4),
             ("final_benchmark_rouge_l", "held-out ROUGE-L", 4), ("kept", "rows kept", 1),
             ("teacher_calls", "teacher calls", 1), ("teacher_tokens", "teacher tokens", 0), ("cost_usd", "cost $", 4),
             ("wall_seconds", "wall s", 0)]
@@ -144,8 +145,10 @@ def _mean_spread(values: list, digits: int) -> str:
 
 
 def paired_table(rows: list[dict], control: str) -> str:
-    lines = [f"\n| arm | paired difference of macro eval loss to {control} (mean, 95% CI) | seeds paired | reading |", "|---|---|---|---|"]
-    for d in paired_differences(rows, control):
+    """On the test set when the runs have one (eval.test_path), else on the eval loss the runs were steered by."""
+    key, what, note = paired_measure(rows)
+    lines = [f"\n| arm | paired difference of {what} to {control} (mean, 95% CI) | seeds paired | reading |", "|---|---|---|---|"]
+    for d in paired_differences(rows, control, key):
         cell = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["seeds"] else "n/a"
         lines.append(f"| {d['arm']} | {cell} | {d['seeds']} | {d['reading']} |")
-    return "\n".join(lines) + f"\n\n{PAIRED_NOTE}\n"
+    return "\n".join(lines) + f"\n\n{note}\n"

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from eval.evaluate import benchmark, evaluate, load_benchmark
+from eval.sets import load_eval_set
 from eval.stats import shrink
 from generation.corpus import load_corpus
 from generation.pool import build_pool, load_pool
@@ -130,16 +131,37 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
     return rdir / "adapter", stats
 
 
+def eval_rows(all_rows: list[dict], sets: dict[str, list[dict]]) -> list[dict]:
+    """The rows decisions read: the user's validation set when given, else every held-out generated row so far."""
+    return sets.get("validation") or [x for x in all_rows if x["split"] == "eval"]
+
+
+def load_sets(cfg: RunConfig, out: Path) -> dict[str, list[dict]]:
+    """The user's validation and test sets, copied into OUT/eval/ on the first start; a resumed run reads those copies."""
+    sets = {}
+    for name in ("validation", "test"):
+        spec, copy = getattr(cfg.eval, f"{name}_path"), out / "eval" / f"{name}.jsonl"
+        if copy.exists():
+            sets[name] = load_eval_set(str(copy), f"eval.{name}_path")
+        elif spec:
+            sets[name] = load_eval_set(spec, f"eval.{name}_path")
+            write_jsonl(copy, sets[name])
+    return sets
+
+
 def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int,
-               uncertainty: dict | None = None) -> dict:
-    """Per-task loss on every held-out row so far with this round's adapter; the benchmark with the same model load."""
-    rows = [student_row(x, cfg.training.include_context) for x in all_rows if x["split"] == "eval"]
+               uncertainty: dict | None = None, sets: dict[str, list[dict]] | None = None) -> dict:
+    """Per-task loss on the validation rows (see eval_rows) with this round's adapter, the test set's when given;
+    the benchmark with the same model load."""
+    sets = sets or {}
+    rows = [student_row(x, cfg.training.include_context) for x in eval_rows(all_rows, sets)]
+    test = [student_row(x, cfg.training.include_context) for x in sets.get("test", [])]
     bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
     if not rows and not bench_rows:
         return {"task_eval_loss": {}, "task_eval_se": {}, "task_eval_n": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
                 "benchmark": None, "prompt_uncertainty": None, "seconds": 0}
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
-                    desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty)
+                    desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty, test_rows=test)
 
 
 @dataclass
@@ -209,6 +231,7 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     else:
         st.method.embedder = make_embedder(g, cfg.cache_dir, cfg.num_threads)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
+    sets = load_sets(cfg, out)
 
     check_hardware(cfg.training)
     teacher = make_teacher(cfg)
@@ -235,7 +258,11 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
             start = time.time()
             if st.stage == "start":
                 kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng, not cfg.training.include_context)
-                split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
+                if "validation" in sets:  # decisions read the user's validation set: every generated row trains
+                    for x in kept:
+                        x["split"] = "train"
+                else:
+                    split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
                 write_jsonl(rdir / "data.jsonl", kept)
                 write_jsonl(rdir / "rejected.jsonl", rejected)
                 st.rounds_rows.append(kept)
@@ -248,7 +275,7 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
                 adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng)
                 st.adapter, st.stage, st.rng = str(adapter) if adapter else None, "trained", rng.getstate()
                 save_checkpoint(out, st)
-            finish_round(cfg, st, out, teacher, tracker, pool, bench_rows, student, time.time() - start)
+            finish_round(cfg, st, out, teacher, tracker, pool, bench_rows, student, time.time() - start, sets)
             save_checkpoint(out, st)
             if teacher.exhausted:
                 log.warning("teacher budget reached (%s): stopping after round %d; everything so far is saved", teacher.exhausted, r)
@@ -259,7 +286,7 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
 
 
 def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, tracker: Tracker, pool: dict,
-                 bench_rows: list[dict], student: str, stage_seconds: float) -> None:
+                 bench_rows: list[dict], student: str, stage_seconds: float, sets: dict[str, list[dict]] | None = None) -> None:
     """Evaluate, reweight, log the round, and move the state to the next round's start."""
     g, fb, r = cfg.generation, cfg.feedback, st.round
     rdir = out / "rounds" / str(r)
@@ -269,13 +296,13 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     uncertainty = None
     if fb.policy == "active_uncertainty":
         by_task: dict[str, list[dict]] = {}
-        for x in all_rows:
-            if x["split"] == "eval":
-                by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
+        for x in eval_rows(all_rows, sets or {}):
+            by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
         uncertainty = {"rows_by_task": by_task, "n_perturb": fb.uncertainty_perturbations, "p_drop": fb.uncertainty_drop,
                        "max_length": cfg.training.max_length, "seed": cfg.seed + r, "batch_size": cfg.eval.batch_size,
                        "rows_per_task": fb.uncertainty_rows, "target": fb.uncertainty_target, "max_new_tokens": cfg.eval.max_new_tokens}
-    ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty)
+    ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty, sets)
+    test = ev.get("test") or {}
     bench = ev["benchmark"]
     if bench:
         write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
@@ -306,6 +333,11 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "next_task_weights": _finite(new_weights),
         "feedback_evidence": _json_safe(evidence),
         "eval_loss": _num(ev["eval_loss"]),
+        "eval_set": "validation" if (sets or {}).get("validation") else "heldout",  # what task_eval_loss was measured on
+        "test_task_loss": _finite({t: v["loss"] for t, v in test.items()}) if test else None,
+        "test_task_se": _finite({t: v["se"] for t, v in test.items()}) if test else None,
+        "test_task_n": {t: v["examples"] for t, v in test.items()} if test else None,
+        "test_macro_loss": _num(sum(v["loss"] for v in test.values()) / len(test)) if test else None,
         "sample_rouge_l": _num(ev["sample_rouge_l"]),
         "generation_metrics": ev["generation_metrics"],
         "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,

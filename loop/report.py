@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from eval.stats import PAIRED_NOTE, paired_differences  # noqa: E402
+from eval.stats import paired_differences, paired_measure  # noqa: E402
 
 log = logging.getLogger("daig")
 
@@ -541,11 +541,12 @@ def ablation_html(path: Path) -> str:
             s.setdefault("teacher_requests", run.metrics[-1].get("run_teacher_requests") if run.metrics else None)
     spec = (path / "ablation.yaml").read_text(encoding="utf-8") if (path / "ablation.yaml").exists() else ""
     control = str((yaml.safe_load(spec) or {}).get("control") or ("uniform" if "uniform" in arms else arms[0])) if spec else arms[0]
-    paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["reading"]] for d in paired_differences(summary, control)]
+    key, what, note = paired_measure(summary)
+    paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["reading"]] for d in paired_differences(summary, control, key)]
     parts = ["<h2>Summary per arm (mean ± std over seeds)</h2>", arm_table(summary),
-             f"<h2>Paired difference to {esc(control)} (macro eval loss, seed by seed, 95% bootstrap interval)</h2>",
+             f"<h2>Paired difference to {esc(control)} ({what}, seed by seed, 95% bootstrap interval)</h2>",
              table(["arm", "seeds paired", "mean", "low", "high", "reading"], paired, numeric={1, 2, 3, 4}),
-             f'<p class="note">{esc(PAIRED_NOTE)}</p>',
+             f'<p class="note">{esc(note)}</p>',
              '<p class="note">Teacher requests count every request an arm made (paid or served from the cache); paid calls and '
              "tokens count only what was sent: arms sharing one teacher cache pay once for identical requests, so an arm "
              "run later looks cheaper by those two.</p>",

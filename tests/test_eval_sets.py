@@ -1,0 +1,61 @@
+"""A user's own validation and test sets: read once, copied into the run folder, never trained on; decisions read
+validation, test is only reported (loopback teacher, tiny real student, real training)."""
+import json
+
+import pytest
+
+from eval.sets import EvalSetError, load_eval_set
+from loop.controller import load_sets, run
+from test_loop import _config
+
+VALIDATION = [{"task": t, "instruction": f"{q} about the FC-200 controller?", "input": "", "output": a}
+              for t, q, a in [("question_answering", "What voltage do the valves use", "24 V AC."),
+                              ("question_answering", "How many zones does it drive", "Eight zones."),
+                              ("summarization", "Summarize the reset steps", "Hold the button for ten seconds."),
+                              ("summarization", "Summarize the winter advice", "Drain the lines before frost.")]]
+TEST = [{"id": "t1", "task": "question_answering", "instruction": "Which app sets up the FC-200?", "input": "", "output": "Ferncast Home."},
+        {"id": "t2", "task": "extraction", "instruction": "List the sensor terminals.", "input": "S1, S2, C", "output": "S1, S2"}]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_set_errors_name_the_file_every_bad_row_and_the_fix(tmp_path):
+    bad = _write(tmp_path / "v.jsonl", [{"task": "qa", "instruction": "x"}, {"instruction": "y", "output": "z"}, {"task": "qa", "instruction": "q", "output": "a"}])
+    with pytest.raises(EvalSetError, match=r"eval.validation_path=.*row 1 lacks output; row 2 lacks task.*non-empty task, instruction and output"):
+        load_eval_set(str(bad), "eval.validation_path")
+    with pytest.raises(EvalSetError, match="not found"):
+        load_eval_set(str(tmp_path / "none.jsonl"), "eval.test_path")
+    dup = _write(tmp_path / "d.jsonl", [{"id": "a", "task": "qa", "instruction": "q", "output": "a"}] * 2)
+    with pytest.raises(EvalSetError, match="duplicate ids"):
+        load_eval_set(str(dup), "eval.test_path")
+    import datasets
+    datasets.Dataset.from_list(TEST).save_to_disk(str(tmp_path / "ds"))
+    assert [r["id"] for r in load_eval_set(str(tmp_path / "ds"), "eval.test_path")] == ["t1", "t2"]
+
+
+def test_own_sets_are_never_trained_on_and_only_validation_steers(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    monkeypatch.setenv("DAIG_TEST_KEY", "k")
+    val, test = _write(tmp_path / "val.jsonl", VALIDATION), _write(tmp_path / "test.jsonl", TEST)
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, f"eval.validation_path={val}", f"eval.test_path={test}")
+    out = tmp_path / "run"
+    history = run(cfg, out)
+
+    saved = {n: [json.loads(x) for x in (out / "eval" / f"{n}.jsonl").read_text().splitlines()] for n in ("validation", "test")}
+    assert [r["instruction"] for r in saved["validation"]] == [r["instruction"] for r in VALIDATION] and saved["test"][1]["input"] == "S1, S2, C"
+    held_out = {r["instruction"] for rows in saved.values() for r in rows}
+    for r in (1, 2):
+        rows = [json.loads(x) for x in (out / "rounds" / str(r) / "data.jsonl").read_text().splitlines()]
+        assert rows and {x["split"] for x in rows} == {"train"}  # every generated row trains
+        assert not {x["instruction"] for x in rows} & held_out and not {x["id"] for x in rows} & {"t1", "t2"}
+    for m in history:
+        # Decisions read validation: its row counts, and only its tasks have a loss; test is reported beside them.
+        assert m["eval_set"] == "validation" and m["n_eval"] == 0
+        assert {t: n for t, n in m["task_eval_n"].items() if n} == {"question_answering": 2, "summarization": 2}
+        assert {t for t, v in m["task_eval_loss"].items() if v is not None} == {"question_answering", "summarization"}
+        assert m["test_task_n"] == {"extraction": 1, "question_answering": 1} and m["test_macro_loss"] > 0
+    # A resumed run reads the copies in the run folder, whatever became of the files it was given.
+    _write(val, VALIDATION[:1])
+    assert load_sets(cfg, out)["validation"] == saved["validation"]

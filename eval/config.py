@@ -14,6 +14,10 @@ class EvalConfig:
 
     validation_path: str = field(default="", metadata={"help": "Your own validation set ('' for none): a .jsonl file or `datasets` folder of rows with task, instruction, input, output (e.g. human-written questions about your documents). When set, the feedback policies and plateau stopping read its per-task losses, every generated row trains (no rolling held-out split), and it is copied to OUT/eval/validation.jsonl so a resumed run scores the same rows."})
     test_path: str = field(default="", metadata={"help": "Your own test set ('' for none), same format: scored every round (per-task loss with standard errors, ROUGE-L of greedy answers on the first generation_samples rows), logged and reported, never used for a decision. Copied to OUT/eval/test.jsonl."})
+    validation_per_task: int = field(default=0, metadata={"help": "DAIG-built validation set: rows per task, made by the teacher before round 1 from held-out chunks (eval.heldout_chunks) with uniform task weights, eval.set_seed and the same grounding gates, saved to OUT/eval/validation.jsonl and never trained on; decisions then read it and every generated row trains. 0: off (the rolling held-out share of generated rows). Ignored when validation_path or test_path is given."})
+    test_per_task: int = field(default=0, metadata={"help": "DAIG-built test set: rows per task, built with the validation set (OUT/eval/test.jsonl); scored and reported every round, never used for a decision."})
+    set_seed: int = field(default=1234, metadata={"help": "Seed of the DAIG-built eval sets and of the held-out chunk draw, apart from the run's seed, so every arm and seed of an ablation draws the same chunks and asks the same requests (the shared teacher cache then pays for them once)."})
+    heldout_chunks: float = field(default=0.2, metadata={"help": "Share of the corpus's chunks the DAIG-built eval sets come from; training requests never see them (held-out chunks measure transfer to unseen passages). 0 builds the sets from the training chunks ('same chunks': new questions about trained passages, the closed-book knowledge test). Listed in OUT/eval/heldout_chunks.json."})
     benchmark_path: str = field(default="", metadata={"help": "Held-out benchmark ('' to skip): a .jsonl of tasks in the Self-Instruct format (instruction, instances[0].input/output) or flat (instruction, input, output), or a datasets folder. Scored by ROUGE-L of the student's greedy answer; the base model once, each round's adapter beside it."})
     benchmark_size: int = field(default=16, metadata={"help": "Benchmark tasks scored (the first N)."})
 
@@ -22,5 +26,9 @@ class EvalConfig:
             raise ValueError(f"heldout_fraction: must be in (0, 1), got {self.heldout_fraction}")
         if self.min_heldout_per_task < 0 or self.generation_samples < 0:
             raise ValueError("min_heldout_per_task and generation_samples: must be >= 0")
+        if self.validation_per_task < 0 or self.test_per_task < 0:
+            raise ValueError("validation_per_task and test_per_task: must be >= 0 (0 turns the DAIG-built set off)")
+        if not 0 <= self.heldout_chunks < 1:
+            raise ValueError(f"heldout_chunks: must be in [0, 1) (0: the sets come from the training chunks), got {self.heldout_chunks}")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.benchmark_size < 1:
             raise ValueError("batch_size, max_new_tokens and benchmark_size: must be >= 1")

@@ -41,7 +41,8 @@ def load_eval_set(spec: str, name: str) -> list[dict]:
             problems.append(f"row {n} lacks {', '.join(missing)}")
             continue
         rows.append({"id": str(r.get("id") or f"{name.rsplit('.', 1)[-1]}-{n}"), "task": str(r["task"]).strip(),
-                     "instruction": str(r["instruction"]).strip(), "input": str(r.get("input") or "").strip(), "output": str(r["output"]).strip()})
+                     "instruction": str(r["instruction"]).strip(), "input": str(r.get("input") or "").strip(), "output": str(r["output"]).strip(),
+                     **{k: str(r[k]) for k in ("context", "chunk_id") if r.get(k)}})  # DAIG-built: its chunk (open-book eval) and id
     if problems:
         raise EvalSetError(f"{name}={spec}: " + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
                            + ": every row needs non-empty task, instruction and output")

@@ -28,6 +28,7 @@ from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
 from generation.daig import RoundStats
 from loop.config import ConfigError, RunConfig, build, to_dict
+from loop.evalsets import build_daig_sets, heldout_chunk_ids, read_heldout, write_heldout
 from loop.feedback import next_weights, sedi_prune
 from loop.methods import STEERED, MethodState, generate_round, make_embedder, start_method, task_universe
 from generation.llamacpp import LlamaCppServer
@@ -137,7 +138,8 @@ def eval_rows(all_rows: list[dict], sets: dict[str, list[dict]]) -> list[dict]:
 
 
 def load_sets(cfg: RunConfig, out: Path) -> dict[str, list[dict]]:
-    """The user's validation and test sets, copied into OUT/eval/ on the first start; a resumed run reads those copies."""
+    """The validation and test sets: the copies in OUT/eval/ when there (a resumed run, or sets DAIG built), else the
+    user's files (eval.validation_path, eval.test_path), copied there on the first start."""
     sets = {}
     for name in ("validation", "test"):
         spec, copy = getattr(cfg.eval, f"{name}_path"), out / "eval" / f"{name}.jsonl"
@@ -226,8 +228,14 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     if g.method in STEERED and cfg.feedback.policy != "uniform" and cfg.feedback.floor * len(pool) >= 1:
         raise ConfigError(f"feedback.floor={cfg.feedback.floor} is too high for {len(pool)} tasks: set it below {1 / len(pool):.4f}")
     fresh = st is None
-    if fresh:
-        st = LoopState(method=start_method(g, pool, chunks, cfg.cache_dir, cfg.num_threads))
+    ev_cfg = cfg.eval
+    build_sets = (ev_cfg.validation_per_task or ev_cfg.test_per_task) and not (ev_cfg.validation_path or ev_cfg.test_path)
+    if build_sets and not chunks:
+        raise ConfigError("eval.validation_per_task / eval.test_per_task: DAIG builds the eval sets from your documents; set generation.domain_path")
+    held_path = out / "eval" / "heldout_chunks.json"
+    held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
+    if fresh:  # held-out chunks never reach a training request
+        st = LoopState(method=start_method(g, pool, [c for c in chunks if c.id not in set(held)], cfg.cache_dir, cfg.num_threads))
     else:
         st.method.embedder = make_embedder(g, cfg.cache_dir, cfg.num_threads)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
@@ -239,6 +247,17 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
+    if build_sets and not (out / "eval" / "validation.jsonl").exists():
+        made, info = build_daig_sets(teacher, g, pool, [c for c in chunks if c.id in set(held)] or chunks,
+                                     {"validation": ev_cfg.validation_per_task, "test": ev_cfg.test_per_task}, ev_cfg.set_seed,
+                                     not cfg.training.include_context)
+        for name, rows in made.items():
+            if rows:
+                write_jsonl(out / "eval" / f"{name}.jsonl", rows)
+        write_heldout(held_path, held, ev_cfg.heldout_chunks, ev_cfg.set_seed, write_atomic)
+        log.info("eval sets: %d validation and %d test rows from %d held-out chunks (%d teacher requests)",
+                 len(made["validation"]), len(made["test"]), len(held), info["requests"])
+        sets = load_sets(cfg, out)
     if fresh:
         base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
         if base:

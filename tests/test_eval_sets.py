@@ -59,3 +59,26 @@ def test_own_sets_are_never_trained_on_and_only_validation_steers(tmp_path, tiny
     # A resumed run reads the copies in the run folder, whatever became of the files it was given.
     _write(val, VALIDATION[:1])
     assert load_sets(cfg, out)["validation"] == saved["validation"]
+
+
+def test_daig_built_sets_come_from_held_out_chunks_and_are_shared_byte_for_byte(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    monkeypatch.setenv("DAIG_TEST_KEY", "k")
+    outs = []
+    for policy, seed in (("uniform", 0), ("loss_softmax", 1)):  # two arms of an ablation: other policy, other seed
+        cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "eval.validation_per_task=1", "eval.test_per_task=1",
+                      "eval.heldout_chunks=0.5", f"feedback.policy={policy}", f"seed={seed}", "rounds=1")
+        out = tmp_path / f"run-{policy}"
+        history = run(cfg, out)
+        outs.append(out)
+        held = json.loads((out / "eval" / "heldout_chunks.json").read_text())["chunk_ids"]
+        val = [json.loads(x) for x in (out / "eval" / "validation.jsonl").read_text().splitlines()]
+        test = [json.loads(x) for x in (out / "eval" / "test.jsonl").read_text().splitlines()]
+        assert held and val and test and all(r["context"] for r in val) and {r["chunk_id"] for r in val + test} <= set(held)
+        assert max(sum(r["task"] == t for r in val) for t in {r["task"] for r in val}) == 1  # one row per task
+        train = [json.loads(x) for x in (out / "rounds" / "1" / "data.jsonl").read_text().splitlines()]
+        assert train and not {r["chunk_id"] for r in train} & set(held)  # no held-out chunk reaches training
+        assert not {(r["instruction"], r["input"]) for r in train} & {(r["instruction"], r["input"]) for r in val + test}
+        assert {r["split"] for r in train} == {"train"} and history[0]["eval_set"] == "validation"
+        assert sum(history[0]["task_eval_n"].values()) == len(val) and sum(history[0]["test_task_n"].values()) == len(test)
+    for name in ("validation.jsonl", "test.jsonl", "heldout_chunks.json"):
+        assert (outs[0] / "eval" / name).read_bytes() == (outs[1] / "eval" / name).read_bytes(), name

@@ -1,0 +1,73 @@
+"""Fixed validation and test sets made by DAIG before round 1, from chunks that training never sees.
+
+The sets are built once (uniform task weights, a seed of their own, the same grounding gates as training rows),
+written to OUT/eval/ and read back on resume, so every round is scored on the same rows. Held-out chunks
+(eval.heldout_chunks of the corpus, picked with eval.set_seed) never reach a training request; 0 builds the sets
+from the training chunks ("same chunks" studies).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+from generation.config import GenerationConfig
+from generation.corpus import Chunk
+from generation.daig import plan_requests, run_daig_round
+from generation.pool import PoolItem
+
+log = logging.getLogger("daig")
+MAX_PASSES = 3  # teacher passes over the held-out chunks before a short task is accepted as short
+
+
+def heldout_chunk_ids(chunks: list[Chunk], share: float, seed: int) -> list[str]:
+    """A seeded share of the chunks, at least one when share > 0 and there are two or more; sorted."""
+    if share <= 0 or len(chunks) < 2:
+        return []
+    n = min(len(chunks) - 1, max(1, round(share * len(chunks))))
+    return sorted(c.id for c in random.Random(seed).sample(chunks, n))
+
+
+def build_daig_sets(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], per_task: dict[str, int],
+                    seed: int, closed_book: bool) -> tuple[dict[str, list[dict]], dict]:
+    """{'validation': rows, 'test': rows} with per_task['validation'] and per_task['test'] rows of every pool task
+    where the teacher gives that many, and what it took. Rows are DAIG rows (chunk_id, filters, ...) with new ids."""
+    need = sum(per_task.values())
+    tasks = list(pool)
+    gathered: dict[str, list[dict]] = {t: [] for t in tasks}
+    requests = 0
+    for n in range(MAX_PASSES):
+        short = [t for t in tasks if len(gathered[t]) < need]
+        if not short:
+            break
+        weights = {t: (1.0 / len(short) if t in short else 0.0) for t in tasks}
+        # about twice the rows still missing: half of DAIG's requests are rejected on an unseen corpus (LOG.md)
+        missing = sum(need - len(gathered[t]) for t in short)
+        g_n = dataclasses.replace(g, examples_per_round=max(len(short), 2 * missing))
+        plan = plan_requests(weights, pool, chunks, g_n, random.Random(seed + n))
+        kept, _, _ = run_daig_round(teacher, plan, g_n, 0, seed + n, None, None, closed_book, tuple(tasks))
+        requests += len(plan)
+        for row in kept:
+            if len(gathered[row["task"]]) < need:
+                gathered[row["task"]].append(row)
+    sets: dict[str, list[dict]] = {"validation": [], "test": []}
+    for t in tasks:
+        rows = gathered[t]
+        k = per_task["validation"] if len(rows) >= need else math.ceil(len(rows) * per_task["validation"] / max(need, 1))
+        for name, part in (("validation", rows[:k]), ("test", rows[k:])):
+            sets[name] += [{**r, "id": f"{name}-{t}-{i:03d}", "split": name} for i, r in enumerate(part)]
+    short = {t: len(gathered[t]) for t in tasks if len(gathered[t]) < need}
+    if short:
+        log.warning("eval sets: the teacher gave fewer than %d rows for %s after %d passes; those tasks are scored on fewer", need, short, MAX_PASSES)
+    return sets, {"requests": requests, "short_tasks": short}
+
+
+def write_heldout(path: Path, ids: list[str], share: float, seed: int, writer) -> None:
+    writer(path, json.dumps({"heldout_chunks": share, "set_seed": seed, "chunk_ids": ids}, indent=1))
+
+
+def read_heldout(path: Path) -> list[str]:
+    return json.loads(path.read_text(encoding="utf-8"))["chunk_ids"] if path.exists() else []

@@ -25,7 +25,8 @@ def ratio_se(nll_sums: list[float], tokens: list[int]) -> float:
 
 
 def shrink(losses: dict[str, float], ses: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
-    """(shrunk losses, weight on each task's own loss): empirical-Bayes shrinkage toward the mean over tasks.
+    """(shrunk losses, weight on each task's own loss): empirical-Bayes shrinkage toward the mean over the tasks that
+    have a standard error.
 
     A task's own loss gets weight tau2 / (tau2 + se^2), tau2 being the spread of the true losses across tasks
     (the variance of the observed losses less their mean squared error, floored at 0). A loss measured on one row
@@ -34,10 +35,11 @@ def shrink(losses: dict[str, float], ses: dict[str, float]) -> tuple[dict[str, f
     known = {t: v for t, v in losses.items() if v is not None and math.isfinite(v)}
     if not known:
         return dict(losses), {t: 0.0 for t in losses}
-    mean = float(np.mean(list(known.values())))
     with_se = [t for t in known if _finite(ses.get(t))]
     if len(with_se) < 2:
+        mean = float(np.mean(list(known.values())))
         return {t: mean if t in known else v for t, v in losses.items()}, {t: 0.0 for t in losses}
+    mean = float(np.mean([known[t] for t in with_se]))  # the target: tasks with evidence, not one-row losses
     observed = np.array([known[t] for t in with_se])
     noise = np.array([ses[t] ** 2 for t in with_se])
     tau2 = max(float(observed.var(ddof=1) - noise.mean()), 0.0)
@@ -57,28 +59,20 @@ def paired_bootstrap_ci(diffs: list[float], level: float = 0.95, n_boot: int = 1
     return float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def paired_differences(rows: list[dict], control: str, key: str = "final_eval_loss") -> list[dict]:
-    """Each arm minus the control, seed by seed, on the final macro eval loss: mean, 95% bootstrap interval, reading."""
-    done = {(r["arm"], r["seed"]): r[key] for r in rows if r.get("status") == "done" and r.get(key) is not None}
-    out = []
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        if arm == control:
-            continue
-        diffs = [done[(arm, s)] - done[(control, s)] for a, s in done if a == arm and (control, s) in done]
-        mean, low, high = paired_bootstrap_ci(diffs)
-        reading = ("no seed finished in both arms" if not diffs else "one seed: no interval" if len(diffs) < 2
-                   else "the interval contains 0: no difference detected" if low <= 0 <= high
-                   else f"lower than {control}" if high < 0 else f"higher than {control}")
-        out.append({"arm": arm, "seeds": len(diffs), "mean": mean, "low": low, "high": high, "reading": reading})
-    return out
+# Two-sided 95% quantiles of Student's t by degrees of freedom (no scipy in the dependencies); 1.96 beyond 30.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
-def paired_measure(rows: list[dict]) -> tuple[str, str, str]:
-    """(summary key, its name, a note): the test set's macro loss when the runs have one, else the eval loss."""
-    if any(r.get("final_test_loss") is not None for r in rows):
-        return "final_test_loss", "macro test loss", "Every arm is scored on the same test rows (eval.test_path); negative is better (lower loss)."
-    return "final_eval_loss", "macro eval loss", ("Each arm is scored on its own held-out generated rows, so a difference mixes the arms' "
-                                                 "policies with the rows they were scored on; negative is better (lower loss).")
+def paired_t_ci(diffs: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% t interval of the mean paired difference. With 2-3 seeds the percentile bootstrap
+    can be no wider than the seeds' own range (it covers the mean about half the time with 2); this one widens with
+    the t quantile instead. NaN bounds with fewer than 2 pairs."""
+    d = np.asarray([x for x in diffs if _finite(x)], float)
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else math.nan), math.nan, math.nan
+    half = (_T975[len(d) - 2] if len(d) - 1 <= len(_T975) else 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
 def _finite(x) -> bool:

@@ -74,7 +74,8 @@ Is every fact in the answer stated in the passage? Reply yes or no."""
 _PREFIX = re.compile(r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?:[\w-]+\s+){0,2}?(?:task|instruction|question|prompt)\s*(?:\d+)?\s*"
                      r"(?:\*\*|__)?\s*[:.)-]\s*(?:\*\*|__)?\s*", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+")
-_BOLD_LABEL = re.compile(r"^\s*(?:\*\*)?[^*:\n]{1,60}\*\*\s*:\s*")  # "**Explanation of Logfire**: Explain ..."
+# "**Explanation of Logfire**: Explain ...", "**Explanation of Logfire:** Explain ..."
+_BOLD_LABEL = re.compile(r"^\s*(?:\*\*)?[^*:\n]{1,60}?(?:\*\*\s*:|:\s*\*\*)\s*")
 _NEXT_ITEM = re.compile(r"\s+2[.)]\s")  # "1. task 2. another task": keep the first
 _INPUT_LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*input\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?", re.I | re.M)
 _FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1\s*$", re.M | re.S)
@@ -221,7 +222,7 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
                 "prompt_echo_rouge_l": round(echo, 4), "grounding": round(grounding, 4), "followed_task": followed}
     if not reason and followed != task and cfg.task_mismatch == "reject":
         reason = "task_mismatch"
-    if not reason and followed == "classification" and not names_classes(f"{instruction} {input_text}"):
+    if not reason and followed == "classification" and not names_classes(instruction):
         reason = "classes_not_named"
     if not reason and grounding < cfg.grounding.min_instruction_grounding:
         reason = "ungrounded_instruction"
@@ -250,7 +251,7 @@ def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: C
         reason = "declined"
     if not reason and defers_to_passage(answer):
         reason = "answer_defers"
-    if not reason and (yes_no_mismatch(instruction, answer) or rouge_l(answer, instruction) >= 0.9):
+    if not reason and (yes_no_mismatch(f"{instruction} {input_text}", answer) or rouge_l(answer, instruction) >= 0.9):
         reason = "answer_not_task"  # a bare yes/no to another kind of task, or the task said back
     reason = reason or answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
     if not reason and support < cfg.grounding.min_answer_support:

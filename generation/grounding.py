@@ -125,12 +125,14 @@ def judge_verdict(text: str) -> str:
     return m.group(1) if m else ""
 
 
-_YES_NO = re.compile(r"^\W*(?:yes|no)\b", re.I)
-_ASKS_YES_NO = re.compile(r"^\W*(?:is|are|was|were|does|do|did|can|could|should|will|would|has|have|had|may|must)\b(?!\s+you\b)|"
-                          r"\b(?:yes or no|true or false|whether)\b", re.I)
+_YES_NO = re.compile(r"^\W*(?:yes|no)\b(?=\s*(?:[.,!;:]|$))", re.I)  # "No timeout is set." is an answer, "No." is not
+# A yes/no question: an auxiliary at the start of a clause ("According to the passage, is ...?"), or "if"/"whether".
+_ASKS_YES_NO = re.compile(r"(?:^|[.?!:;,]\s*)\W*(?:is|are|was|were|does|do|did|can|could|should|will|would|has|have|had|may|must)\b"
+                          r"(?!\s+you\b)|\b(?:yes or no|true or false|whether|if)\b", re.I)
 
 
 def yes_no_mismatch(instruction: str, answer: str) -> bool:
+    # instruction: the task with its input (a question may sit in the input)
     """A bare yes or no to a task that asks for something else ("Classify the usage errors in the passage." ->
     "Yes"; "Can you explain what `plugin_settings` does?" -> "Yes, ..."): the answer does not do the task."""
     return bool(_YES_NO.match(answer)) and not _ASKS_YES_NO.search(instruction)

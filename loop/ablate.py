@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from eval.stats import paired_differences, paired_measure
+from loop.paired import paired_differences, paired_measure
 from loop.config import ConfigError, load_config
 from loop.controller import CHECKPOINT, resume, run, write_atomic
 
@@ -112,7 +112,8 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
     losses = [v for v in (last.get("task_eval_loss") or {}).values() if v is not None]
     return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "status": status, "rounds": len(history),
             "final_eval_loss": sum(losses) / len(losses) if losses else None,  # macro: mean over tasks
-            "final_test_loss": last.get("test_macro_loss"),  # the user's test set (eval.test_path), when given
+            "final_test_loss": last.get("test_macro_loss"),
+            "eval_set": last.get("eval_set"),  # the user's test set (eval.test_path), when given
             "final_sample_rouge_l": last.get("sample_rouge_l"),
             "final_benchmark_rouge_l": last.get("benchmark_rouge_l"), "base_benchmark_rouge_l": last.get("benchmark_rouge_l_base"),
             "kept": sum(m["n_kept"] for m in history), "teacher_calls": last.get("run_teacher_calls"),
@@ -147,8 +148,10 @@ def _mean_spread(values: list, digits: int) -> str:
 def paired_table(rows: list[dict], control: str) -> str:
     """On the test set when the runs have one (eval.test_path), else on the eval loss the runs were steered by."""
     key, what, note = paired_measure(rows)
-    lines = [f"\n| arm | paired difference of {what} to {control} (mean, 95% CI) | seeds paired | reading |", "|---|---|---|---|"]
+    lines = [f"\n| arm | paired difference of {what} to {control}: mean [95% t interval] | 95% bootstrap interval | seeds paired | reading |",
+             "|---|---|---|---|---|"]
     for d in paired_differences(rows, control, key):
-        cell = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["seeds"] else "n/a"
-        lines.append(f"| {d['arm']} | {cell} | {d['seeds']} | {d['reading']} |")
+        cell = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["seeds"] > 1 else f"{d['mean']:+.4f}" if d["seeds"] else "n/a"
+        boot = f"[{d['boot_low']:+.4f}, {d['boot_high']:+.4f}]" if d["seeds"] > 1 else "n/a"
+        lines.append(f"| {d['arm']} | {cell} | {boot} | {d['seeds']} | {d['reading']} |")
     return "\n".join(lines) + f"\n\n{note}\n"

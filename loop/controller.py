@@ -151,6 +151,25 @@ def load_sets(cfg: RunConfig, out: Path) -> dict[str, list[dict]]:
     return sets
 
 
+def ensure_eval_sets(cfg: RunConfig, out: Path, teacher: CachedTeacher, pool: dict, chunks: list, held: list[str]) -> None:
+    """Build the DAIG eval sets into OUT/eval/. Their calls go through the run's cache under a ledger and budget of
+    their own, so no arm's budget pays for them (the shared cache serves every arm after the first). The held-out
+    chunk list is written last: it marks the sets complete, so a kill midway builds them again (from the cache)."""
+    ev = cfg.eval
+    builder = CachedTeacher(teacher.teacher, teacher.cache, Budget())
+    held_set = set(held)
+    made, info = build_daig_sets(builder, cfg.generation, pool, [c for c in chunks if c.id in held_set] or chunks,
+                                 {"validation": ev.validation_per_task, "test": ev.test_per_task}, ev.set_seed, not cfg.training.include_context)
+    for name, rows in made.items():
+        if rows:
+            write_jsonl(out / "eval" / f"{name}.jsonl", rows)
+    # what this run's build cost (a later arm finds the calls in the shared cache); then the marker, last
+    write_atomic(out / "eval" / "build.json", json.dumps({**info, "teacher_requests": builder.ledger.requests, "teacher_calls": builder.ledger.calls}))
+    write_heldout(out / "eval" / "heldout_chunks.json", held, ev.heldout_chunks, ev.set_seed, write_atomic)
+    log.info("eval sets: %d validation and %d test rows from %d held-out chunks (%d teacher requests, %d paid)",
+             len(made["validation"]), len(made["test"]), len(held), builder.ledger.requests, builder.ledger.calls)
+
+
 def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int,
                uncertainty: dict | None = None, sets: dict[str, list[dict]] | None = None) -> dict:
     """Per-task loss on the validation rows (see eval_rows) with this round's adapter, the test set's when given;
@@ -159,7 +178,7 @@ def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: lis
     rows = [student_row(x, cfg.training.include_context) for x in eval_rows(all_rows, sets)]
     test = [student_row(x, cfg.training.include_context) for x in sets.get("test", [])]
     bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
-    if not rows and not bench_rows:
+    if not rows and not bench_rows and not test:
         return {"task_eval_loss": {}, "task_eval_se": {}, "task_eval_n": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
                 "benchmark": None, "prompt_uncertainty": None, "seconds": 0}
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
@@ -235,11 +254,16 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     held_path = out / "eval" / "heldout_chunks.json"
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
     if fresh:  # held-out chunks never reach a training request
-        st = LoopState(method=start_method(g, pool, [c for c in chunks if c.id not in set(held)], cfg.cache_dir, cfg.num_threads))
+        held_set = set(held)
+        st = LoopState(method=start_method(g, pool, [c for c in chunks if c.id not in held_set], cfg.cache_dir, cfg.num_threads))
     else:
         st.method.embedder = make_embedder(g, cfg.cache_dir, cfg.num_threads)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
     sets = load_sets(cfg, out)
+    unknown = sorted({r["task"] for r in sets.get("validation", [])} - set(pool)) if g.method in STEERED else []
+    if unknown:
+        raise ConfigError(f"eval.validation_path: tasks {unknown} are not pool tasks {sorted(pool)}; rename them or add them to the pools "
+                          "(the policies weigh pool tasks only)")
 
     check_hardware(cfg.training)
     teacher = make_teacher(cfg)
@@ -247,16 +271,8 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
-    if build_sets and not (out / "eval" / "validation.jsonl").exists():
-        made, info = build_daig_sets(teacher, g, pool, [c for c in chunks if c.id in set(held)] or chunks,
-                                     {"validation": ev_cfg.validation_per_task, "test": ev_cfg.test_per_task}, ev_cfg.set_seed,
-                                     not cfg.training.include_context)
-        for name, rows in made.items():
-            if rows:
-                write_jsonl(out / "eval" / f"{name}.jsonl", rows)
-        write_heldout(held_path, held, ev_cfg.heldout_chunks, ev_cfg.set_seed, write_atomic)
-        log.info("eval sets: %d validation and %d test rows from %d held-out chunks (%d teacher requests)",
-                 len(made["validation"]), len(made["test"]), len(held), info["requests"])
+    if build_sets and not held_path.exists():
+        ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
         sets = load_sets(cfg, out)
     if fresh:
         base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
@@ -329,14 +345,17 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     weights = {t: st.weights.get(t, math.nan) for t in tasks}
     raw = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
     ses = {t: ev["task_eval_se"].get(t, math.nan) for t in tasks}
-    losses, own_weight = shrink(raw, ses) if fb.shrink else (raw, {})  # what the policy reads
+    # Level-reading policies get the shrunk losses; the history keeps raw ones, since a shrinkage weight that grows
+    # with the rows would read as a loss change to learning_progress and ucb.
+    shrinking = fb.shrink and fb.policy in ("loss_softmax", "sedi_prune")
+    losses, own_weight = shrink(raw, ses) if shrinking else (raw, {})
     for x in kept:
         st.task_counts[x["task"]] = st.task_counts.get(x["task"], 0) + 1
     policy = fb if g.method in STEERED else _logged_only(fb, len(tasks))
     unc = ev.get("prompt_uncertainty")
     new_weights, evidence = next_weights(losses, policy, st.loss_history, st.task_counts,
                                          uncertainty={t: unc.get(t, math.nan) for t in tasks} if unc is not None else None)
-    st.loss_history.append(losses)
+    st.loss_history.append(raw)
     if fb.policy == "sedi_prune" and g.method in STEERED:
         st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.examples_in_prompt)
     round_ledger = teacher.ledger.minus(st.round_ledger_start)
@@ -347,8 +366,8 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "task_eval_loss": _finite(raw),
         "task_eval_se": _finite(ses),
         "task_eval_n": {t: ev["task_eval_n"].get(t, 0) for t in tasks},
-        "task_eval_loss_shrunk": _finite(losses) if fb.shrink else None,
-        "task_eval_own_weight": _finite(own_weight) if fb.shrink else None,
+        "task_eval_loss_shrunk": _finite(losses) if shrinking else None,
+        "task_eval_own_weight": _finite(own_weight) if shrinking else None,
         "next_task_weights": _finite(new_weights),
         "feedback_evidence": _json_safe(evidence),
         "eval_loss": _num(ev["eval_loss"]),
@@ -356,7 +375,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "test_task_loss": _finite({t: v["loss"] for t, v in test.items()}) if test else None,
         "test_task_se": _finite({t: v["se"] for t, v in test.items()}) if test else None,
         "test_task_n": {t: v["examples"] for t, v in test.items()} if test else None,
-        "test_macro_loss": _num(sum(v["loss"] for v in test.values()) / len(test)) if test else None,
+        "test_macro_loss": _macro({t: v["loss"] for t, v in test.items()}) if test else None,
         "sample_rouge_l": _num(ev["sample_rouge_l"]),
         "generation_metrics": ev["generation_metrics"],
         "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
@@ -438,6 +457,12 @@ def _json_safe(x):
 def _logged_only(fb, n_tasks: int):
     """Unsteered methods may find more tasks than the floor allows; their weights are only logged, so cap the floor."""
     return dataclasses.replace(fb, floor=min(fb.floor, 0.5 / max(n_tasks, 1)))
+
+
+def _macro(losses: dict[str, float]) -> float | None:
+    """Mean over the tasks that have a finite loss (a task whose rows all failed to score is left out, not NaN)."""
+    vals = [v for v in losses.values() if v is not None and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
 
 
 def _fmt(x) -> str:

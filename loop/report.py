@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from eval.stats import paired_differences, paired_measure  # noqa: E402
+from loop.paired import paired_differences, paired_measure  # noqa: E402
 
 log = logging.getLogger("daig")
 
@@ -435,7 +435,8 @@ def page(title: str, body: str) -> str:
 
 # ---------------------------------------------------------------- an ablation
 
-SUMMARY_VALUES = [("final_eval_loss", "final eval loss"), ("final_benchmark_rouge_l", "bench ROUGE-L"),
+SUMMARY_VALUES = [("final_eval_loss", "final eval loss"), ("final_test_loss", "final test loss"), ("final_sample_rouge_l", "sample ROUGE-L"),
+                  ("final_benchmark_rouge_l", "bench ROUGE-L"),
                   ("kept", "rows kept"), ("teacher_requests", "teacher requests"), ("teacher_calls", "paid calls"), ("teacher_tokens", "paid tokens"),
                   ("cost_usd", "cost USD"), ("wall_seconds", "wall seconds")]
 
@@ -542,10 +543,12 @@ def ablation_html(path: Path) -> str:
     spec = (path / "ablation.yaml").read_text(encoding="utf-8") if (path / "ablation.yaml").exists() else ""
     control = str((yaml.safe_load(spec) or {}).get("control") or ("uniform" if "uniform" in arms else arms[0])) if spec else arms[0]
     key, what, note = paired_measure(summary)
-    paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["reading"]] for d in paired_differences(summary, control, key)]
+    paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["boot_low"], d["boot_high"], d["reading"]]
+              for d in paired_differences(summary, control, key)]
     parts = ["<h2>Summary per arm (mean ± std over seeds)</h2>", arm_table(summary),
-             f"<h2>Paired difference to {esc(control)} ({what}, seed by seed, 95% bootstrap interval)</h2>",
-             table(["arm", "seeds paired", "mean", "low", "high", "reading"], paired, numeric={1, 2, 3, 4}),
+             f"<h2>Paired difference to {esc(control)} ({what}, seed by seed)</h2>",
+             table(["arm", "seeds paired", "mean", "t 95% low", "t 95% high", "bootstrap 95% low", "bootstrap 95% high", "reading"], paired,
+                   numeric={1, 2, 3, 4, 5, 6}),
              f'<p class="note">{esc(note)}</p>',
              '<p class="note">Teacher requests count every request an arm made (paid or served from the cache); paid calls and '
              "tokens count only what was sent: arms sharing one teacher cache pay once for identical requests, so an arm "

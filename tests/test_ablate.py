@@ -1,6 +1,5 @@
 """`daig ablate`: arms x seeds as real runs (loopback teacher, tiny student) sharing one teacher cache."""
 import json
-import math
 
 import yaml
 
@@ -22,11 +21,7 @@ def test_ablation_grid_shares_the_cache_and_summarises(tmp_path, tiny_corpus, fa
     for r in rows:
         assert r["rounds"] == 2 and r["final_eval_loss"] > 0 and r["kept"] > 0 and r["teacher_requests"] == 2 * 16
         m = json.loads((out / r["run_dir"] / "metrics.jsonl").read_text().splitlines()[-1])
-        known = {t: v for t, v in m["task_eval_loss"].items() if v is not None}
-        mean = sum(known.values()) / len(known)
-        for t in known:  # shrinkage is on by default: a loss from fewer than 2 rows counts as the mean
-            if m["task_eval_n"][t] < 2:
-                assert m["task_eval_own_weight"][t] == 0 and math.isclose(m["task_eval_loss_shrunk"][t], mean)
+        assert m["task_eval_loss_shrunk"] is None  # uniform and ucb read raw losses (shrinkage is for loss_softmax, sedi_prune)
         cfg = yaml.safe_load((out / r["run_dir"] / "config.yaml").read_text())
         assert cfg["seed"] == r["seed"] and cfg["tracking"]["group"] == "t" and cfg["tracking"]["run_name"] == f"{r['arm']}-seed{r['seed']}"
     # Round 1 samples uniformly in every arm, so an arm with the same seed as an earlier one gets round 1 from the cache.

@@ -82,3 +82,12 @@ def test_daig_built_sets_come_from_held_out_chunks_and_are_shared_byte_for_byte(
         assert sum(history[0]["task_eval_n"].values()) == len(val) and sum(history[0]["test_task_n"].values()) == len(test)
     for name in ("validation.jsonl", "test.jsonl", "heldout_chunks.json"):
         assert (outs[0] / "eval" / name).read_bytes() == (outs[1] / "eval" / name).read_bytes(), name
+
+
+def test_validation_tasks_outside_the_pool_fail_before_any_teacher_call(tmp_path, tiny_corpus, fake_openai, tiny_model):
+    from loop.config import ConfigError
+    val = _write(tmp_path / "val.jsonl", [{"task": "trivia", "instruction": "Who?", "output": "Me."}])
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, f"eval.validation_path={val}")
+    with pytest.raises(ConfigError, match=r"tasks \['trivia'\] are not pool tasks"):
+        run(cfg, tmp_path / "run")
+    assert not fake_openai.requests

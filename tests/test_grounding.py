@@ -101,6 +101,7 @@ def test_answers_that_defer_to_the_passage_or_say_it_lacks_the_answer_are_reject
     ("### Instruction: Explain what refresh_token() does.", "Explain what refresh_token() does.", ""),
     ("**Explanation of refresh_token()**: Explain what refresh_token() does.", "Explain what refresh_token() does.", ""),
     ("Explanation of Logfire's functionality**: Explain what Logfire records.", "Explain what Logfire records.", ""),
+    ("**Explanation of Logfire:** Explain what Logfire records.", "Explain what Logfire records.", ""),
     ("Instruction: Rewrite this sentence for beginners.\nInput: The token is refreshed every 300 seconds.",
      "Rewrite this sentence for beginners.", "The token is refreshed every 300 seconds."),
     ("Explain what this code does:\n```python\nclient = Client(auth=BasicAuth('a', 'b'))\n```",
@@ -129,6 +130,10 @@ def test_answers_that_do_not_do_the_task_are_rejected():
     assert yes_no_mismatch("Classify the usage errors of refresh_token().", "Yes")
     assert yes_no_mismatch("Can you explain what `token_ttl` does?", "Yes, it sets the refresh period.")
     assert not yes_no_mismatch("Is `token_ttl` in seconds?", "Yes.") and not yes_no_mismatch("What is it?", "Nothing.")
+    for question, answer in [("According to the passage, is `token_ttl` in seconds?", "Yes, in seconds."),
+                             ("Determine if refresh_token() is thread-safe.", "No, it is not."),
+                             ("What is the default token_ttl?", "No default is set.")]:  # a yes/no question, or not a bare no
+        assert not yes_no_mismatch(question, answer), question
     assert check_answer("Yes", ok, "Classify token_ttl as a setting or a method.", "", AUTH, cfg)[0] == "answer_not_task"
     said_back = "Which setting changes how often refresh_token() refreshes the token?"
     assert check_answer(said_back, ok, said_back, "", AUTH, cfg)[0] == "answer_not_task"
@@ -141,7 +146,9 @@ def test_classification_task_must_name_its_classes():
     cfg = GenerationConfig(domain_path="x")
     for text, reason in [("Classify the refresh setting of refresh_token().", "classes_not_named"),
                          ("Classify `token_ttl` as a setting or a method of the refresh_token() client.", ""),
-                         ("Classify whether refresh_token() refreshes the token every 300 seconds.", "")]:
+                         ("Classify whether refresh_token() refreshes the token every 300 seconds.", ""),
+                         ("Classify `token_ttl` and `auth` into client and token options.", ""),
+                         ("Classify each refresh_token() option as one of: token_ttl, auth, client.", "")]:
         assert check_instruction(text, "", "classification", [EXAMPLE], AUTH, cfg, True)[0] == reason, text
 
 

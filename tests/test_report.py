@@ -148,3 +148,16 @@ def test_report_errors_and_old_filter_format(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
     # runs made before filter decisions were a list stored a flat dict of scores
     assert filters_text({"max_example_rouge_l": 0.125}) == "max_example_rouge_l=0.125"
+
+
+def test_loss_softmax_reads_losses_shrunk_by_their_standard_error(ablation):
+    """The loss_softmax arm's policy saw shrunk losses: a task measured on fewer than 2 rows gets weight 0 on its own
+    loss, so every such task reads the same value (the mean of the tasks that have a standard error)."""
+    for seed in (0, 1):
+        for line in (ablation / "arms" / "loss_softmax" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines():
+            m = json.loads(line)
+            assert set(m["task_eval_loss_shrunk"]) == set(m["task_eval_loss"]) == set(m["task_eval_se"])
+            thin = [t for t, v in m["task_eval_loss"].items() if v is not None and m["task_eval_n"][t] < 2]
+            assert all(m["task_eval_own_weight"][t] == 0 for t in thin)
+            assert len({round(m["task_eval_loss_shrunk"][t], 9) for t in thin}) <= 1
+            assert all(0 <= w <= 1 for w in m["task_eval_own_weight"].values() if w is not None)

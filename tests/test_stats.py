@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.stats import paired_bootstrap_ci, ratio_se, shrink
+from eval.stats import paired_bootstrap_ci, paired_t_ci, ratio_se, shrink
 from loop.ablate import paired_table
 
 
@@ -22,7 +22,7 @@ def test_shrink_pulls_noisy_losses_to_the_mean_and_keeps_well_measured_spread():
     losses = {"a": 1.0, "b": 3.0, "c": 7.92}
     # c comes from one row (no SE): it counts as the mean until it has evidence.
     shrunk, w = shrink(losses, {"a": 0.01, "b": 0.01, "c": math.nan})
-    mean = sum(losses.values()) / 3
+    mean = 2.0  # over the tasks with evidence: c's one row does not move the target either
     assert w["c"] == 0 and shrunk["c"] == pytest.approx(mean)
     assert w["a"] > 0.99 and shrunk["a"] == pytest.approx(mean + w["a"] * (1.0 - mean))
     # Noise far larger than the spread: everything is the mean, so a policy sees no reason to move.
@@ -44,6 +44,15 @@ def test_paired_bootstrap_interval_on_known_inputs():
     half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
     assert low == pytest.approx(mean - half, abs=0.03) and high == pytest.approx(mean + half, abs=0.03)
     assert paired_bootstrap_ci(list(d), seed=2) == (mean, low, high)  # seeded
+
+
+def test_paired_t_interval_on_known_inputs():
+    # [1, 2, 3]: mean 2, sd 1, t(0.975, 2) = 4.303 -> 2 -+ 4.303 / sqrt(3)
+    mean, low, high = paired_t_ci([1.0, 2.0, 3.0])
+    assert (mean, low, high) == pytest.approx((2.0, 2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)))
+    # Two seeds of the same sign: the bootstrap says [min, max] and excludes 0; the t interval does not.
+    assert paired_bootstrap_ci([-0.1, -0.3])[2] < 0 and paired_t_ci([-0.1, -0.3])[2] > 0
+    assert math.isnan(paired_t_ci([0.5])[1])
 
 
 def test_paired_table_says_in_words_when_the_interval_contains_zero():

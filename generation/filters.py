@@ -74,7 +74,7 @@ def followed_task(instruction: str, task: str) -> str:
 # A classification task is defined by its classes: "Classify X as A or B", "into ...", "whether ...", "true or false".
 # "Classify the recommended practice in the passage." names none, and the 1.5B teacher answered such tasks with a
 # made-up label ("Reuse", "Positive"); LOG.md, 2026-12-06.
-_CLASSES = re.compile(r"(?<!such )\b(?:as|into|between)\b[^.?\n]{0,80}?\b(?:or|and)\b|\beither\b|\bwhether\b|\bif\b|\bone of\b|"
+_CLASSES = re.compile(r"(?<!such )\b(?:as|into|between)\b[^.?\n]{0,160}?\b(?:or|and)\b|\beither\b|\bwhether\b|\bif\b|\bone of\b|"
                       r"\bwhich (?:of|category|class|label|group)\b|:\s*[^,\n]{1,40},\s*\S|\b(?:true|false|yes|no|positive|negative|neutral)\b"
                       r".{0,20}\bor\b|\bcategor(?:y|ies)\s*:|\b(?:labels?|classes)\s*:", re.I)
 

@@ -18,6 +18,7 @@ class EvalConfig:
     test_per_task: int = field(default=0, metadata={"help": "DAIG-built test set: rows per task, built with the validation set (OUT/eval/test.jsonl); scored and reported every round, never used for a decision."})
     set_seed: int = field(default=1234, metadata={"help": "Seed of the DAIG-built eval sets and of the held-out chunk draw, apart from the run's seed, so every arm and seed of an ablation draws the same chunks and asks the same requests (the shared teacher cache then pays for them once)."})
     heldout_chunks: float = field(default=0.2, metadata={"help": "Share of the corpus's chunks the DAIG-built eval sets come from; training requests never see them (held-out chunks measure transfer to unseen passages). 0 builds the sets from the training chunks ('same chunks': new questions about trained passages, the closed-book knowledge test). Listed in OUT/eval/heldout_chunks.json."})
+    decontamination_threshold: float = field(default=0.7, metadata={"help": "With fixed eval sets (yours or DAIG-built): a generated row whose instruction has ROUGE-L F above this with any validation or test instruction is rejected as 'close_to_eval' (score and nearest eval instruction on the row), so no near copy of an eval question is trained on. 0.7 is the novelty filter's near-duplicate bar (Self-Instruct's). 1 turns it off."})
     benchmark_path: str = field(default="", metadata={"help": "Held-out benchmark ('' to skip): a .jsonl of tasks in the Self-Instruct format (instruction, instances[0].input/output) or flat (instruction, input, output), or a datasets folder. Scored by ROUGE-L of the student's greedy answer; the base model once, each round's adapter beside it."})
     benchmark_size: int = field(default=16, metadata={"help": "Benchmark tasks scored (the first N)."})
 
@@ -28,6 +29,8 @@ class EvalConfig:
             raise ValueError("min_heldout_per_task and generation_samples: must be >= 0")
         if self.validation_per_task < 0 or self.test_per_task < 0:
             raise ValueError("validation_per_task and test_per_task: must be >= 0 (0 turns the DAIG-built set off)")
+        if not 0 < self.decontamination_threshold <= 1:
+            raise ValueError(f"decontamination_threshold: must be in (0, 1] (1 turns it off), got {self.decontamination_threshold}")
         if not 0 <= self.heldout_chunks < 1:
             raise ValueError(f"heldout_chunks: must be in [0, 1) (0: the sets come from the training chunks), got {self.heldout_chunks}")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.benchmark_size < 1:

@@ -27,6 +27,7 @@ from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
 from generation.daig import RoundStats
+from generation.novelty import NoveltyFilter
 from loop.config import ConfigError, RunConfig, build, to_dict
 from loop.evalsets import build_daig_sets, heldout_chunk_ids, read_heldout, write_heldout
 from loop.feedback import next_weights, sedi_prune
@@ -130,6 +131,29 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
     shutil.rmtree(rdir / "adapter", ignore_errors=True)  # left by a run killed before its checkpoint
     os.replace(tmp, rdir / "adapter")
     return rdir / "adapter", stats
+
+
+def decontaminate(kept: list[dict], rejected: list[dict], stats, sets: dict[str, list[dict]], threshold: float) -> list[dict]:
+    """Kept rows less those whose instruction is a near copy (ROUGE-L F > threshold) of a validation or test
+    instruction; those join `rejected` as 'close_to_eval' with the score and the nearest eval instruction. (They
+    already counted for the method's own novelty pool and coverage this round: harmless, they are near an eval row.)"""
+    eval_texts = [r["instruction"] for rows in sets.values() for r in rows]
+    if not eval_texts or threshold >= 1:
+        return kept
+    near = NoveltyFilter(threshold, top_k=1)
+    near.add(eval_texts)
+    clean = []
+    for row in kept:
+        res = near.check(row["instruction"])
+        decision = {"filter": "decontamination", "kept": res.kept, "reason": "" if res.kept else "close_to_eval",
+                    "score": round(res.best, 4), "nearest_eval": res.top[0][0] if res.top else ""}
+        row = {**row, "filters": [*row.get("filters", []), decision]}
+        if res.kept:
+            clean.append(row)
+        else:
+            rejected.append({**row, "stage": "decontamination", "reason": "close_to_eval"})
+            stats.reject("close_to_eval")
+    return clean
 
 
 def eval_rows(all_rows: list[dict], sets: dict[str, list[dict]]) -> list[dict]:
@@ -293,6 +317,7 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
             start = time.time()
             if st.stage == "start":
                 kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng, not cfg.training.include_context)
+                kept = decontaminate(kept, rejected, st.stats, sets, cfg.eval.decontamination_threshold)
                 if "validation" in sets:  # decisions read the user's validation set: every generated row trains
                     for x in kept:
                         x["split"] = "train"

@@ -91,3 +91,17 @@ def test_validation_tasks_outside_the_pool_fail_before_any_teacher_call(tmp_path
     with pytest.raises(ConfigError, match=r"tasks \['trivia'\] are not pool tasks"):
         run(cfg, tmp_path / "run")
     assert not fake_openai.requests
+
+
+def test_near_copies_of_eval_instructions_are_rejected_with_score_and_nearest():
+    from generation.daig import RoundStats
+    from loop.controller import decontaminate
+    sets = {"validation": [{"instruction": "What voltage do the FC-200 valves use?"}], "test": [{"instruction": "Which app sets up the FC-200?"}]}
+    kept = [{"id": "r1-0", "instruction": "What voltage do the FC-200 zone valves use?", "filters": []},
+            {"id": "r1-1", "instruction": "How do I winterize the irrigation lines before frost?", "filters": []}]
+    rejected, stats = [], RoundStats()
+    clean = decontaminate(kept, rejected, stats, sets, 0.7)
+    assert [r["id"] for r in clean] == ["r1-1"] and clean[0]["filters"][-1]["kept"]
+    assert rejected[0]["reason"] == "close_to_eval" and rejected[0]["filters"][-1]["score"] > 0.7
+    assert rejected[0]["filters"][-1]["nearest_eval"] == "What voltage do the FC-200 valves use?" and stats.rejected == {"close_to_eval": 1}
+    assert decontaminate(kept, [], RoundStats(), sets, 1.0) == kept and decontaminate(kept, [], RoundStats(), {}, 0.7) == kept

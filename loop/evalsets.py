@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 from pathlib import Path
 
@@ -33,9 +32,30 @@ def heldout_chunk_ids(chunks: list[Chunk], share: float, seed: int) -> list[str]
 
 def build_daig_sets(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], per_task: dict[str, int],
                     seed: int, closed_book: bool) -> tuple[dict[str, list[dict]], dict]:
-    """{'validation': rows, 'test': rows} with per_task['validation'] and per_task['test'] rows of every pool task
-    where the teacher gives that many, and what it took. Rows are DAIG rows (chunk_id, filters, ...) with new ids."""
-    need = sum(per_task.values())
+    """{'validation': rows, 'test': rows} with per_task[name] rows of every pool task where the teacher gives that
+    many, and what it took. With both sets asked for and two or more chunks, validation and test come from disjoint
+    halves of the chunks (a seeded split), so passages that steer the run are not the ones it is reported on. Rows
+    are DAIG rows (chunk_id, filters, ...) with new ids."""
+    wanted = [name for name in ("validation", "test") if per_task.get(name)]
+    order = random.Random(seed).sample(chunks, len(chunks))
+    halves = {"validation": order[: len(order) // 2], "test": order[len(order) // 2:]} if len(wanted) == 2 and len(chunks) >= 2 else {}
+    sets: dict[str, list[dict]] = {"validation": [], "test": []}
+    info = {"requests": 0, "short_tasks": {}}
+    for k, name in enumerate(wanted):
+        rows, requests, short = gather(teacher, g, pool, halves.get(name, chunks), per_task[name], seed + 100 * k, closed_book)
+        sets[name] = [{**r, "id": f"{name}-{r['task']}-{i:03d}", "split": name} for i, r in enumerate(rows)]
+        info["requests"] += requests
+        if short:
+            info["short_tasks"][name] = short
+            log.warning("eval sets: the teacher gave fewer than %d %s rows for %s after %d passes; those tasks are scored on fewer",
+                        per_task[name], name, short, MAX_PASSES)
+    return sets, info
+
+
+def gather(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], need: int, seed: int,
+           closed_book: bool) -> tuple[list[dict], int, dict[str, int]]:
+    """Up to `need` kept DAIG rows per pool task from these chunks, in up to MAX_PASSES teacher passes over the
+    tasks still short: (rows grouped by task, requests sent, tasks left short with their counts)."""
     tasks = list(pool)
     gathered: dict[str, list[dict]] = {t: [] for t in tasks}
     requests = 0
@@ -53,16 +73,7 @@ def build_daig_sets(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]
         for row in kept:
             if len(gathered[row["task"]]) < need:
                 gathered[row["task"]].append(row)
-    sets: dict[str, list[dict]] = {"validation": [], "test": []}
-    for t in tasks:
-        rows = gathered[t]
-        k = per_task["validation"] if len(rows) >= need else math.ceil(len(rows) * per_task["validation"] / max(need, 1))
-        for name, part in (("validation", rows[:k]), ("test", rows[k:])):
-            sets[name] += [{**r, "id": f"{name}-{t}-{i:03d}", "split": name} for i, r in enumerate(part)]
-    short = {t: len(gathered[t]) for t in tasks if len(gathered[t]) < need}
-    if short:
-        log.warning("eval sets: the teacher gave fewer than %d rows for %s after %d passes; those tasks are scored on fewer", need, short, MAX_PASSES)
-    return sets, {"requests": requests, "short_tasks": short}
+    return [r for t in tasks for r in gathered[t]], requests, {t: len(gathered[t]) for t in tasks if len(gathered[t]) < need}
 
 
 def write_heldout(path: Path, ids: list[str], share: float, seed: int, writer) -> None:

@@ -66,7 +66,7 @@ def test_daig_built_sets_come_from_held_out_chunks_and_are_shared_byte_for_byte(
     outs = []
     for policy, seed in (("uniform", 0), ("loss_softmax", 1)):  # two arms of an ablation: other policy, other seed
         cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "eval.validation_per_task=1", "eval.test_per_task=1",
-                      "eval.heldout_chunks=0.5", f"feedback.policy={policy}", f"seed={seed}", "rounds=1")
+                      "eval.heldout_chunks=0.6", "generation.chunk_words=25", f"feedback.policy={policy}", f"seed={seed}", "rounds=1")
         out = tmp_path / f"run-{policy}"
         history = run(cfg, out)
         outs.append(out)
@@ -74,6 +74,7 @@ def test_daig_built_sets_come_from_held_out_chunks_and_are_shared_byte_for_byte(
         val = [json.loads(x) for x in (out / "eval" / "validation.jsonl").read_text().splitlines()]
         test = [json.loads(x) for x in (out / "eval" / "test.jsonl").read_text().splitlines()]
         assert held and val and test and all(r["context"] for r in val) and {r["chunk_id"] for r in val + test} <= set(held)
+        assert not {r["chunk_id"] for r in val} & {r["chunk_id"] for r in test}  # disjoint halves of the held-out chunks
         assert max(sum(r["task"] == t for r in val) for t in {r["task"] for r in val}) == 1  # one row per task
         train = [json.loads(x) for x in (out / "rounds" / "1" / "data.jsonl").read_text().splitlines()]
         assert train and not {r["chunk_id"] for r in train} & set(held)  # no held-out chunk reaches training

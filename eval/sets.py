@@ -27,7 +27,7 @@ def load_eval_set(spec: str, name: str) -> list[dict]:
                 except json.JSONDecodeError as e:
                     problems.append(f"line {n}: not JSON ({e.msg})")
         if problems:
-            raise EvalSetError(f"{name}={spec}: " + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
+            raise EvalSetError(_listed(name, spec, problems))
     elif p.is_dir():
         import datasets
 
@@ -44,10 +44,14 @@ def load_eval_set(spec: str, name: str) -> list[dict]:
                      "instruction": str(r["instruction"]).strip(), "input": str(r.get("input") or "").strip(), "output": str(r["output"]).strip(),
                      **{k: str(r[k]) for k in ("context", "chunk_id") if r.get(k)}})  # DAIG-built: its chunk (open-book eval) and id
     if problems:
-        raise EvalSetError(f"{name}={spec}: " + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-                           + ": every row needs non-empty task, instruction and output")
+        raise EvalSetError(_listed(name, spec, problems) + ": every row needs non-empty task, instruction and output")
     if not rows:
         raise EvalSetError(f"{name}={spec}: no rows; give at least one row per task you want scored")
     if len({r["id"] for r in rows}) != len(rows):
         raise EvalSetError(f"{name}={spec}: duplicate ids; make every 'id' unique or leave ids out")
     return rows
+
+
+def _listed(name: str, spec: str, problems: list[str]) -> str:
+    """One line naming the field, the file and up to five of its problems."""
+    return f"{name}={spec}: " + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")

@@ -10,6 +10,12 @@ import math
 import numpy as np
 
 
+def macro_mean(losses) -> float | None:
+    """Mean over tasks of their losses, those without a finite one left out (not NaN); None when none has one."""
+    vals = [v for v in losses if _finite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
 def ratio_se(nll_sums: list[float], tokens: list[int]) -> float:
     """Standard error of a token-weighted mean loss, sum(nll) / sum(tokens), with examples as the sampled units.
 

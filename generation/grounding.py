@@ -132,7 +132,7 @@ _ASKS_YES_NO = re.compile(r"(?:^|[.?!:;,]\s*)\W*(?:is|are|was|were|does|do|did|c
 
 
 def yes_no_mismatch(instruction: str, answer: str) -> bool:
-    # instruction: the task with its input (a question may sit in the input)
     """A bare yes or no to a task that asks for something else ("Classify the usage errors in the passage." ->
-    "Yes"; "Can you explain what `plugin_settings` does?" -> "Yes, ..."): the answer does not do the task."""
+    "Yes"; "Can you explain what `plugin_settings` does?" -> "Yes, ..."): the answer does not do the task.
+    instruction: the task with its input (a question may sit in the input)."""
     return bool(_YES_NO.match(answer)) and not _ASKS_YES_NO.search(instruction)

@@ -6,7 +6,7 @@ The ablation file names a base run config, overrides for every arm, the arms (na
 Arms run one after another into OUT/arms/<arm>/seed<k>; an interrupted ablation picks up where it stopped
 (finished arms are skipped, a killed arm is resumed). OUT/summary.jsonl has one line per arm x seed and
 OUT/summary.md the per-arm table (mean and spread over seeds) and each arm's paired difference to the control arm
-(`control:`, default `uniform`), seed by seed, with a 95% bootstrap interval. Each arm is a W&B run in one group.
+(`control:`, default `uniform`), seed by seed, with 95% t and bootstrap intervals. Each arm is a W&B run in one group.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from loop.paired import paired_differences, paired_measure
+from eval.stats import macro_mean
+from loop.paired import control_arm, paired_differences, paired_measure
 from loop.config import ConfigError, load_config
 from loop.controller import CHECKPOINT, resume, run, write_atomic
 
@@ -58,7 +59,7 @@ def load_ablation(path: str | Path) -> Ablation:
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers")
     abl = Ablation(base=(path.resolve().parent / data["base"]).resolve(), arms={str(k): v for k, v in arms.items()}, seeds=seeds,
                    overrides=list(data.get("overrides") or []), group=str(data.get("group") or path.stem))
-    abl.control = str(data.get("control") or ("uniform" if "uniform" in abl.arms else next(iter(abl.arms))))
+    abl.control = control_arm(list(abl.arms), str(data.get("control") or ""))
     if abl.control not in abl.arms:
         raise ConfigError(f"{path}: control '{abl.control}' is not an arm; name one of {', '.join(abl.arms)}")
     for name in abl.arms:  # every arm's config is validated before the first one runs
@@ -109,11 +110,10 @@ def _wall_seconds(run_dir: Path, start: float) -> float:
 
 def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: list[dict], status: str, seconds: float) -> dict:
     last = history[-1] if history else {}
-    losses = [v for v in (last.get("task_eval_loss") or {}).values() if v is not None]
     return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "status": status, "rounds": len(history),
-            "final_eval_loss": sum(losses) / len(losses) if losses else None,  # macro: mean over tasks
-            "final_test_loss": last.get("test_macro_loss"),
-            "eval_set": last.get("eval_set"),  # the user's test set (eval.test_path), when given
+            "final_eval_loss": macro_mean((last.get("task_eval_loss") or {}).values()),  # macro: mean over tasks
+            "final_test_loss": last.get("test_macro_loss"),  # the fixed test set (yours or DAIG-built), when there is one
+            "eval_set": last.get("eval_set"),
             "final_sample_rouge_l": last.get("sample_rouge_l"),
             "final_benchmark_rouge_l": last.get("benchmark_rouge_l"), "base_benchmark_rouge_l": last.get("benchmark_rouge_l_base"),
             "kept": sum(m["n_kept"] for m in history), "teacher_calls": last.get("run_teacher_calls"),
@@ -144,9 +144,8 @@ def _mean_spread(values: list, digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else "")
 
 
-
 def paired_table(rows: list[dict], control: str) -> str:
-    """On the test set when the runs have one (eval.test_path), else on the eval loss the runs were steered by."""
+    """On the fixed test set when the runs have one, else on the eval loss the runs were steered by."""
     key, what, note = paired_measure(rows)
     lines = [f"\n| arm | paired difference of {what} to {control}: mean [95% t interval] | 95% bootstrap interval | seeds paired | reading |",
              "|---|---|---|---|---|"]

@@ -21,7 +21,7 @@ import yaml
 
 from eval.evaluate import benchmark, evaluate, load_benchmark
 from eval.sets import load_eval_set
-from eval.stats import shrink
+from eval.stats import macro_mean, shrink
 from generation.corpus import load_corpus
 from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
@@ -349,6 +349,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
                  bench_rows: list[dict], student: str, stage_seconds: float, sets: dict[str, list[dict]] | None = None) -> None:
     """Evaluate, reweight, log the round, and move the state to the next round's start."""
     g, fb, r = cfg.generation, cfg.feedback, st.round
+    sets = sets or {}
     rdir = out / "rounds" / str(r)
     kept = st.rounds_rows[-1]
     all_rows = [x for rows in st.rounds_rows for x in rows]
@@ -356,7 +357,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     uncertainty = None
     if fb.policy == "active_uncertainty":
         by_task: dict[str, list[dict]] = {}
-        for x in eval_rows(all_rows, sets or {}):
+        for x in eval_rows(all_rows, sets):
             by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
         uncertainty = {"rows_by_task": by_task, "n_perturb": fb.uncertainty_perturbations, "p_drop": fb.uncertainty_drop,
                        "max_length": cfg.training.max_length, "seed": cfg.seed + r, "batch_size": cfg.eval.batch_size,
@@ -396,11 +397,11 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "next_task_weights": _finite(new_weights),
         "feedback_evidence": _json_safe(evidence),
         "eval_loss": _num(ev["eval_loss"]),
-        "eval_set": "validation" if (sets or {}).get("validation") else "heldout",  # what task_eval_loss was measured on
+        "eval_set": "validation" if sets.get("validation") else "heldout",  # what task_eval_loss was measured on
         "test_task_loss": _finite({t: v["loss"] for t, v in test.items()}) if test else None,
         "test_task_se": _finite({t: v["se"] for t, v in test.items()}) if test else None,
         "test_task_n": {t: v["examples"] for t, v in test.items()} if test else None,
-        "test_macro_loss": _macro({t: v["loss"] for t, v in test.items()}) if test else None,
+        "test_macro_loss": macro_mean(v["loss"] for v in test.values()) if test else None,
         "sample_rouge_l": _num(ev["sample_rouge_l"]),
         "generation_metrics": ev["generation_metrics"],
         "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
@@ -482,12 +483,6 @@ def _json_safe(x):
 def _logged_only(fb, n_tasks: int):
     """Unsteered methods may find more tasks than the floor allows; their weights are only logged, so cap the floor."""
     return dataclasses.replace(fb, floor=min(fb.floor, 0.5 / max(n_tasks, 1)))
-
-
-def _macro(losses: dict[str, float]) -> float | None:
-    """Mean over the tasks that have a finite loss (a task whose rows all failed to score is left out, not NaN)."""
-    vals = [v for v in losses.values() if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
 
 
 def _fmt(x) -> str:

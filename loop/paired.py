@@ -4,6 +4,12 @@ from __future__ import annotations
 from eval.stats import paired_bootstrap_ci, paired_t_ci
 
 
+def control_arm(arms: list[str], declared: str = "") -> str:
+    """The arm the others are compared with: the one the ablation file names, else `uniform` when there is one, else
+    the first arm."""
+    return declared or ("uniform" if "uniform" in arms else arms[0])
+
+
 def paired_measure(rows: list[dict]) -> tuple[str, str, str]:
     """(summary key, its name, a note): the test set's macro loss when the runs have one, else the eval loss."""
     if any(r.get("final_test_loss") is not None for r in rows):

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from loop.paired import paired_differences, paired_measure  # noqa: E402
+from loop.paired import control_arm, paired_differences, paired_measure  # noqa: E402
 
 log = logging.getLogger("daig")
 
@@ -541,7 +541,7 @@ def ablation_html(path: Path) -> str:
             runs[s["arm"]].append((s.get("seed"), run))
             s.setdefault("teacher_requests", run.metrics[-1].get("run_teacher_requests") if run.metrics else None)
     spec = (path / "ablation.yaml").read_text(encoding="utf-8") if (path / "ablation.yaml").exists() else ""
-    control = str((yaml.safe_load(spec) or {}).get("control") or ("uniform" if "uniform" in arms else arms[0])) if spec else arms[0]
+    control = control_arm(arms, str((yaml.safe_load(spec) or {}).get("control") or "") if spec else "")
     key, what, note = paired_measure(summary)
     paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["boot_low"], d["boot_high"], d["reading"]]
               for d in paired_differences(summary, control, key)]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -84,6 +86,9 @@ def run_ablation(path: str | Path, out_dir: str | Path) -> list[dict]:
             run_dir = out / rel
             start = time.time()
             status = "done"
+            shared = shares_eval_sets(abl, arm)
+            if shared:
+                copy_sets(out / "eval", run_dir / "eval")
             try:
                 if (run_dir / CHECKPOINT).exists():
                     history = resume(run_dir)  # returns at once when that arm had finished
@@ -93,11 +98,40 @@ def run_ablation(path: str | Path, out_dir: str | Path) -> list[dict]:
             except Exception as e:  # one failed arm must not lose the others; the summary says which failed
                 log.error("arm %s seed %d failed: %s", arm, seed, e)
                 history, status = [], f"failed: {type(e).__name__}: {e}"
+            if shared:  # the first arm that built the sets publishes them; every later arm starts from a copy
+                copy_sets(run_dir / "eval", out / "eval")
             summary.append(summarize(arm, seed, str(rel), arm_overrides(abl, arm, seed), history, status,
                                      _wall_seconds(run_dir, start)))
             write_atomic(out / "summary.jsonl", "".join(json.dumps(s) + "\n" for s in summary))
-    write_atomic(out / "summary.md", summary_table(summary) + paired_table(summary, abl.control))
+    write_atomic(out / "summary.md", summary_table(summary) + paired_table(summary, abl.control) + curve_table(summary) + sets_note(out))
     return summary
+
+
+# Overrides that change what the eval sets are; an arm that sets one builds its own sets in its run folder.
+SET_KEYS = ("eval.", "generation.", "student=", "training.include_context", "cache_dir")
+
+
+def shares_eval_sets(abl: Ablation, arm: str) -> bool:
+    return not any(o.startswith(SET_KEYS) for o in abl.arms[arm])
+
+
+def copy_sets(src: Path, dst: Path) -> None:
+    """Copy a finished set folder (its heldout_chunks.json marks it complete) where there is none yet, atomically."""
+    if not (src / "heldout_chunks.json").exists() or dst.exists():
+        return
+    tmp = dst.parent / f".{dst.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    os.replace(tmp, dst)
+
+
+def sets_note(out: Path) -> str:
+    path = out / "eval" / "build.json"
+    if not path.exists():
+        return ""
+    b = json.loads(path.read_text(encoding="utf-8"))
+    return (f"\nEval sets: built once in eval/ ({b.get('teacher_requests', 0)} teacher requests, {b.get('teacher_calls', 0)} paid, "
+            "outside every arm's budget); every arm and seed read those files.\n")
 
 
 def _wall_seconds(run_dir: Path, start: float) -> float:
@@ -115,6 +149,10 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
             "final_test_loss": last.get("test_macro_loss"),  # the fixed test set (yours or DAIG-built), when there is one
             "eval_set": last.get("eval_set"),
             "final_sample_rouge_l": last.get("sample_rouge_l"),
+            "final_test_rouge_l": last.get("test_rouge_l"),  # greedy answers on the test set's fixed subset
+            "final_test_judge": last.get("test_judge_score"),  # the teacher's grade of those answers (eval.judge)
+            # test loss against the teacher requests so far (cache hits included: what the arm alone would have paid)
+            "curve": [{"round": m["round"], "teacher_requests": m.get("run_teacher_requests"), "test_loss": m.get("test_macro_loss")} for m in history],
             "final_benchmark_rouge_l": last.get("benchmark_rouge_l"), "base_benchmark_rouge_l": last.get("benchmark_rouge_l_base"),
             "kept": sum(m["n_kept"] for m in history), "teacher_calls": last.get("run_teacher_calls"),
             "teacher_requests": last.get("run_teacher_requests"), "teacher_tokens": last.get("run_teacher_tokens"),
@@ -122,7 +160,8 @@ def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: 
 
 
 def summary_table(rows: list[dict]) -> str:
-    cols = [("final_eval_loss", "macro eval loss", 4), ("final_test_loss", "macro test loss", 4), ("final_sample_rouge_l", "sample ROUGE-L", 4),
+    cols = [("final_eval_loss", "macro eval loss", 4), ("final_test_loss", "macro test loss", 4), ("final_test_rouge_l", "test ROUGE-L", 4),
+            ("final_test_judge", "test judge", 3), ("final_sample_rouge_l", "sample ROUGE-L", 4),
             ("final_benchmark_rouge_l", "held-out ROUGE-L", 4), ("kept", "rows kept", 1),
             ("teacher_calls", "teacher calls", 1), ("teacher_tokens", "teacher tokens", 0), ("cost_usd", "cost $", 4),
             ("wall_seconds", "wall s", 0)]
@@ -154,3 +193,21 @@ def paired_table(rows: list[dict], control: str) -> str:
         boot = f"[{d['boot_low']:+.4f}, {d['boot_high']:+.4f}]" if d["seeds"] > 1 else "n/a"
         lines.append(f"| {d['arm']} | {cell} | {boot} | {d['seeds']} | {d['reading']} |")
     return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def curve_table(rows: list[dict]) -> str:
+    """Macro test loss after each round against cumulative teacher requests, mean over seeds: arms compared at equal
+    budget, round by round. Empty without a test set."""
+    done = [r for r in rows if r["status"] == "done" and any(p["test_loss"] is not None for p in r.get("curve", []))]
+    if not done:
+        return ""
+    n_rounds = max(len(r["curve"]) for r in done)
+    lines = ["\n| arm | " + " | ".join(f"round {k + 1}: requests, test loss" for k in range(n_rounds)) + " |", "|" + "---|" * (n_rounds + 1)]
+    for arm in dict.fromkeys(r["arm"] for r in done):
+        cells = []
+        for k in range(n_rounds):
+            pts = [r["curve"][k] for r in done if r["arm"] == arm and len(r["curve"]) > k]
+            calls = [p["teacher_requests"] for p in pts if p["teacher_requests"] is not None]
+            cells.append(f"{statistics.fmean(calls):.0f}, {_mean_spread([p['test_loss'] for p in pts], 4)}" if calls else "n/a")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nTest loss against cumulative teacher requests (cache hits included), mean ± std over seeds.\n"

@@ -20,12 +20,13 @@ from pathlib import Path
 import yaml
 
 from eval.evaluate import benchmark, evaluate, load_benchmark
+from eval.judge import judge_prompt, judge_score, parse_verdict
 from eval.sets import load_eval_set
 from eval.stats import macro_mean, shrink
 from generation.corpus import load_corpus
 from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
-from generation.teachers import LocalTeacher, OpenAITeacher, Teacher
+from generation.teachers import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
 from generation.daig import RoundStats
 from generation.novelty import NoveltyFilter
 from loop.config import ConfigError, RunConfig, build, to_dict
@@ -157,7 +158,8 @@ def decontaminate(kept: list[dict], rejected: list[dict], stats, sets: dict[str,
 
 
 def eval_rows(all_rows: list[dict], sets: dict[str, list[dict]]) -> list[dict]:
-    """The rows decisions read: the user's validation set when given, else every held-out generated row so far."""
+    """The rows decisions read: the validation set (yours or DAIG-built), else (eval.rolling_heldout) every held-out
+    generated row so far; none without either."""
     return sets.get("validation") or [x for x in all_rows if x["split"] == "eval"]
 
 
@@ -209,6 +211,26 @@ def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: lis
                     desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty, test_rows=test)
 
 
+def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, samples: list[dict], r: int) -> dict:
+    """The teacher grades each greedy test answer against its reference (eval/judge.py's rubric), greedy and cached,
+    under a ledger and cap of its own (eval.judge_max_calls over the run), so grading never spends generation's
+    budget. Each sample gets its verdict ('unclear' when none parses, 'error: ...' when the call failed)."""
+    ev = cfg.eval
+    judge = CachedTeacher(teacher.teacher, teacher.cache, Budget(max_calls=ev.judge_max_calls))
+    judge.ledger = ledger  # the run's judge ledger: the cap holds across rounds and resumes
+    replies = judge.generate([TeacherRequest((("user", judge_prompt(s)),), ev.judge_max_tokens, 0.0, 1.0, 0) for s in samples],
+                             desc=f"round {r} judge")
+    verdicts = ["" if x.error else parse_verdict(x.text) for x in replies]
+    for s, v, x in zip(samples, verdicts, replies):
+        s["judge"] = v or (f"error: {x.error}" if x.error else "unclear")
+    if judge.exhausted:
+        log.warning("judge cap reached (eval.judge_max_calls=%d): %d answers ungraded this round", ev.judge_max_calls, sum(not v for v in verdicts))
+    score, n = judge_score(verdicts)
+    counts = {k: sum(s["judge"] == k for s in samples) for k in ("correct", "partly", "wrong")}
+    return {"test_judge_score": score, "test_judge_n": n, "test_judge_verdicts": {**counts, "ungraded": len(samples) - n},
+            "judge_teacher_requests": ledger.requests, "judge_teacher_calls": ledger.calls}
+
+
 @dataclass
 class LoopState:
     """Everything needed to continue a run after a kill, saved atomically (checkpoint.pkl) after every stage."""
@@ -230,6 +252,7 @@ class LoopState:
     train_stats: dict = field(default_factory=dict)
     wandb_id: str = ""
     stopped: str = ""  # why the run ended early: budget or plateau
+    judge_ledger: Ledger = field(default_factory=Ledger)  # the test-set judge's calls, apart from generation's
 
 
 def save_checkpoint(out: Path, st: LoopState) -> None:
@@ -255,6 +278,7 @@ def resume(out_dir: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{out} has no {CHECKPOINT}: not a run folder, or it was made before resume existed")
     cfg = build(RunConfig, yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
     st = pickle.loads((out / CHECKPOINT).read_bytes())
+    st.__dict__.setdefault("judge_ledger", Ledger())  # a checkpoint from before the judge
     if st.stopped or st.round > cfg.rounds:
         log.info("%s already finished (%s)", out, st.stopped or f"{cfg.rounds} rounds")
         return st.history
@@ -274,7 +298,15 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     ev_cfg = cfg.eval
     build_sets = (ev_cfg.validation_per_task or ev_cfg.test_per_task) and not (ev_cfg.validation_path or ev_cfg.test_path)
     if build_sets and not chunks:
-        raise ConfigError("eval.validation_per_task / eval.test_per_task: DAIG builds the eval sets from your documents; set generation.domain_path")
+        raise ConfigError("eval.validation_per_task / eval.test_per_task: DAIG builds the eval sets from your documents; set generation.domain_path, "
+                          "give eval.validation_path, or set both to 0 (eval.rolling_heldout=true then steers by held-out generated rows)")
+    steers = g.method in STEERED and cfg.feedback.policy != "uniform"
+    if steers and not (ev_cfg.validation_path or (build_sets and ev_cfg.validation_per_task) or ev_cfg.rolling_heldout):
+        raise ConfigError(f"feedback.policy={cfg.feedback.policy} reads validation losses but there is no validation set: set "
+                          "eval.validation_per_task > 0, give eval.validation_path, or set eval.rolling_heldout=true")
+    if ev_cfg.judge and not (ev_cfg.test_path or (build_sets and ev_cfg.test_per_task)) or ev_cfg.judge and not ev_cfg.generation_samples:
+        raise ConfigError("eval.judge grades greedy answers on the test set: set eval.test_per_task > 0 or give eval.test_path, "
+                          "and eval.generation_samples > 0")
     held_path = out / "eval" / "heldout_chunks.json"
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
     if fresh:  # held-out chunks never reach a training request
@@ -318,11 +350,11 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
             if st.stage == "start":
                 kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng, not cfg.training.include_context)
                 kept = decontaminate(kept, rejected, st.stats, sets, cfg.eval.decontamination_threshold)
-                if "validation" in sets:  # decisions read the user's validation set: every generated row trains
+                if cfg.eval.rolling_heldout and "validation" not in sets:  # the old rolling split, only when asked for
+                    split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
+                else:  # decisions read the fixed validation set (or nothing): every generated row trains
                     for x in kept:
                         x["split"] = "train"
-                else:
-                    split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
                 write_jsonl(rdir / "data.jsonl", kept)
                 write_jsonl(rdir / "rejected.jsonl", rejected)
                 st.rounds_rows.append(kept)
@@ -364,6 +396,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
                        "rows_per_task": fb.uncertainty_rows, "target": fb.uncertainty_target, "max_new_tokens": cfg.eval.max_new_tokens}
     ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty, sets)
     test = ev.get("test") or {}
+    judged = judge_samples(cfg, teacher, st.judge_ledger, ev["samples"], r) if cfg.eval.judge and test and ev["samples"] else {}
     bench = ev["benchmark"]
     if bench:
         write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
@@ -397,12 +430,15 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "next_task_weights": _finite(new_weights),
         "feedback_evidence": _json_safe(evidence),
         "eval_loss": _num(ev["eval_loss"]),
-        "eval_set": "validation" if sets.get("validation") else "heldout",  # what task_eval_loss was measured on
+        "eval_set": "validation" if sets.get("validation") else "heldout" if cfg.eval.rolling_heldout else None,  # what task_eval_loss was measured on
         "test_task_loss": _finite({t: v["loss"] for t, v in test.items()}) if test else None,
         "test_task_se": _finite({t: v["se"] for t, v in test.items()}) if test else None,
         "test_task_n": {t: v["examples"] for t, v in test.items()} if test else None,
         "test_macro_loss": macro_mean(v["loss"] for v in test.values()) if test else None,
         "sample_rouge_l": _num(ev["sample_rouge_l"]),
+        "test_rouge_l": _num(ev["sample_rouge_l"]) if test else None,  # the samples come from the test set when there is one
+        "test_rouge_l_n": len(ev["samples"]) if test else None,
+        **judged,
         "generation_metrics": ev["generation_metrics"],
         "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
         "benchmark_bleu": _num(bench["bleu"]) if bench else None,

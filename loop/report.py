@@ -435,7 +435,8 @@ def page(title: str, body: str) -> str:
 
 # ---------------------------------------------------------------- an ablation
 
-SUMMARY_VALUES = [("final_eval_loss", "final eval loss"), ("final_test_loss", "final test loss"), ("final_sample_rouge_l", "sample ROUGE-L"),
+SUMMARY_VALUES = [("final_eval_loss", "final eval loss"), ("final_test_loss", "final test loss"), ("final_test_rouge_l", "test ROUGE-L"),
+                  ("final_test_judge", "test judge score"), ("final_sample_rouge_l", "sample ROUGE-L"),
                   ("final_benchmark_rouge_l", "bench ROUGE-L"),
                   ("kept", "rows kept"), ("teacher_requests", "teacher requests"), ("teacher_calls", "paid calls"), ("teacher_tokens", "paid tokens"),
                   ("cost_usd", "cost USD"), ("wall_seconds", "wall seconds")]
@@ -498,8 +499,9 @@ def plot_cost_quality(summary: list[dict], colors: dict) -> str | None:
 
 
 def plot_arm_curves(runs: dict[str, list[tuple[int, RunData]]], colors: dict) -> str | None:
-    """Macro eval loss (and benchmark ROUGE-L when scored) over rounds: thin line per seed, thick line the arm mean."""
-    series = [("macro eval loss", macro_loss), ("benchmark ROUGE-L", lambda m: m.get("benchmark_rouge_l"))]
+    """Macro eval loss, test loss and benchmark ROUGE-L (those logged) over rounds: thin line per seed, thick line the arm mean."""
+    series = [("macro eval loss", macro_loss), ("macro test loss", lambda m: m.get("test_macro_loss")),
+              ("benchmark ROUGE-L", lambda m: m.get("benchmark_rouge_l"))]
     series = [(name, f) for name, f in series if any(f(m) is not None for rs in runs.values() for _, r in rs for m in r.metrics)]
     if not series:
         return None
@@ -523,6 +525,35 @@ def plot_arm_curves(runs: dict[str, list[tuple[int, RunData]]], colors: dict) ->
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="arm (thin = seed)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_test_vs_requests(runs: dict[str, list[tuple[int, RunData]]], colors: dict) -> str | None:
+    """Macro test loss after each round against the teacher requests made so far (paid + cached): arms compared at
+    equal budget. Thin line per seed, markers at the arm's mean per round."""
+    fig, ax = plt.subplots(figsize=(6.8, 3.8))
+    drawn = False
+    for arm, seeds in runs.items():
+        by_round: dict[int, list[tuple[float, float]]] = {}
+        for _, run in seeds:
+            pts = [(m["round"], m.get("run_teacher_requests"), m.get("test_macro_loss")) for m in run.metrics]
+            pts = [p for p in pts if p[1] is not None and p[2] is not None]
+            if pts:
+                ax.plot([p[1] for p in pts], [p[2] for p in pts], color=colors[arm], alpha=0.35, lw=1)
+            for r, x, y in pts:
+                by_round.setdefault(r, []).append((x, y))
+        if by_round:
+            drawn = True
+            rounds = sorted(by_round)
+            ax.plot([statistics.mean(x for x, _ in by_round[r]) for r in rounds], [statistics.mean(y for _, y in by_round[r]) for r in rounds],
+                    color=colors[arm], lw=2.5, marker="o", ms=4, label=_short(arm, 34))
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="teacher requests so far (paid + cached)", ylabel="macro test loss", title="Test loss at equal teacher budget")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
     fig.tight_layout()
     return _png(fig)
 
@@ -555,6 +586,7 @@ def ablation_html(path: Path) -> str:
              "run later looks cheaper by those two.</p>",
              "<h2>Cost vs quality</h2>", img(plot_cost_quality(summary, colors), "cost vs quality", "no finished run has a final metric"),
              "<h2>Curves per arm</h2>", img(plot_arm_curves(runs, colors), "curves per arm", "no run has eval losses yet"),
+             "<h2>Test loss against teacher requests</h2>", img(plot_test_vs_requests(runs, colors), "test loss vs teacher requests", "no run has a test set"),
              "<h2>Every run</h2>",
              table(["arm", "seed", "run_dir", "status", "rounds", "stopped"] + [h for _, h in SUMMARY_VALUES],
                    [[s["arm"], s.get("seed"), s.get("run_dir"), s.get("status"), s.get("rounds"), s.get("stopped")]

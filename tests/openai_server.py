@@ -87,6 +87,11 @@ class FakeOpenAI:
     @staticmethod
     def reply_text(body: dict) -> str:
         prompt = body["messages"][-1]["content"]
+        if prompt.startswith("Grade a student's answer"):  # the test-set judge: right when the answer shares a word with the reference
+            reference = prompt.split("Reference answer:\n")[1].split("\n\nStudent answer:")[0].lower()
+            student = prompt.split("Student answer:\n")[1].split("\n\nReply with")[0].lower()
+            shared = set(re.findall(r"[a-z]{4,}", reference)) & set(re.findall(r"[a-z]{4,}", student))
+            return "CORRECT" if shared else "Verdict: WRONG"
         passage = prompt.split('"""')[1].strip() if prompt.count('"""') >= 2 else prompt
         if "Write one new" in prompt:
             words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]{4,}", passage)]

@@ -12,7 +12,8 @@ def test_ablation_grid_shares_the_cache_and_summarises(tmp_path, tiny_corpus, fa
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump(to_dict(_config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, tmp_path / "shared.sqlite"))))
     abl = tmp_path / "abl.yaml"
-    abl.write_text(yaml.safe_dump({"base": "base.yaml", "overrides": ["rounds=2"], "seeds": [0, 1], "group": "t",
+    sets = ["eval.validation_per_task=1", "eval.test_per_task=1", "eval.heldout_chunks=0.6", "generation.chunk_words=25"]
+    abl.write_text(yaml.safe_dump({"base": "base.yaml", "overrides": ["rounds=2", *sets], "seeds": [0, 1], "group": "t",
                                    "arms": {"uniform": ["feedback.policy=uniform"], "ucb": ["feedback.policy=ucb"]}}, sort_keys=False))
     out = tmp_path / "abl"
     rows = run_ablation(abl, out)
@@ -29,7 +30,17 @@ def test_ablation_grid_shares_the_cache_and_summarises(tmp_path, tiny_corpus, fa
     assert again["teacher_calls"] < first["teacher_calls"]
     table = (out / "summary.md").read_text()
     assert "| uniform | 2 |" in table and "| ucb | 2 |" in table and "±" in table
-    assert "paired difference of macro eval loss to uniform" in table and next(l for l in table.splitlines() if l.startswith("| ucb | ") and "[" in l)
+    assert "paired difference of macro test loss to uniform" in table and next(l for l in table.splitlines() if l.startswith("| ucb | ") and "[" in l)
+    assert "round 2: requests, test loss" in table and "Eval sets: built once" in table
+    assert all(r["final_test_loss"] > 0 and len(r["curve"]) == 2 and r["curve"][1]["teacher_requests"] == 32 for r in rows)
+
+    # The eval sets are built once, in OUT/eval/, and every arm and seed reads those bytes. Counted at the edge: the
+    # server saw the build's calls once plus each arm's own paid calls.
+    for r in rows:
+        for name in ("validation.jsonl", "test.jsonl", "heldout_chunks.json", "build.json"):
+            assert (out / r["run_dir"] / "eval" / name).read_bytes() == (out / "eval" / name).read_bytes(), name
+    build = json.loads((out / "eval" / "build.json").read_text())
+    assert build["teacher_calls"] > 0 and len(fake_openai.requests) == build["teacher_calls"] + sum(r["teacher_calls"] for r in rows)
 
     n = len(fake_openai.requests)
     assert run_ablation(abl, out) == rows and len(fake_openai.requests) == n  # rerunning a finished ablation redoes nothing

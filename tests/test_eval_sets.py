@@ -106,3 +106,42 @@ def test_near_copies_of_eval_instructions_are_rejected_with_score_and_nearest():
     assert rejected[0]["reason"] == "close_to_eval" and rejected[0]["filters"][-1]["score"] > 0.7
     assert rejected[0]["filters"][-1]["nearest_eval"] == "What voltage do the FC-200 valves use?" and stats.rejected == {"close_to_eval": 1}
     assert decontaminate(kept, [], RoundStats(), sets, 1.0) == kept and decontaminate(kept, [], RoundStats(), {}, 0.7) == kept
+
+
+def test_without_a_validation_set_nothing_is_held_out_and_steering_fails_before_any_teacher_call(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    from loop.config import ConfigError
+    monkeypatch.setenv("DAIG_TEST_KEY", "k")
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "eval.rolling_heldout=false", "feedback.policy=loss_softmax")
+    with pytest.raises(ConfigError, match="feedback.policy=loss_softmax reads validation losses but there is no validation set"):
+        run(cfg, tmp_path / "steered")
+    assert not fake_openai.requests
+    # Unsteered, with the rolling split off (the default): every generated row trains, and no eval set is claimed.
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "eval.rolling_heldout=false", "feedback.policy=uniform", "rounds=1")
+    (m,) = run(cfg, tmp_path / "uniform")
+    rows = [json.loads(x) for x in (tmp_path / "uniform" / "rounds" / "1" / "data.jsonl").read_text().splitlines()]
+    assert rows and {r["split"] for r in rows} == {"train"} and m["n_eval"] == 0 and m["eval_set"] is None
+
+
+def test_sets_are_on_by_default_and_the_rolling_split_is_off():
+    from eval.config import EvalConfig
+    cfg = EvalConfig()
+    assert cfg.validation_per_task > 0 and cfg.test_per_task > 0 and not cfg.rolling_heldout and cfg.heldout_chunks > 0
+
+
+def test_a_resumed_run_keeps_its_built_sets_and_asks_for_them_once(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    import yaml
+    from loop.controller import resume
+    monkeypatch.setenv("DAIG_TEST_KEY", "k")
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "eval.validation_per_task=1", "eval.test_per_task=1",
+                  "eval.heldout_chunks=0.6", "generation.chunk_words=25", "rounds=1")
+    out = tmp_path / "run"
+    run(cfg, out)
+    files = {n: (out / "eval" / n).read_bytes() for n in ("validation.jsonl", "test.jsonl", "heldout_chunks.json")}
+    sent = len(fake_openai.requests)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    saved["rounds"] = 2  # the run goes on for one more round
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    history = resume(out)
+    assert {n: (out / "eval" / n).read_bytes() for n in files} == files
+    assert len(fake_openai.requests) - sent == history[-1]["teacher_calls"] > 0  # round 2's own calls, no set rebuilt
+    assert history[0]["task_eval_n"] == history[1]["task_eval_n"] and history[0]["test_task_n"] == history[1]["test_task_n"]

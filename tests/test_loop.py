@@ -20,6 +20,7 @@ def _config(tmp_path, tiny_corpus, base_url, tiny_model, *extra):
                               "generation.teacher.api_key_env=DAIG_TEST_KEY", "generation.examples_per_round=12",
                               f"student={tiny_model}", "rounds=2", "num_threads=1", "training.max_steps=3",
                               "training.learning_rate=0.005", "training.logging_steps=1", "eval.generation_samples=2", "eval.max_new_tokens=4",
+                              "eval.rolling_heldout=true", "eval.validation_per_task=0", "eval.test_per_task=0",
                               "eval.heldout_fraction=0.3", "tracking.run_name=test", "generation.novelty.filter=none",
                               f"generation.teacher.cache_path={tmp_path / 'cache.sqlite'}", *extra])
 

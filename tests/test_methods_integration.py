@@ -23,7 +23,8 @@ SMALL = {  # shrink each method's round so the whole file takes a few minutes on
 def test_method_runs_one_round_of_the_loop(method, tmp_path):
     cfg = load_config(METHODS / f"{method}.yaml", [
         "rounds=1", "generation.teacher.backend=local", "generation.teacher.model=smollm2-135m-instruct", f"generation.teacher.cache_path={tmp_path / 'cache.sqlite'}",
-        "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=8", "tracking.wandb=false", *SMALL[method]])
+        "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=8", "tracking.wandb=false",
+        "eval.validation_per_task=0", "eval.test_per_task=0", "eval.rolling_heldout=true", *SMALL[method]])
     assert cfg.generation.method == method
     (m,) = run(cfg, tmp_path / "run")
     rdir = tmp_path / "run" / "rounds" / "1"

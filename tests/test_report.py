@@ -34,7 +34,8 @@ def ablation(tmp_path_factory, tiny_model):
             "generation.teacher.model=fake-teacher", "generation.teacher.api_key_env=", f"generation.teacher.cache_path={root / 'cache.sqlite'}",
             # the loopback teacher's instructions differ by one word: this threshold keeps some and rejects others
             "generation.examples_per_round=12", "generation.novelty.threshold=0.92", f"student={tiny_model}", "rounds=2", "num_threads=1",
-            "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=4", "eval.heldout_fraction=0.3",
+            "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=4", "eval.validation_per_task=2",
+            "eval.test_per_task=2", "generation.chunk_words=25",
             f"eval.benchmark_path={TEST_DATA / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=2", "tracking.wandb=false"])
         (root / "base.yaml").write_text(yaml.safe_dump(to_dict(base)), encoding="utf-8")
         (root / "abl.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "arms": ARMS, "seeds": [0, 1], "group": "t"}), encoding="utf-8")
@@ -85,8 +86,8 @@ def test_ablation_report_compares_arms(ablation, tmp_path):
     out = tmp_path / "nested" / "ablation.html"
     assert main(["report", str(folder), "--out", str(out)]) == 0
     page = out.read_text()
-    assert 'alt="cost vs quality"' in page and 'alt="curves per arm"' in page
-    assert page.count(PNG) == 2 + 4 * 5  # two ablation plots, then every finished run's five
+    assert 'alt="cost vs quality"' in page and 'alt="curves per arm"' in page and 'alt="test loss vs teacher requests"' in page
+    assert page.count(PNG) == 3 + 4 * 5  # three ablation plots, then every finished run's five
     assert "0 done, 1 failed" in page and "failed: RuntimeError: out of memory" in page
     for arm in ARMS:
         losses = [s["final_eval_loss"] for s in summary if s["arm"] == arm]
@@ -118,7 +119,7 @@ def test_trace_kept_and_rejected_rows(ablation):
         assert [x["task_eval_loss"] for x in t["task_losses"]] == [m["task_eval_loss"][row["task"]] for m in metrics[row["round"] - 1:]]
         stages = {r["stage"]: r for r in t["requests"]}
         assert stages["instruction"]["key"] == row["instruction_request"]
-        assert stages["instruction"]["cached_reply"].startswith("Task: What does the passage say about")
+        assert stages["instruction"]["cached_reply"].startswith(("Task: What does the passage say about", "Task: Classify"))
     assert t["chunk_source"] == "re-chunked corpus" and t["raw"] == stages["instruction"]["cached_reply"]  # the rejected row
     assert set(stages) == {"instruction"} and t["reason"] == rejected["reason"]
 

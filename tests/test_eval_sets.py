@@ -145,3 +145,15 @@ def test_a_resumed_run_keeps_its_built_sets_and_asks_for_them_once(tmp_path, tin
     assert {n: (out / "eval" / n).read_bytes() for n in files} == files
     assert len(fake_openai.requests) - sent == history[-1]["teacher_calls"] > 0  # round 2's own calls, no set rebuilt
     assert history[0]["task_eval_n"] == history[1]["task_eval_n"] and history[0]["test_task_n"] == history[1]["test_task_n"]
+
+
+@pytest.mark.parametrize("method", ["self_instruct", "evol_instruct"])
+def test_unsteered_methods_are_scored_on_the_same_daig_built_sets(method, tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    monkeypatch.setenv("DAIG_TEST_KEY", "k")
+    sets = ["eval.validation_per_task=1", "eval.test_per_task=1", "eval.heldout_chunks=0.6", "generation.chunk_words=25", "rounds=1"]
+    daig = run(_config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, *sets), tmp_path / "daig")
+    other = run(_config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, *sets, f"generation.method={method}",
+                        "feedback.policy=uniform"), tmp_path / method)
+    for name in ("validation.jsonl", "test.jsonl", "heldout_chunks.json"):
+        assert (tmp_path / "daig" / "eval" / name).read_bytes() == (tmp_path / method / "eval" / name).read_bytes(), name
+    assert other[0]["eval_set"] == "validation" and other[0]["test_task_n"] == daig[0]["test_task_n"] and other[0]["test_macro_loss"] > 0

@@ -186,13 +186,15 @@ def _mean_spread(values: list, digits: int) -> str:
 def paired_table(rows: list[dict], control: str) -> str:
     """On the fixed test set when the runs have one, else on the eval loss the runs were steered by."""
     key, what, note = paired_measure(rows)
-    lines = [f"\n| arm | paired difference of {what} to {control}: mean [95% t interval] | 95% bootstrap interval | seeds paired | reading |",
-             "|---|---|---|---|---|"]
+    lines = [f"\n| arm | paired difference of {what} to {control}: mean [95% t interval] | 95% bootstrap interval | seeds paired | "
+             "smallest detectable difference (80% power) | reading |", "|---|---|---|---|---|---|"]
     for d in paired_differences(rows, control, key):
         cell = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d["seeds"] > 1 else f"{d['mean']:+.4f}" if d["seeds"] else "n/a"
         boot = f"[{d['boot_low']:+.4f}, {d['boot_high']:+.4f}]" if d["seeds"] > 1 else "n/a"
-        lines.append(f"| {d['arm']} | {cell} | {boot} | {d['seeds']} | {d['reading']} |")
-    return "\n".join(lines) + f"\n\n{note}\n"
+        mde = f"±{d['detectable']:.4f}" if d["seeds"] > 1 else "n/a"
+        lines.append(f"| {d['arm']} | {cell} | {boot} | {d['seeds']} | {mde} | {d['reading']} |")
+    return "\n".join(lines) + (f"\n\n{note} The smallest detectable difference is the true difference these seeds, with the spread they "
+                                "showed, would find 80% of the time: a null result rules out effects larger than it, not smaller ones.\n")
 
 
 def curve_table(rows: list[dict]) -> str:

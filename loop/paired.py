@@ -1,7 +1,7 @@
 """An ablation's verdict per arm: the paired difference to the control arm, seed by seed (summary.md, daig report)."""
 from __future__ import annotations
 
-from eval.stats import paired_bootstrap_ci, paired_t_ci
+from eval.stats import detectable_effect, paired_bootstrap_ci, paired_t_ci
 
 
 def control_arm(arms: list[str], declared: str = "") -> str:
@@ -35,5 +35,5 @@ def paired_differences(rows: list[dict], control: str, key: str = "final_eval_lo
                    else "the interval contains 0: no difference detected" if low <= 0 <= high
                    else f"lower than {control}" if high < 0 else f"higher than {control}")
         out.append({"arm": arm, "seeds": len(diffs), "mean": mean, "low": low, "high": high, "boot_low": boot_low,
-                    "boot_high": boot_high, "reading": reading})
+                    "boot_high": boot_high, "detectable": detectable_effect(diffs), "reading": reading})
     return out

@@ -574,12 +574,12 @@ def ablation_html(path: Path) -> str:
     spec = (path / "ablation.yaml").read_text(encoding="utf-8") if (path / "ablation.yaml").exists() else ""
     control = control_arm(arms, str((yaml.safe_load(spec) or {}).get("control") or "") if spec else "")
     key, what, note = paired_measure(summary)
-    paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["boot_low"], d["boot_high"], d["reading"]]
+    paired = [[d["arm"], d["seeds"], d["mean"], d["low"], d["high"], d["boot_low"], d["boot_high"], d["detectable"], d["reading"]]
               for d in paired_differences(summary, control, key)]
     parts = ["<h2>Summary per arm (mean ± std over seeds)</h2>", arm_table(summary),
              f"<h2>Paired difference to {esc(control)} ({what}, seed by seed)</h2>",
-             table(["arm", "seeds paired", "mean", "t 95% low", "t 95% high", "bootstrap 95% low", "bootstrap 95% high", "reading"], paired,
-                   numeric={1, 2, 3, 4, 5, 6}),
+             table(["arm", "seeds paired", "mean", "t 95% low", "t 95% high", "bootstrap 95% low", "bootstrap 95% high",
+                    "smallest detectable (80% power)", "reading"], paired, numeric={1, 2, 3, 4, 5, 6, 7}),
              f'<p class="note">{esc(note)}</p>',
              '<p class="note">Teacher requests count every request an arm made (paid or served from the cache); paid calls and '
              "tokens count only what was sent: arms sharing one teacher cache pay once for identical requests, so an arm "

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.stats import paired_bootstrap_ci, paired_t_ci, ratio_se, shrink
+from eval.stats import detectable_effect, paired_bootstrap_ci, paired_t_ci, ratio_se, shrink
 from loop.ablate import paired_table
 
 
@@ -55,6 +55,15 @@ def test_paired_t_interval_on_known_inputs():
     assert math.isnan(paired_t_ci([0.5])[1])
 
 
+def test_detectable_effect_on_known_inputs():
+    # [1, 2, 3]: sd 1, n 3, df 2: (t_0.975 + t_0.80) / sqrt(3) = (4.303 + 1.061) / sqrt(3)
+    assert detectable_effect([1.0, 2.0, 3.0]) == pytest.approx((4.303 + 1.061) / math.sqrt(3))
+    # 40 pairs of sd 2: the normal quantiles, (1.96 + 0.842) * 2 / sqrt(40)
+    d = [1.0, -1.0] * 20
+    assert detectable_effect(d) == pytest.approx((1.96 + 0.842) * np.std(d, ddof=1) / math.sqrt(40))
+    assert math.isnan(detectable_effect([0.3]))
+
+
 def test_paired_table_says_in_words_when_the_interval_contains_zero():
     rows = [{"arm": a, "seed": s, "status": "done", "final_eval_loss": v}
             for a, s, v in [("uniform", 0, 2.0), ("uniform", 1, 2.5), ("uniform", 2, 3.0),
@@ -65,6 +74,7 @@ def test_paired_table_says_in_words_when_the_interval_contains_zero():
     same = next(line for line in table.splitlines() if line.startswith("| same"))
     assert "lower than uniform" in better and "| 3 |" in better and "-0.5333" in better
     assert "contains 0" in same and not any(line.startswith("| uniform |") for line in table.splitlines())
+    assert f"±{detectable_effect([0.2, -0.2, 0.0]):.4f}" in same and "rules out effects larger than it" in table
 
 
 def test_ablation_control_must_be_an_arm(tmp_path):

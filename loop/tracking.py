@@ -56,7 +56,8 @@ class Tracker:
                 art.add_file(str(path))
             self.run.log_artifact(art)
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        for key in ("task_weights", "task_eval_loss", "task_eval_se", "task_eval_n", "task_eval_loss_shrunk", "test_task_loss", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures",
+        for key in ("task_weights", "task_eval_loss", "task_eval_se", "task_eval_n", "task_eval_loss_shrunk", "test_task_loss", "test_task_se", "test_task_n",
+                    "test_judge_verdicts", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures",
                     "generation_metrics"):
             flat.update({f"{key}/{t}": v for t, v in (metrics.get(key) or {}).items() if v is not None})
         flat["task_weights_table"] = wandb.Table(columns=["round", "task", "weight", "eval_loss", "next_weight"], data=weights_table)

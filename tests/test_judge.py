@@ -39,6 +39,11 @@ def test_judge_grades_test_answers_under_its_own_cap(tmp_path, tiny_corpus, fake
     samples = [json.loads(x) for x in (out / "rounds" / "1" / "eval_samples.jsonl").read_text().splitlines()]
     graded = [s for s in samples if s["judge"] in ("correct", "wrong")]
     assert len(graded) == 1 and [s["judge"] for s in samples if s not in graded] == ["error: budget_exhausted"]
+    (wandb_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")  # every per-task test figure and the grade reach W&B
+    logged = wandb_file.read_bytes()
+    for name in (b"test_task_loss/question_answering", b"task_eval_se/question_answering", b"test_task_n/extraction",
+                 b"test_judge_score", b"test_judge_verdicts/ungraded", b"judge_teacher_calls"):
+        assert name in logged, name
     s = graded[0]  # the loopback grader says CORRECT when the answer shares a word of 4+ letters with the reference
     shared = set(re.findall(r"[a-z]{4,}", s["reference"].lower())) & set(re.findall(r"[a-z]{4,}", s["student"].lower()))
     assert s["judge"] == ("correct" if shared else "wrong") and first["test_judge_score"] == (1.0 if shared else 0.0)

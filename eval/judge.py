@@ -22,8 +22,9 @@ Student answer:
 Reply with one word: CORRECT (it says what the reference says and nothing false), PARTLY (partly right, or incomplete) or WRONG (wrong, unsupported, off-topic or empty)."""
 
 SCORES = {"correct": 1.0, "partly": 0.5, "wrong": 0.0}
-_VERDICT = re.compile(r"\b(correct|incorrect|partly|partially|partial|wrong)\b", re.I)
-_SAME = {"incorrect": "wrong", "partially": "partly", "partial": "partly"}
+_WORDS = {"correct": "correct", "partly": "partly", "partially": "partly", "partial": "partly", "wrong": "wrong", "incorrect": "wrong"}
+_LEAD = {"verdict", "grade", "rating", "answer", "the", "is", "final"}  # "Verdict: WRONG", "**Grade:** CORRECT"
+_NEGATION = {"not", "isn't", "never", "no"}
 
 
 def judge_prompt(sample: dict) -> str:
@@ -32,12 +33,20 @@ def judge_prompt(sample: dict) -> str:
 
 
 def parse_verdict(text: str) -> str:
-    """'correct', 'partly', 'wrong', or '' when the reply names none of them (first one named wins)."""
-    m = _VERDICT.search(text)
-    if not m:
+    """'correct', 'partly' or 'wrong' when the reply opens with one verdict (a label such as "Verdict:" allowed) and
+    names no other ("Partially correct" is partly); '' when it opens otherwise, names two, or negates one ("Not
+    correct" opens with no verdict)."""
+    words = re.findall(r"[a-z']+", text.lower())
+    while words and words[0] in _LEAD:
+        words = words[1:]
+    if not words or words[0] not in _WORDS:
         return ""
-    word = m.group(1).lower()
-    return _SAME.get(word, word)
+    named = set()
+    for i, w in enumerate(words):
+        after_partly = w == "correct" and i and _WORDS.get(words[i - 1]) == "partly"
+        if w in _WORDS and not after_partly and not (i and words[i - 1] in _NEGATION):
+            named.add(_WORDS[w])
+    return _WORDS[words[0]] if len(named) == 1 else ""
 
 
 def judge_score(verdicts: list[str]) -> tuple[float | None, int]:

@@ -10,6 +10,7 @@ OUT/summary.md the per-arm table (mean and spread over seeds) and each arm's pai
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -87,7 +88,7 @@ def run_ablation(path: str | Path, out_dir: str | Path) -> list[dict]:
             start = time.time()
             status = "done"
             shared = shares_eval_sets(abl, arm)
-            if shared:
+            if shared and not (run_dir / CHECKPOINT).exists():  # never into a run under way: it chose its chunks already
                 copy_sets(out / "eval", run_dir / "eval")
             try:
                 if (run_dir / CHECKPOINT).exists():
@@ -101,7 +102,7 @@ def run_ablation(path: str | Path, out_dir: str | Path) -> list[dict]:
             if shared:  # the first arm that built the sets publishes them; every later arm starts from a copy
                 copy_sets(run_dir / "eval", out / "eval")
             summary.append(summarize(arm, seed, str(rel), arm_overrides(abl, arm, seed), history, status,
-                                     _wall_seconds(run_dir, start)))
+                                     _wall_seconds(run_dir, start), set_hash(run_dir / "eval" / "test.jsonl")))
             write_atomic(out / "summary.jsonl", "".join(json.dumps(s) + "\n" for s in summary))
     write_atomic(out / "summary.md", summary_table(summary) + paired_table(summary, abl.control) + curve_table(summary) + sets_note(out))
     return summary
@@ -131,7 +132,7 @@ def sets_note(out: Path) -> str:
         return ""
     b = json.loads(path.read_text(encoding="utf-8"))
     return (f"\nEval sets: built once in eval/ ({b.get('teacher_requests', 0)} teacher requests, {b.get('teacher_calls', 0)} paid, "
-            "outside every arm's budget); every arm and seed read those files.\n")
+            "outside every arm's budget); every arm and seed that shares its generation and eval settings read those files.\n")
 
 
 def _wall_seconds(run_dir: Path, start: float) -> float:
@@ -142,9 +143,15 @@ def _wall_seconds(run_dir: Path, start: float) -> float:
     return round(time.time() - start, 1)
 
 
-def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: list[dict], status: str, seconds: float) -> dict:
+def set_hash(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def summarize(arm: str, seed: int, run_dir: str, overrides: list[str], history: list[dict], status: str, seconds: float,
+              test_sha256: str | None = None) -> dict:
     last = history[-1] if history else {}
     return {"arm": arm, "seed": seed, "run_dir": run_dir, "overrides": overrides, "status": status, "rounds": len(history),
+            "test_set_sha256": test_sha256,  # arms are compared on the test set only where these match
             "final_eval_loss": macro_mean((last.get("task_eval_loss") or {}).values()),  # macro: mean over tasks
             "final_test_loss": last.get("test_macro_loss"),  # the fixed test set (yours or DAIG-built), when there is one
             "eval_set": last.get("eval_set"),
@@ -194,7 +201,8 @@ def paired_table(rows: list[dict], control: str) -> str:
         mde = f"±{d['detectable']:.4f}" if d["seeds"] > 1 else "n/a"
         lines.append(f"| {d['arm']} | {cell} | {boot} | {d['seeds']} | {mde} | {d['reading']} |")
     return "\n".join(lines) + (f"\n\n{note} The smallest detectable difference is the true difference these seeds, with the spread they "
-                                "showed, would find 80% of the time: a null result rules out effects larger than it, not smaller ones.\n")
+                                "showed, would find 80% of the time (a post-hoc figure from few seeds): effects well below it would "
+                                "likely go unseen.\n")
 
 
 def curve_table(rows: list[dict]) -> str:

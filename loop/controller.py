@@ -216,7 +216,9 @@ def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, sample
     under a ledger and cap of its own (eval.judge_max_calls over the run), so grading never spends generation's
     budget. Each sample gets its verdict ('unclear' when none parses, 'error: ...' when the call failed)."""
     ev = cfg.eval
-    judge = CachedTeacher(teacher.teacher, teacher.cache, Budget(max_calls=ev.judge_max_calls))
+    b = teacher.budget  # the same prices, so the judge's dollars are counted too
+    judge = CachedTeacher(teacher.teacher, teacher.cache, Budget(max_calls=ev.judge_max_calls, usd_per_m_prompt=b.usd_per_m_prompt,
+                                                                 usd_per_m_completion=b.usd_per_m_completion))
     judge.ledger = ledger  # the run's judge ledger: the cap holds across rounds and resumes
     replies = judge.generate([TeacherRequest((("user", judge_prompt(s)),), ev.judge_max_tokens, 0.0, 1.0, 0) for s in samples],
                              desc=f"round {r} judge")
@@ -228,7 +230,8 @@ def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, sample
     score, n = judge_score(verdicts)
     counts = {k: sum(s["judge"] == k for s in samples) for k in ("correct", "partly", "wrong")}
     return {"test_judge_score": score, "test_judge_n": n, "test_judge_verdicts": {**counts, "ungraded": len(samples) - n},
-            "judge_teacher_requests": ledger.requests, "judge_teacher_calls": ledger.calls}
+            "judge_teacher_requests": ledger.requests, "judge_teacher_calls": ledger.calls,
+            "judge_teacher_tokens": ledger.prompt_tokens + ledger.completion_tokens, "judge_cost_usd": round(ledger.cost_usd, 6)}
 
 
 @dataclass
@@ -276,7 +279,11 @@ def resume(out_dir: str | Path) -> list[dict]:
     out = Path(out_dir)
     if not (out / CHECKPOINT).exists():
         raise FileNotFoundError(f"{out} has no {CHECKPOINT}: not a run folder, or it was made before resume existed")
-    cfg = build(RunConfig, yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+    saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    ev = saved.setdefault("eval", {})
+    if "rolling_heldout" not in ev:  # a run started before fixed sets were the default keeps its rolling split
+        ev.update(rolling_heldout=True, validation_per_task=ev.get("validation_per_task", 0), test_per_task=ev.get("test_per_task", 0))
+    cfg = build(RunConfig, saved)
     st = pickle.loads((out / CHECKPOINT).read_bytes())
     st.__dict__.setdefault("judge_ledger", Ledger())  # a checkpoint from before the judge
     if st.stopped or st.round > cfg.rounds:
@@ -305,8 +312,8 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
         raise ConfigError(f"feedback.policy={cfg.feedback.policy} reads validation losses but there is no validation set: set "
                           "eval.validation_per_task > 0, give eval.validation_path, or set eval.rolling_heldout=true")
     if ev_cfg.judge and not (ev_cfg.test_path or (build_sets and ev_cfg.test_per_task)) or ev_cfg.judge and not ev_cfg.generation_samples:
-        raise ConfigError("eval.judge grades greedy answers on the test set: set eval.test_per_task > 0 or give eval.test_path, "
-                          "and eval.generation_samples > 0")
+        raise ConfigError("eval.judge grades greedy answers on the test set: " + ("give eval.test_path" if ev_cfg.validation_path else
+                          "set eval.test_per_task > 0 or give eval.test_path") + ", and keep eval.generation_samples > 0")
     held_path = out / "eval" / "heldout_chunks.json"
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
     if fresh:  # held-out chunks never reach a training request
@@ -330,6 +337,13 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     if build_sets and not held_path.exists():
         ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
         sets = load_sets(cfg, out)
+    if steers and not sets.get("validation") and not ev_cfg.rolling_heldout:
+        teacher.close()
+        tracker.finish()
+        raise ConfigError(f"feedback.policy={cfg.feedback.policy}: the eval set build gave no validation rows (see {out / 'eval' / 'build.json'}); "
+                          "give eval.validation_path, use more documents, or set eval.rolling_heldout=true")
+    if ev_cfg.judge and not sets.get("test"):
+        log.warning("eval.judge: the test set is empty, so nothing is graded")
     if fresh:
         base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
         if base:
@@ -396,7 +410,10 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
                        "rows_per_task": fb.uncertainty_rows, "target": fb.uncertainty_target, "max_new_tokens": cfg.eval.max_new_tokens}
     ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty, sets)
     test = ev.get("test") or {}
-    judged = judge_samples(cfg, teacher, st.judge_ledger, ev["samples"], r) if cfg.eval.judge and test and ev["samples"] else {}
+    judged = {}
+    if cfg.eval.judge and test and ev["samples"]:
+        judged = judge_samples(cfg, teacher, st.judge_ledger, ev["samples"], r)
+        save_checkpoint(out, st)  # the judge's paid calls are in the saved ledger before anything else can fail
     bench = ev["benchmark"]
     if bench:
         write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])

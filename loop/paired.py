@@ -13,6 +13,11 @@ def control_arm(arms: list[str], declared: str = "") -> str:
 def paired_measure(rows: list[dict]) -> tuple[str, str, str]:
     """(summary key, its name, a note): the test set's macro loss when the runs have one, else the eval loss."""
     if any(r.get("final_test_loss") is not None for r in rows):
+        hashes = {r.get("test_set_sha256") for r in rows if r.get("status") == "done" and r.get("final_test_loss") is not None}
+        if len(hashes) > 1:  # arms whose overrides changed the sets built their own
+            return "final_test_loss", "macro test loss", ("WARNING: the arms were scored on different test sets (their overrides changed "
+                                                          "what the sets are), so a difference mixes the arms with their test rows; "
+                                                          "negative is better (lower loss).")
         return "final_test_loss", "macro test loss", "Every arm is scored on the same test rows; negative is better (lower loss)."
     if all(r.get("eval_set") == "validation" for r in rows if r.get("status") == "done"):
         return "final_eval_loss", "macro validation loss", "Every arm is scored on the same validation rows; negative is better (lower loss)."

@@ -157,3 +157,19 @@ def test_unsteered_methods_are_scored_on_the_same_daig_built_sets(method, tmp_pa
     for name in ("validation.jsonl", "test.jsonl", "heldout_chunks.json"):
         assert (tmp_path / "daig" / "eval" / name).read_bytes() == (tmp_path / method / "eval" / name).read_bytes(), name
     assert other[0]["eval_set"] == "validation" and other[0]["test_task_n"] == daig[0]["test_task_n"] and other[0]["test_macro_loss"] > 0
+
+
+def test_a_run_from_before_fixed_sets_resumes_with_its_rolling_split(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    import yaml
+    from loop.controller import resume
+    monkeypatch.setenv("DAIG_TEST_KEY", "k")
+    out = tmp_path / "run"
+    run(_config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "rounds=1"), out)  # the rolling split, as before
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("rolling_heldout", "validation_per_task", "test_per_task"):  # the keys an old config.yaml lacks
+        del saved["eval"][key]
+    saved["rounds"] = 2
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    history = resume(out)
+    rows = [json.loads(x) for x in (out / "rounds" / "2" / "data.jsonl").read_text().splitlines()]
+    assert "eval" in {r["split"] for r in rows} and history[-1]["eval_set"] == "heldout" and not (out / "eval").exists()

@@ -12,8 +12,10 @@ from test_loop import _config
 
 
 def test_verdicts_parse_and_score():
-    assert [parse_verdict(t) for t in ("CORRECT", "Verdict: WRONG", "Partially correct.", "incorrect", "I cannot say")] == \
-        ["correct", "wrong", "partly", "wrong", ""]
+    replies = {"CORRECT": "correct", "Verdict: WRONG": "wrong", "**Grade:** PARTLY": "partly", "Partially correct.": "partly",
+               "incorrect": "wrong", "WRONG. The answer is not supported": "wrong",
+               "I cannot say": "", "Not correct": "", "isn't correct": "", "CORRECT or WRONG": "", "The student is correct": ""}
+    assert {t: parse_verdict(t) for t in replies} == replies
     assert judge_score(["correct", "partly", "wrong", ""]) == (0.5, 3) and judge_score([""]) == (None, 0)
     prompt = judge_prompt({"instruction": "Which app?", "reference": "Ferncast Home.", "student": ""})
     assert "Which app?" in prompt and "Ferncast Home." in prompt and "(empty)" in prompt and "CORRECT" in prompt

@@ -74,7 +74,7 @@ def test_paired_table_says_in_words_when_the_interval_contains_zero():
     same = next(line for line in table.splitlines() if line.startswith("| same"))
     assert "lower than uniform" in better and "| 3 |" in better and "-0.5333" in better
     assert "contains 0" in same and not any(line.startswith("| uniform |") for line in table.splitlines())
-    assert f"±{detectable_effect([0.2, -0.2, 0.0]):.4f}" in same and "rules out effects larger than it" in table
+    assert f"±{detectable_effect([0.2, -0.2, 0.0]):.4f}" in same and "would likely go unseen" in table
 
 
 def test_ablation_control_must_be_an_arm(tmp_path):
@@ -85,3 +85,11 @@ def test_ablation_control_must_be_an_arm(tmp_path):
     abl.write_text("base: base.yaml\ncontrol: nope\narms:\n  uniform: [feedback.policy=uniform]\n")
     with pytest.raises(ConfigError, match="control 'nope' is not an arm"):
         load_ablation(abl)
+
+
+def test_paired_measure_warns_when_arms_were_scored_on_different_test_sets():
+    from loop.paired import paired_measure
+    rows = [{"arm": a, "seed": 0, "status": "done", "final_test_loss": 1.0, "test_set_sha256": h} for a, h in (("uniform", "a"), ("x", "a"))]
+    assert paired_measure(rows)[2].startswith("Every arm is scored on the same test rows")
+    rows[1]["test_set_sha256"] = "b"
+    assert paired_measure(rows)[2].startswith("WARNING: the arms were scored on different test sets")

@@ -179,7 +179,7 @@ def summary_table(rows: list[dict]) -> str:
         lines.append(f"| {arm} | {len(done)} | " + " | ".join(cells) + " |")
     failed = [r for r in rows if r["status"] != "done"]
     notes = [f"\n{len(failed)} arm run(s) failed: " + "; ".join(f"{r['arm']} seed {r['seed']}: {r['status']}" for r in failed)] if failed else []
-    return "\n".join(lines + notes) + "\n\nmean ± standard deviation over seeds; macro eval loss = mean over tasks of each arm's own held-out loss.\n"
+    return "\n".join(lines + notes) + "\n\nmean ± standard deviation over seeds; macro eval loss = mean over tasks of the loss decisions read (the validation set when there is one, else each arm's own held-out rows); test ROUGE-L = greedy answers on the test set's fixed subset.\n"
 
 
 def _mean_spread(values: list, digits: int) -> str:

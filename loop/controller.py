@@ -196,6 +196,18 @@ def ensure_eval_sets(cfg: RunConfig, out: Path, teacher: CachedTeacher, pool: di
              len(made["validation"]), len(made["test"]), len(held), builder.ledger.requests, builder.ledger.calls)
 
 
+def sets_source(cfg: RunConfig, out: Path) -> str | None:
+    """Where the rows decisions and reports read came from, for metrics.jsonl and the report."""
+    ev = cfg.eval
+    if ev.validation_path or ev.test_path:
+        return "your files"
+    held = out / "eval" / "heldout_chunks.json"
+    if held.exists():
+        share = json.loads(held.read_text(encoding="utf-8"))["heldout_chunks"]
+        return f"DAIG-built from held-out chunks ({share:g} of the corpus)" if share else "DAIG-built from the training chunks (same chunks)"
+    return "rolling held-out rows" if ev.rolling_heldout else None
+
+
 def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int,
                uncertainty: dict | None = None, sets: dict[str, list[dict]] | None = None) -> dict:
     """Per-task loss on the validation rows (see eval_rows) with this round's adapter, the test set's when given;
@@ -448,6 +460,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "feedback_evidence": _json_safe(evidence),
         "eval_loss": _num(ev["eval_loss"]),
         "eval_set": "validation" if sets.get("validation") else "heldout" if cfg.eval.rolling_heldout else None,  # what task_eval_loss was measured on
+        "eval_sets_from": sets_source(cfg, out),
         "test_task_loss": _finite({t: v["loss"] for t, v in test.items()}) if test else None,
         "test_task_se": _finite({t: v["se"] for t, v in test.items()}) if test else None,
         "test_task_n": {t: v["examples"] for t, v in test.items()} if test else None,

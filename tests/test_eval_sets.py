@@ -80,6 +80,7 @@ def test_daig_built_sets_come_from_held_out_chunks_and_are_shared_byte_for_byte(
         assert train and not {r["chunk_id"] for r in train} & set(held)  # no held-out chunk reaches training
         assert not {(r["instruction"], r["input"]) for r in train} & {(r["instruction"], r["input"]) for r in val + test}
         assert {r["split"] for r in train} == {"train"} and history[0]["eval_set"] == "validation"
+        assert history[0]["eval_sets_from"] == "DAIG-built from held-out chunks (0.6 of the corpus)"
         assert sum(history[0]["task_eval_n"].values()) == len(val) and sum(history[0]["test_task_n"].values()) == len(test)
     for name in ("validation.jsonl", "test.jsonl", "heldout_chunks.json"):
         assert (outs[0] / "eval" / name).read_bytes() == (outs[1] / "eval" / name).read_bytes(), name

@@ -59,6 +59,7 @@ def test_run_report_has_every_plot_table_and_escaped_examples(ablation, tmp_path
     out = write_report(run_dir)
     page = out.read_text()
     assert out == run_dir / "report.html"
+    assert '<td class="text">eval sets</td><td class="text">DAIG-built from held-out chunks (0.2 of the corpus)</td>' in page  # which split
     for alt in ("task weights", "per-task eval loss", "rejections", "teacher cost", "benchmark"):
         assert f'{PNG}' in page and f'alt="{alt}"' in page, alt
     assert page.count(PNG) == 5

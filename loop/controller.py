@@ -5,6 +5,7 @@ Run: daig run configs/quickstart.yaml --out runs/qs
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import random
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,14 +277,41 @@ def save_checkpoint(out: Path, st: LoopState) -> None:
     write_atomic(out / CHECKPOINT, pickle.dumps(dataclasses.replace(st, method=method)))
 
 
+class RunLocked(FileExistsError):
+    """Another process is working in the run folder."""
+
+
+@contextmanager
+def locked(out: Path):
+    """Hold OUT/.lock (an flock, released by the OS when the process dies, so a kill leaves no stale lock) while a
+    process works in the folder; a second `run` or `resume` there is refused with the holder's pid."""
+    f = open(out / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise RunLocked(f"{out} is in use by another daig process (pid {holder}); wait for it to finish or stop it, "
+                        "then `daig resume`") from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    try:
+        yield
+    finally:
+        f.close()
+
+
 def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
     """Run every round; returns the per-round metrics (also in out_dir/metrics.jsonl)."""
     out = Path(out_dir)
-    if (out / "metrics.jsonl").exists() or (out / CHECKPOINT).exists():
-        raise FileExistsError(f"{out} already holds a run; continue it with `daig resume {out}` or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return _run(cfg, out, None)
+    with locked(out):
+        if (out / "metrics.jsonl").exists() or (out / CHECKPOINT).exists():
+            raise FileExistsError(f"{out} already holds a run; continue it with `daig resume {out}` or choose a new --out")
+        write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return _run(cfg, out, None)
 
 
 def resume(out_dir: str | Path) -> list[dict]:
@@ -291,6 +320,11 @@ def resume(out_dir: str | Path) -> list[dict]:
     out = Path(out_dir)
     if not (out / CHECKPOINT).exists():
         raise FileNotFoundError(f"{out} has no {CHECKPOINT}: not a run folder, or it was made before resume existed")
+    with locked(out):
+        return _resume(out)
+
+
+def _resume(out: Path) -> list[dict]:
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     ev = saved.setdefault("eval", {})
     if "rolling_heldout" not in ev:  # a run started before fixed sets were the default keeps its rolling split

@@ -107,3 +107,16 @@ def test_resume_refuses_a_finished_or_foreign_folder(tmp_path, tiny_corpus, fake
     assert resume(out) == history and len(fake_openai.requests) == n
     with pytest.raises(FileExistsError, match="daig resume"):
         run(cfg, out)
+    # While another process holds the folder (a run still going), a second run or resume is refused, naming its pid;
+    # the lock is the OS's, so once the holder is gone (or killed) the folder is free again.
+    import fcntl
+    from loop.controller import RunLocked
+    with open(out / ".lock", "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.truncate(0)
+        holder.write("4242")
+        holder.flush()
+        for attempt in (lambda: resume(out), lambda: run(cfg, out)):
+            with pytest.raises(RunLocked, match=r"in use by another daig process \(pid 4242\)"):
+                attempt()
+    assert resume(out) == history and len(fake_openai.requests) == n

@@ -354,10 +354,12 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
         raise ConfigError("eval.validation_per_task / eval.test_per_task: DAIG builds the eval sets from your documents; set generation.domain_path, "
                           "give eval.validation_path, or set both to 0 (eval.rolling_heldout=true then steers by held-out generated rows)")
     steers = g.method in STEERED and cfg.feedback.policy != "uniform"
-    if steers and not (ev_cfg.validation_path or (build_sets and ev_cfg.validation_per_task) or ev_cfg.rolling_heldout):
+    has_validation = ev_cfg.validation_path or (build_sets and ev_cfg.validation_per_task)
+    has_test = ev_cfg.test_path or (build_sets and ev_cfg.test_per_task)
+    if steers and not (has_validation or ev_cfg.rolling_heldout):
         raise ConfigError(f"feedback.policy={cfg.feedback.policy} reads validation losses but there is no validation set: set "
                           "eval.validation_per_task > 0, give eval.validation_path, or set eval.rolling_heldout=true")
-    if ev_cfg.judge and not (ev_cfg.test_path or (build_sets and ev_cfg.test_per_task)) or ev_cfg.judge and not ev_cfg.generation_samples:
+    if ev_cfg.judge and not (has_test and ev_cfg.generation_samples):
         raise ConfigError("eval.judge grades greedy answers on the test set: " + ("give eval.test_path" if ev_cfg.validation_path else
                           "set eval.test_per_task > 0 or give eval.test_path") + ", and keep eval.generation_samples > 0")
     held_path = out / "eval" / "heldout_chunks.json"
@@ -380,30 +382,28 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
-    if build_sets and not held_path.exists():
-        ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
-        sets = load_sets(cfg, out)
-    if steers and not sets.get("validation") and not ev_cfg.rolling_heldout:
-        teacher.close()
-        tracker.finish()
-        raise ConfigError(f"feedback.policy={cfg.feedback.policy}: the eval set build gave no validation rows (see {out / 'eval' / 'build.json'}); "
-                          "give eval.validation_path, use more documents, or set eval.rolling_heldout=true")
-    if ev_cfg.judge and not sets.get("test"):
-        log.warning("eval.judge: the test set is empty, so nothing is graded")
-    if fresh:
-        base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
-        if base:
-            write_jsonl(out / "benchmark_base.jsonl", base["samples"])
-            log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base["rouge_l"], len(bench_rows))
-            st.base_bench = {"rouge_l": base["rouge_l"], "bleu": base["bleu"]}
-        st.rng = random.Random(cfg.seed).getstate()
-        tasks = task_universe(g, pool, [])
-        st.weights = {t: 1.0 / len(tasks) for t in tasks}
-        st.round_ledger_start = teacher.ledger.copy()
-        save_checkpoint(out, st)
-    rng = random.Random()
-    rng.setstate(st.rng)
-    try:
+    try:  # from here on, whatever happens, the teacher (a llama.cpp server, maybe) and the tracker are closed
+        if build_sets and not held_path.exists():
+            ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
+            sets = load_sets(cfg, out)
+        if steers and not sets.get("validation") and not ev_cfg.rolling_heldout:
+            raise ConfigError(f"feedback.policy={cfg.feedback.policy}: the eval set build gave no validation rows (see {out / 'eval' / 'build.json'}); "
+                              "give eval.validation_path, use more documents, or set eval.rolling_heldout=true")
+        if ev_cfg.judge and not sets.get("test"):
+            log.warning("eval.judge: the test set is empty, so nothing is graded")
+        if fresh:
+            base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
+            if base:
+                write_jsonl(out / "benchmark_base.jsonl", base["samples"])
+                log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base["rouge_l"], len(bench_rows))
+                st.base_bench = {"rouge_l": base["rouge_l"], "bleu": base["bleu"]}
+            st.rng = random.Random(cfg.seed).getstate()
+            tasks = task_universe(g, pool, [])
+            st.weights = {t: 1.0 / len(tasks) for t in tasks}
+            st.round_ledger_start = teacher.ledger.copy()
+            save_checkpoint(out, st)
+        rng = random.Random()
+        rng.setstate(st.rng)
         while st.round <= cfg.rounds and not st.stopped:
             r, rdir = st.round, out / "rounds" / str(st.round)
             start = time.time()

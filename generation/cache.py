@@ -11,54 +11,156 @@ the ledger (requests, hits, failures by reason, tokens, dollars) and enforces th
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from generation.teachers import Teacher, TeacherReply, TeacherRequest
 
 BUDGET_EXHAUSTED = "budget_exhausted"
+log = logging.getLogger(__name__)
 
 
 class TeacherCache:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, lease_s: float = 60.0):
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as e:
+            raise CacheError(f"cannot open the teacher cache {self.path} ({e}): make its folder writable, or set "
+                             "generation.teacher.cache_path to a writable file ('' turns the cache off)") from None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, created REAL)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
+        if "cost_usd" not in columns:  # a cache from before rows carried what they cost
+            self._db.execute("ALTER TABLE replies ADD COLUMN cost_usd REAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, host TEXT, pid INTEGER, expires REAL)")
+        self.owner, self.host, self.lease_s = uuid.uuid4().hex, socket.gethostname(), lease_s
+        self._renewer: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def check_writable(self) -> None:
+        """A write now, so a read-only file fails at start, not mid-round."""
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM claims WHERE key = ''")
+        except sqlite3.Error as e:
+            raise CacheError(f"the teacher cache {self.path} is not writable ({e}): make it writable, or set "
+                             "generation.teacher.cache_path to another file ('' turns the cache off)") from None
 
     def get_many(self, keys: list[str]) -> dict[str, TeacherReply]:
+        with self._lock:
+            return self._get(keys)
+
+    def _get(self, keys: list[str]) -> dict[str, TeacherReply]:
         found = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(part))})", part)
+            found.update({k: TeacherReply(**json.loads(v)) for k, v in rows})
+        return found
+
+    def put(self, key: str, model: str, reply: TeacherReply, cost_usd: float = 0.0) -> None:
+        """Store a reply (successful ones only: failures are retried) with its tokens and cost, and drop our claim on it."""
+        data = json.dumps({k: v for k, v in asdict(reply).items() if k not in ("cached", "attempts", "attempt_errors")})
+        with self._lock:
+            if not reply.error:
+                self._db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?)", (key, model, data, time.time(), cost_usd))
+            self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str], dict[str, TeacherReply]]:
+        """Take the send of each key for this process, in one transaction: (ours to send, being sent by another live
+        process, answered meanwhile). A claim of a dead process (its lease not renewed, or its pid gone on this host)
+        is taken over, so a killed run never blocks another."""
+        if not keys:
+            return [], [], {}
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                answered = self._get(keys)
+                held = {}
+                for start in range(0, len(keys), 500):
+                    part = keys[start:start + 500]
+                    held.update({k: rest for k, *rest in self._db.execute(
+                        f"SELECT key, owner, host, pid, expires FROM claims WHERE key IN ({','.join('?' * len(part))})", part)})
+                mine, theirs = [], []
+                for k in keys:
+                    if k not in answered:
+                        (theirs if k in held and held[k][0] != self.owner and self._alive(*held[k][1:], now) else mine).append(k)
+                self._db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                                     [(k, self.owner, self.host, os.getpid(), now + self.lease_s) for k in mine])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if mine and self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew, daemon=True, name="teacher-cache-lease")
+            self._renewer.start()
+        return mine, theirs, answered
+
+    def claimable(self, key: str) -> bool:
+        """No live process holds the key's send (its claim was released, lapsed or its owner died)."""
+        with self._lock:
+            row = self._db.execute("SELECT host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+        return row is None or not self._alive(*row, time.time())
+
+    def release(self, keys: list[str]) -> None:
         with self._lock:
             for start in range(0, len(keys), 500):
                 part = keys[start:start + 500]
-                rows = self._db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(part))})", part)
-                found.update({k: TeacherReply(**json.loads(v)) for k, v in rows})
-        return found
+                self._db.execute(f"DELETE FROM claims WHERE owner = ? AND key IN ({','.join('?' * len(part))})", [self.owner, *part])
 
-    def put(self, key: str, model: str, reply: TeacherReply) -> None:
-        if reply.error:
-            return
-        data = json.dumps({k: v for k, v in asdict(reply).items() if k not in ("cached", "attempts")})
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?)", (key, model, data, time.time()))
+    def _alive(self, host: str, pid: int, expires: float, now: float) -> bool:
+        if expires < now:
+            return False
+        if host != self.host:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def _renew(self) -> None:
+        """Keep this process's claims alive while it runs (a killed process stops renewing; its claims lapse)."""
+        while not self._closed.wait(self.lease_s / 3):
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                self._db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + self.lease_s, self.owner))
 
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        self._closed.set()
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            self._db.close()
+
+
+class CacheError(OSError):
+    """The cache file cannot be opened or written; the message names the fix."""
 
 
 @dataclass
 class Ledger:
-    """What the teacher cost. Tokens and dollars count paid calls only (cache hits are free)."""
+    """What the teacher cost. Tokens and dollars count paid calls only (cache hits are free). `unconfirmed` counts
+    calls that went out in an earlier process and never came back (it was killed): maybe paid, so the caps count
+    them at their worst-case tokens and cost."""
     requests: int = 0
     cache_hits: int = 0
     calls: int = 0
@@ -67,15 +169,94 @@ class Ledger:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+    unconfirmed: int = 0
+    unconfirmed_tokens: int = 0
+    unconfirmed_usd: float = 0.0
 
     def minus(self, before: "Ledger") -> "Ledger":
-        failures = {k: v - before.failures.get(k, 0) for k, v in self.failures.items() if v - before.failures.get(k, 0)}
-        return Ledger(self.requests - before.requests, self.cache_hits - before.cache_hits, self.calls - before.calls,
-                      self.retries - before.retries, failures, self.prompt_tokens - before.prompt_tokens,
-                      self.completion_tokens - before.completion_tokens, self.cost_usd - before.cost_usd)
+        def diff(a, b):
+            if isinstance(a, dict):
+                return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}
+            return a - b
+        return Ledger(**{f.name: diff(getattr(self, f.name), getattr(before, f.name)) for f in fields(Ledger)})
 
     def copy(self) -> "Ledger":
-        return Ledger(**{**asdict(self), "failures": dict(self.failures)})
+        return Ledger(**{**asdict(self), "failures": dict(self.failures), "retry_reasons": dict(self.retry_reasons)})
+
+    def paid_from(self, other: "Ledger") -> "Ledger":
+        """This ledger's lookups (requests, cache hits) with `other`'s paid calls: a resumed run's ledger, whose paid
+        part is replayed from the journal and whose lookups come from the checkpoint."""
+        return Ledger(**{**asdict(other), "requests": self.requests, "cache_hits": self.cache_hits})
+
+
+class Journal:
+    """OUT/teacher_calls.jsonl, the run's durable record of paid calls: a line before each attempt goes out, a line
+    when the request's final reply comes back (before anything uses it). Lines are flushed to the OS at once, so a
+    killed process loses none (an OS crash may lose the last ones). A resumed run rebuilds its ledger from it, so its
+    budget counts every call any earlier attempt paid for, and the calls in flight at a kill."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _write(self, event: dict) -> None:
+        with self._lock:
+            self._f.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self._f.flush()
+
+    def sent(self, tag: str, key: str, attempt: int, worst_tokens: int, worst_usd: float) -> None:
+        self._write({"e": "sent", "t": tag, "k": key, "a": attempt, "wt": worst_tokens, "wu": worst_usd})
+
+    def replied(self, tag: str, key: str, reply: TeacherReply, usd: float) -> None:
+        self._write({"e": "reply", "t": tag, "k": key, "pt": reply.prompt_tokens, "ct": reply.completion_tokens, "u": usd,
+                     "err": reply.error, "retries": list(reply.attempt_errors)})
+
+    def sync(self) -> None:
+        with self._lock:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+    @staticmethod
+    def replay(path: str | Path, tag: str) -> Ledger:
+        """The paid part of the `tag` ledger (calls, retries, failures, tokens, cost, unconfirmed) from the journal.
+        A torn last line (a kill mid-write) is skipped: its call is then counted as sent and unconfirmed."""
+        led, open_calls = Ledger(), {}
+        path = Path(path)
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if ev.get("t") != tag:
+                continue
+            if ev["e"] == "sent":  # attempt 1 opens a call, later attempts are its retries
+                if ev["a"] == 1:
+                    led.calls += 1
+                    open_calls.setdefault(ev["k"], []).append((ev["wt"], ev["wu"]))
+                else:
+                    led.retries += 1
+                continue
+            if open_calls.get(ev["k"]):
+                open_calls[ev["k"]].pop()
+            led.prompt_tokens += ev["pt"]
+            led.completion_tokens += ev["ct"]
+            led.cost_usd += ev["u"]
+            for reason in ev["retries"]:
+                led.retry_reasons[reason] = led.retry_reasons.get(reason, 0) + 1
+            if ev["err"]:
+                led.failures[ev["err"]] = led.failures.get(ev["err"], 0) + 1
+        for worst in open_calls.values():
+            for tokens, usd in worst:
+                led.unconfirmed += 1
+                led.unconfirmed_tokens += tokens
+                led.unconfirmed_usd += usd
+        return led
 
 
 @dataclass
@@ -97,42 +278,66 @@ def worst_case_tokens(r: TeacherRequest) -> tuple[int, int]:
 
 
 class CachedTeacher:
-    def __init__(self, teacher: Teacher, cache: TeacherCache | None, budget: Budget):
+    """journal/tag: where this ledger's paid calls are recorded durably (the run's journal; tag names the ledger:
+    generation, judge or eval_sets). poll_s: how often to look for a reply another process is fetching."""
+
+    def __init__(self, teacher: Teacher, cache: TeacherCache | None, budget: Budget, journal: Journal | None = None,
+                 tag: str = "generation", poll_s: float = 0.2):
         self.teacher, self.cache, self.budget = teacher, cache, budget
+        self.journal, self.tag, self.poll_s = journal, tag, poll_s
         self.model = teacher.model
         self.ledger = Ledger()
         self.exhausted = ""  # which cap stopped generation, once one did
 
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
         keys = [r.key(self.model) for r in requests]
-        hits = self.cache.get_many(keys) if self.cache else {}
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
         self.ledger.requests += len(requests)
-        self.ledger.cache_hits += sum(k in hits for k in keys)
         first: dict[str, int] = {}  # identical requests in one call are sent once
         for i, k in enumerate(keys):
             if k not in hits:
                 first.setdefault(k, i)
-        pending = list(first.values())
-        while pending:
-            admitted = self._admit(pending, requests)
-            if not admitted:
-                break
-            for i, reply in zip(admitted, self._send([requests[i] for i in admitted], [keys[i] for i in admitted], desc)):
-                hits[keys[i]] = reply
-            pending = pending[len(admitted):]
+        pending, waiting, sent = list(first.values()), [], set()
+        try:
+            while pending or waiting:
+                if not pending:  # another process is fetching these: wait for its replies, or for its claims to lapse
+                    time.sleep(self.poll_s)
+                    hits.update(self.cache.get_many([keys[i] for i in waiting]))
+                    pending = [i for i in waiting if keys[i] not in hits and self.cache.claimable(keys[i])]
+                    waiting = [i for i in waiting if keys[i] not in hits and i not in pending]
+                    continue
+                admitted = self._admit(pending, requests)
+                pending = pending[len(admitted):] if admitted else []  # nothing fits a cap: the rest is never sent
+                mine, theirs, answered = self.cache.claim([keys[i] for i in admitted]) if self.cache is not None else ([keys[i] for i in admitted], [], {})
+                hits.update(answered)
+                if theirs and not waiting:
+                    log.info("%s: %d requests are being sent by another process sharing the cache; waiting for its replies", desc, len(theirs))
+                theirs, mine = set(theirs), set(mine)
+                waiting += [i for i in admitted if keys[i] in theirs]
+                send = [i for i in admitted if keys[i] in mine]
+                for i, reply in zip(send, self._send([requests[i] for i in send], [keys[i] for i in send], desc)):
+                    hits[keys[i]] = reply
+                    sent.add(keys[i])
+        finally:
+            if self.cache is not None:
+                self.cache.release(list(first))
         replies = []
         for i, k in enumerate(keys):
             if k in hits:
-                replies.append(TeacherReply(**{**asdict(hits[k]), "cached": first.get(k) != i}))
+                replies.append(TeacherReply(**{**asdict(hits[k]), "cached": first.get(k) != i or k not in sent}))
             else:  # over budget: never sent
                 replies.append(TeacherReply("", "error", error=BUDGET_EXHAUSTED))
                 self._fail(BUDGET_EXHAUSTED)
+        self.ledger.cache_hits += sum(k in hits and k not in sent for k in keys)
         return replies
 
     def _admit(self, pending: list[int], requests: list[TeacherRequest]) -> list[int]:
-        """The longest prefix of pending whose worst case fits every cap; records which cap stopped it."""
+        """The longest prefix of pending whose worst case fits every cap; records which cap stopped it. Calls an
+        earlier (killed) process sent and never saw answered count at their worst case."""
         b, led = self.budget, self.ledger
-        admitted, tokens, cost, stop = [], led.prompt_tokens + led.completion_tokens, led.cost_usd, ""
+        admitted = []
+        tokens = led.prompt_tokens + led.completion_tokens + led.unconfirmed_tokens
+        cost, stop = led.cost_usd + led.unconfirmed_usd, ""
         for n, i in enumerate(pending):
             p, c = worst_case_tokens(requests[i])
             if b.max_calls and led.calls + n >= b.max_calls:
@@ -149,20 +354,32 @@ class CachedTeacher:
         return admitted
 
     def _send(self, requests: list[TeacherRequest], keys: list[str], desc: str) -> list[TeacherReply]:
-        def store(index: int, reply: TeacherReply) -> None:
-            if self.cache is not None:
-                self.cache.put(keys[index], self.model, reply)
+        """Send, counting each call when it goes out and each reply the moment it arrives: journal first (durable),
+        then the cache (with its tokens and cost), then the in-memory ledger."""
+        led = self.ledger
 
-        replies = self.teacher.generate(requests, desc=desc, on_reply=store)
-        for reply in replies:
-            self.ledger.calls += 1
-            self.ledger.retries += max(reply.attempts - 1, 0)
-            self.ledger.prompt_tokens += reply.prompt_tokens
-            self.ledger.completion_tokens += reply.completion_tokens
-            self.ledger.cost_usd += self.budget.cost(reply.prompt_tokens, reply.completion_tokens)
+        def on_send(i: int, attempt: int) -> None:
+            if self.journal is not None:
+                p, c = worst_case_tokens(requests[i])
+                self.journal.sent(self.tag, keys[i], attempt, p + c, self.budget.cost(p, c))
+            led.calls += attempt == 1
+            led.retries += attempt > 1
+
+        def on_reply(i: int, reply: TeacherReply) -> None:
+            usd = self.budget.cost(reply.prompt_tokens, reply.completion_tokens)
+            if self.journal is not None:
+                self.journal.replied(self.tag, keys[i], reply, usd)
+            if self.cache is not None:
+                self.cache.put(keys[i], self.model, reply, usd)
+            for reason in reply.attempt_errors:
+                led.retry_reasons[reason] = led.retry_reasons.get(reason, 0) + 1
+            led.prompt_tokens += reply.prompt_tokens
+            led.completion_tokens += reply.completion_tokens
+            led.cost_usd += usd
             if reply.error:
                 self._fail(reply.error)
-        return replies
+
+        return self.teacher.generate(requests, desc=desc, on_reply=on_reply, on_send=on_send)
 
     def _fail(self, reason: str) -> None:
         self.ledger.failures[reason] = self.ledger.failures.get(reason, 0) + 1
@@ -171,3 +388,5 @@ class CachedTeacher:
         self.teacher.close()
         if self.cache is not None:
             self.cache.close()
+        if self.journal is not None:
+            self.journal.close()

@@ -25,6 +25,8 @@ class TeacherConfig:
     tpm: int = field(default=0, metadata={"help": "OpenAI backend: max tokens per minute, estimated before sending as prompt chars / 4 + max_tokens (0: no limit)."})
     backoff_s: float = field(default=1.0, metadata={"help": "OpenAI backend: first retry delay; doubles each attempt, with +-50% jitter, unless the server sends Retry-After."})
     max_backoff_s: float = field(default=60.0, metadata={"help": "OpenAI backend: longest wait between attempts."})
+    outage_failures: int = field(default=8, metadata={"help": "OpenAI and llamacpp backends: transport errors in a row (connection, timeout, 408/409/429, 5xx; across all requests in flight) after which the endpoint counts as down: no request is sent for a pause (backoff_s, doubling up to max_backoff_s) and failures while it is down cost no request its retries; after the pause one more such error pauses again, for twice as long."})
+    outage_wait_s: float = field(default=300.0, metadata={"help": "OpenAI and llamacpp backends: seconds an endpoint may stay down before the run stops with an error, to be continued by `daig resume` on the run folder (0: stop as soon as it counts as down). A down endpoint never turns requests into rejected rows."})
     cache_path: str = field(default="~/.cache/daig/teacher_cache.sqlite", metadata={"help": "On-disk reply cache shared by every run and ablation arm that names the same file: a repeated request costs nothing. '' disables it."})
     usd_per_m_prompt_tokens: float = field(default=0.0, metadata={"help": "Price per million prompt tokens, for the cost ledger and max_cost_usd (0 for local models)."})
     usd_per_m_completion_tokens: float = field(default=0.0, metadata={"help": "Price per million completion tokens."})
@@ -45,7 +47,7 @@ class TeacherConfig:
             raise ValueError(f"backend: unknown teacher backend {self.backend!r}; use one of {', '.join(TEACHER_BACKENDS)}")
         if not self.model:
             raise ValueError("model: empty; set a packaged model name, a folder, a Hub id or the endpoint's model name")
-        for name in ("max_concurrency", "batch_size", "instruction_max_tokens", "answer_max_tokens"):
+        for name in ("max_concurrency", "batch_size", "instruction_max_tokens", "answer_max_tokens", "outage_failures"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_retries < 0 or self.num_threads < 0 or self.timeout_s <= 0:
@@ -54,6 +56,8 @@ class TeacherConfig:
                      "max_teacher_calls", "max_teacher_tokens", "max_cost_usd"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0 (0 means no limit or free), got {getattr(self, name)}")
+        if self.outage_wait_s < 0:
+            raise ValueError(f"outage_wait_s: must be >= 0 (seconds to wait for a down endpoint; 0 stops at once), got {self.outage_wait_s}")
         if self.max_cost_usd and not (self.usd_per_m_prompt_tokens or self.usd_per_m_completion_tokens):
             raise ValueError("max_cost_usd: set usd_per_m_prompt_tokens / usd_per_m_completion_tokens too, or the cost is always 0")
         for name in ("temperature", "answer_temperature"):

@@ -1,12 +1,15 @@
 """Teachers: anything with `generate(requests) -> replies`. Two real backends.
 
 LocalTeacher runs a transformers model in process (batched, length-sorted, left-padded).
-OpenAITeacher talks to any OpenAI-compatible endpoint with bounded concurrency. A failed request
-becomes a reply with `error` set (counted by the caller), never an exception that ends the round.
+OpenAITeacher talks to any OpenAI-compatible endpoint with bounded concurrency. A request that fails on its
+own (a 4xx, a malformed reply) becomes a reply with `error` set, counted by the caller. A transport failure
+(connection, timeout, 408/409/429, 5xx) is retried, and is never handed on as a row: an endpoint that stays
+down, or a request that fails every attempt, ends generate() with TeacherUnavailable, to be resumed.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import hashlib
 import json
@@ -24,6 +27,10 @@ log = logging.getLogger(__name__)
 
 class TeacherError(RuntimeError):
     """The teacher cannot be used at all (no key, unreachable endpoint); the message says what to do."""
+
+
+class TeacherUnavailable(TeacherError):
+    """The endpoint stopped answering mid-call; the replies already delivered stay delivered, so resume continues."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +64,21 @@ class TeacherReply:
     error: str = ""
     cached: bool = False
     attempts: int = 1
+    attempt_errors: tuple[str, ...] = ()  # why each earlier attempt failed (the retries, by reason); not cached
 
 
 OnReply = Callable[[int, TeacherReply], None]
+OnSend = Callable[[int, int], None]  # (index, attempt number from 1)
 
 
 class Teacher(Protocol):
     model: str
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
-        """Replies in request order; on_reply(index, reply) is called as each one arrives."""
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
+                 on_send: OnSend | None = None) -> list[TeacherReply]:
+        """Replies in request order; on_send(index, attempt) is called just before each attempt goes out (the caller
+        records it durably, so a kill while it is in flight still counts it), on_reply(index, reply) once per request
+        with its final reply (its earlier attempts' errors in reply.attempt_errors)."""
 
     def close(self) -> None: ...
 
@@ -98,7 +110,8 @@ class LocalTeacher:
         eos = self.lm.generation_config.eos_token_id
         self.eos_ids = sorted({self.tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
+                 on_send: OnSend | None = None) -> list[TeacherReply]:
         if self.lm is None:
             self._load()
         prompts = [self.tok.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests]
@@ -114,6 +127,8 @@ class LocalTeacher:
                 batches.append([i])
         with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
             for batch in batches:
+                for i in batch if on_send else ():
+                    on_send(i, 1)
                 for i, reply in zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]], [requests[i].seed for i in batch])):
                     replies[i] = reply
                     if on_reply:
@@ -206,7 +221,7 @@ class OpenAITeacher:
 
     def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int,
                  rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 on_close: Callable[[], None] | None = None):
+                 on_close: Callable[[], None] | None = None, outage_failures: int = 8, outage_wait_s: float = 300.0):
         self.model = model
         self._on_close = on_close  # e.g. stop a server this teacher owns
         self.base_url = base_url or None
@@ -216,6 +231,7 @@ class OpenAITeacher:
         self.max_retries = max_retries
         self.rpm, self.tpm = rpm, tpm
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.outage_failures, self.outage_wait_s = outage_failures, outage_wait_s
 
     def _client(self, sync: bool = False):
         import openai
@@ -239,33 +255,66 @@ class OpenAITeacher:
         except openai.APIStatusError:
             pass  # reachable; some servers do not serve /models
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
-        return asyncio.run(self._generate_all(requests, desc, on_reply))
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
+                 on_send: OnSend | None = None) -> list[TeacherReply]:
+        return asyncio.run(self._generate_all(requests, desc, on_reply, on_send))
 
-    async def _generate_all(self, requests: list[TeacherRequest], desc: str, on_reply: OnReply | None) -> list[TeacherReply]:
+    async def _generate_all(self, requests: list[TeacherRequest], desc: str, on_reply: OnReply | None,
+                            on_send: OnSend | None) -> list[TeacherReply]:
         sem = asyncio.Semaphore(self.max_concurrency)
         limiter = RateLimiter(self.rpm, self.tpm)
+        breaker = Breaker(self.base_url or "the OpenAI API", self.outage_failures, self.outage_wait_s, self.backoff_s, self.max_backoff_s)
         async with self._client() as client:
             with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
                 async def one(i: int, r: TeacherRequest) -> TeacherReply:
-                    async with sem:
-                        reply = await self._with_retries(client, r, limiter)
+                    settled: list[TeacherReply] = []  # its last attempt's failed reply while no attempt is out
+                    try:
+                        async with sem:
+                            reply = await self._with_retries(client, r, limiter, breaker, lambda a: on_send and on_send(i, a), settled)
+                    except (asyncio.CancelledError, TeacherUnavailable):
+                        if on_reply and settled:  # stopped between attempts: known unpaid, so the caller's ledger closes it
+                            on_reply(i, settled[0])
+                        raise
                     if on_reply:
                         on_reply(i, reply)
                     bar.update(1)
                     return reply
-                return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+                tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+                try:
+                    replies = list(await asyncio.gather(*tasks))
+                finally:  # when the breaker gives up: stop the rest and collect their outcome, so nothing is left unretrieved
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        breaker.raise_if_unanswered(len(requests), self.max_retries + 1)
+        return replies
 
-    async def _with_retries(self, client, r: TeacherRequest, limiter: "RateLimiter") -> TeacherReply:
-        for attempt in range(1, self.max_retries + 2):
+    async def _with_retries(self, client, r: TeacherRequest, limiter: "RateLimiter", breaker: "Breaker",
+                            on_attempt: Callable[[int], None], settled: list[TeacherReply]) -> TeacherReply:
+        """on_attempt(n) just before attempt n goes out; `settled` holds the last failed reply while no attempt is out."""
+        failed: list[str] = []
+        charged = 0  # attempts that count against max_retries: not those the endpoint's outage made fail
+        while True:
+            await breaker.wait()
             await limiter.acquire(sum(len(c) for _, c in r.messages) // 4 + r.max_tokens)
+            await breaker.wait()  # the limiter may have slept across an opening
+            settled.clear()
+            on_attempt(len(failed) + 1)
             reply, retry_after = await self._one(client, r)
-            reply.attempts = attempt
-            if not reply.error or retry_after is None or attempt > self.max_retries:
+            reply.attempts, reply.attempt_errors = len(failed) + 1, tuple(failed)
+            settled.append(reply)
+            transport = retry_after is not None  # _one gives a wait exactly for the retryable, transport errors
+            down = breaker.record(not transport, reply.error)
+            if not transport:
                 return reply
-            delay = retry_after or self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # server's word first
-            await asyncio.sleep(min(self.max_backoff_s, delay))
-        return reply
+            charged += not down
+            if charged > self.max_retries:
+                breaker.unanswered.append(reply.error)
+                return reply
+            failed.append(reply.error)
+            if not down:  # while it is down the breaker paces every request
+                delay = retry_after or self.backoff_s * 2 ** (charged - 1) * random.uniform(0.5, 1.5)  # server's word first
+                await asyncio.sleep(min(self.max_backoff_s, delay))
 
     async def _one(self, client, r: TeacherRequest) -> tuple[TeacherReply, float | None]:
         """(reply, None if final, else seconds the server asked us to wait, 0 when it did not say)."""
@@ -297,6 +346,64 @@ class OpenAITeacher:
     def close(self) -> None:
         if self._on_close:
             self._on_close()
+
+
+class Breaker:
+    """Endpoint health across the concurrent requests of one generate() call. After `failures` transport errors in a
+    row the endpoint counts as down: no attempt starts for a pause (backoff_s, doubling up to max_backoff_s), then
+    requests go again half-open, where one more transport error reopens at once. Any reply that came back, even a
+    4xx, closes it. An outage longer than wait_s raises TeacherUnavailable; a down server is never turned into rows."""
+
+    def __init__(self, where: str, failures: int, wait_s: float, backoff_s: float, max_backoff_s: float):
+        self.where, self.failures, self.wait_s = where, failures, wait_s
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.in_a_row = 0
+        self.pause = backoff_s  # the next opening's pause
+        self.reopen_at = 0.0  # monotonic time the current pause ends
+        self.down_since: float | None = None  # first opening since the last reply
+        self.unanswered: list[str] = []  # transport errors of requests that used up their retries while it stayed closed
+
+    async def wait(self) -> None:
+        while (left := self.reopen_at - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+    def record(self, ok: bool, reason: str = "") -> bool:
+        """Count one attempt (ok: anything but a transport error); True while the endpoint is down, when the attempt
+        is not its request's fault and costs it no retry."""
+        now = time.monotonic()
+        if ok:
+            if self.down_since is not None:
+                log.info("teacher endpoint %s answers again, after %.1f s", self.where, now - self.down_since)
+            self.in_a_row, self.pause, self.reopen_at, self.down_since = 0, self.backoff_s, 0.0, None
+            return False
+        self.in_a_row += 1  # not reset on closing, so half-open needs only one more failure to reopen
+        if now < self.reopen_at:
+            return True  # an attempt that started before the pause
+        if self.in_a_row < self.failures:
+            return False
+        if self.down_since is None:
+            self.down_since = now
+        waited = now - self.down_since
+        if waited >= self.wait_s:
+            raise TeacherUnavailable(
+                f"teacher endpoint {self.where} is down: {self.in_a_row} transport errors in a row (last: {reason}), no "
+                f"reply for {waited:.0f} s (generation.teacher.outage_wait_s={self.wait_s:g}); check the server, then "
+                f"`daig resume` on the run folder continues where this stopped")
+        pause = min(self.pause, self.wait_s - waited)  # the last pause ends when the wait does, for one last probe
+        log.warning("teacher endpoint %s is failing (%d transport errors in a row: %s); pausing %.3g s",
+                    self.where, self.in_a_row, reason, pause)
+        self.reopen_at = now + pause
+        self.pause = min(2 * self.pause, self.max_backoff_s)
+        return True
+
+    def raise_if_unanswered(self, total: int, attempts: int) -> None:
+        """After every request finished: a request that failed every attempt while others got through is no row either."""
+        if self.unanswered:
+            counts = ", ".join(f"{reason} x{n}" for reason, n in collections.Counter(self.unanswered).most_common())
+            raise TeacherUnavailable(
+                f"{len(self.unanswered)} of {total} teacher requests failed after {attempts} attempt{'s' * (attempts != 1)} each "
+                f"({counts}) at {self.where}; raise generation.teacher.timeout_s / max_retries or check the server, then "
+                f"`daig resume` on the run folder")
 
 
 def retry_after(headers) -> float:

@@ -16,6 +16,7 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daig", description="Closed-loop generate-and-train instruction tuning.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of its one line (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the loop", description="daig run configs/quickstart.yaml --out runs/qs training.lora_r=16")
     run_p.add_argument("config", help="YAML config file")
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     abl_p.add_argument("--out", required=True, help="ablation folder (rerun the same command to continue an interrupted one)")
     res_p = sub.add_parser("resume", help="continue a killed run from its last finished stage", description="daig resume runs/qs")
     res_p.add_argument("run_dir")
+    res_p.add_argument("--allow-pickle", action="store_true",
+                       help="resume from an older version's checkpoint.pkl; unpickling runs any code the file names, so only for folders you trust")
     sub.add_parser("models", help="list the packaged offline models")
     exp_p = sub.add_parser("export", help="copy or merge a round's adapter out of a run",
                            description="daig export runs/qs --out my-adapter [--round 2] [--merge] [--push-to-hub user/name]")
@@ -48,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     tr_p.add_argument("example_id", help="the row's id, e.g. r1-00003")
     tr_p.add_argument("--json", action="store_true", help="print the lineage as JSON")
     # Overrides may come after --out, which argparse alone does not take as positionals.
-    args, extra = parser.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # accepted anywhere, not only before the command
+    args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
     if stray or (extra and args.command not in ("run", "config")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
@@ -141,19 +147,33 @@ def main(argv: list[str] | None = None) -> int:
     if is_local(cfg.student) and (cfg.generation.teacher.backend == "openai" or is_local(cfg.generation.teacher.model)):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _setup_logging()
+    import sqlite3
+
+    from generation.cache import CacheError
     from generation.corpus import DataError
-    from generation.teachers import TeacherError
+    from generation.teachers import TeacherError, TeacherUnavailable
+    from loop.checkpoint import CheckpointError
     from loop.controller import resume, run
     from loop.models import ModelError
+    from loop.preflight import PreflightError
 
     try:
         if args.command == "resume":
-            resume(args.run_dir)
+            resume(args.run_dir, allow_pickle=args.allow_pickle)
         else:  # a W&B sweep agent runs the command without a shell: expand $WANDB_RUN_ID and friends here
             run(cfg, os.path.expandvars(args.out))
-    except (DataError, TeacherError, ModelError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (DataError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, OSError, sqlite3.Error) as e:
+        if args.debug:
+            raise
+        # the endpoint went away mid-run: everything so far is saved, and `daig resume` continues (exit 3, apart
+        # from bad input's 2, so a script can wait and retry)
+        code = 3 if isinstance(e, TeacherUnavailable) else 2
+        where = args.run_dir if args.command == "resume" else args.out
+        hint = f" Everything so far is saved: `daig resume {where}` continues." if code == 3 else ""
+        detail = str(e) if isinstance(e, (PreflightError, DataError, TeacherError, ModelError, CacheError, CheckpointError, ConfigError, FileExistsError,
+                                           FileNotFoundError)) else f"{type(e).__name__}: {e}"
+        print(f"error: {detail}{hint} (--debug shows the traceback)", file=sys.stderr)
+        return code
     return 0
 
 

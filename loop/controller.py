@@ -10,13 +10,11 @@ import json
 import logging
 import math
 import os
-import pickle
 import random
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -25,34 +23,26 @@ from eval.evaluate import benchmark, evaluate, load_benchmark
 from eval.judge import judge_prompt, judge_score, parse_verdict
 from eval.sets import load_eval_set
 from eval.stats import macro_mean, shrink
-from generation.corpus import load_corpus
+from generation.corpus import DataError, load_corpus
 from generation.pool import build_pool, load_pool
-from generation.cache import Budget, CachedTeacher, Ledger, TeacherCache
+from generation.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
 from generation.daig import RoundStats
 from generation.novelty import NoveltyFilter
+from loop.checkpoint import CHECKPOINT, LEGACY_CHECKPOINT, LoopState, clean_stale, read_checkpoint, save_checkpoint, state_from_json, write_atomic
 from loop.config import ConfigError, RunConfig, build, to_dict
 from loop.evalsets import build_daig_sets, heldout_chunk_ids, read_heldout, write_heldout
 from loop.feedback import next_weights, sedi_prune
 from loop.methods import STEERED, MethodState, generate_round, make_embedder, start_method, task_universe
 from generation.llamacpp import LlamaCppServer
 from loop.models import gguf_path, resolve_model
+from loop.preflight import PreflightError, check_models_and_services, output_folder
 from loop.tracking import Tracker
 from training.artifacts import data_hash, write_adapter_card
 from training.sft import check_hardware, mix_rows, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
-CHECKPOINT = "checkpoint.pkl"
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+JOURNAL = "teacher_calls.jsonl"  # every paid teacher call, durable across kills (generation/cache.py Journal)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -81,26 +71,30 @@ def split_per_task(rows: list[dict], fraction: float, min_heldout: int, rng: ran
             r["split"] = "eval" if i in held else "train"
 
 
-def make_teacher(cfg: RunConfig) -> CachedTeacher:
+def make_teacher(cfg: RunConfig, journal: Journal | None = None) -> CachedTeacher:
+    """journal: the run's record of paid calls (OUT/teacher_calls.jsonl); None outside a run (benchmarks)."""
     t = cfg.generation.teacher
     if t.backend == "openai":
         teacher: Teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries,
-                                         t.rpm, t.tpm, t.backoff_s, t.max_backoff_s)
+                                         t.rpm, t.tpm, t.backoff_s, t.max_backoff_s,
+                                         outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s)
         teacher.check_reachable()
     elif t.backend == "llamacpp":
         server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx, n_parallel=t.max_concurrency)
         teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
-                                t.rpm, t.tpm, t.backoff_s, t.max_backoff_s, on_close=server.stop)
+                                t.rpm, t.tpm, t.backoff_s, t.max_backoff_s, on_close=server.stop,
+                                outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s)
     else:
         teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads)
     budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens)
-    return CachedTeacher(teacher, TeacherCache(t.cache_path) if t.cache_path else None, budget)
+    return CachedTeacher(teacher, TeacherCache(t.cache_path) if t.cache_path else None, budget, journal)
 
 
 def ledger_metrics(led: Ledger, n_kept: int, prefix: str = "") -> dict:
     paid_tokens = led.prompt_tokens + led.completion_tokens
     return {f"{prefix}teacher_requests": led.requests, f"{prefix}teacher_calls": led.calls, f"{prefix}cache_hits": led.cache_hits,
-            f"{prefix}teacher_retries": led.retries, f"{prefix}teacher_failures": dict(led.failures),
+            f"{prefix}teacher_retries": led.retries, f"{prefix}teacher_retry_reasons": dict(led.retry_reasons),
+            f"{prefix}teacher_failures": dict(led.failures), f"{prefix}teacher_unconfirmed_calls": led.unconfirmed,
             f"{prefix}teacher_tokens": paid_tokens, f"{prefix}teacher_prompt_tokens": led.prompt_tokens,
             f"{prefix}teacher_completion_tokens": led.completion_tokens, f"{prefix}cost_usd": round(led.cost_usd, 6),
             f"{prefix}calls_per_kept": led.calls / n_kept if n_kept else None,
@@ -184,7 +178,7 @@ def ensure_eval_sets(cfg: RunConfig, out: Path, teacher: CachedTeacher, pool: di
     their own, so no arm's budget pays for them (the shared cache serves every arm after the first). The held-out
     chunk list is written last: it marks the sets complete, so a kill midway builds them again (from the cache)."""
     ev = cfg.eval
-    builder = CachedTeacher(teacher.teacher, teacher.cache, Budget())
+    builder = CachedTeacher(teacher.teacher, teacher.cache, Budget(), teacher.journal, "eval_sets")
     held_set = set(held)
     made, info = build_daig_sets(builder, cfg.generation, pool, [c for c in chunks if c.id in held_set] or chunks,
                                  {"validation": ev.validation_per_task, "test": ev.test_per_task}, ev.set_seed, not cfg.training.include_context)
@@ -232,7 +226,7 @@ def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, sample
     ev = cfg.eval
     b = teacher.budget  # the same prices, so the judge's dollars are counted too
     judge = CachedTeacher(teacher.teacher, teacher.cache, Budget(max_calls=ev.judge_max_calls, usd_per_m_prompt=b.usd_per_m_prompt,
-                                                                 usd_per_m_completion=b.usd_per_m_completion))
+                                                                 usd_per_m_completion=b.usd_per_m_completion), teacher.journal, "judge")
     judge.ledger = ledger  # the run's judge ledger: the cap holds across rounds and resumes
     replies = judge.generate([TeacherRequest((("user", judge_prompt(s)),), ev.judge_max_tokens, 0.0, 1.0, 0) for s in samples],
                              desc=f"round {r} judge")
@@ -246,35 +240,6 @@ def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, sample
     return {"test_judge_score": score, "test_judge_n": n, "test_judge_verdicts": {**counts, "ungraded": len(samples) - n},
             "judge_teacher_requests": ledger.requests, "judge_teacher_calls": ledger.calls,
             "judge_teacher_tokens": ledger.prompt_tokens + ledger.completion_tokens, "judge_cost_usd": round(ledger.cost_usd, 6)}
-
-
-@dataclass
-class LoopState:
-    """Everything needed to continue a run after a kill, saved atomically (checkpoint.pkl) after every stage."""
-    round: int = 1  # the round in progress
-    stage: str = "start"  # last finished stage of that round: start | generated | trained
-    rng: tuple = ()
-    weights: dict = field(default_factory=dict)
-    loss_history: list = field(default_factory=list)  # per-task eval loss of each finished round
-    task_counts: dict = field(default_factory=dict)  # kept rows per task so far (ucb)
-    rounds_rows: list = field(default_factory=list)  # kept rows of each round
-    adapter: str | None = None
-    history: list = field(default_factory=list)  # metrics of each finished round
-    method: MethodState | None = None
-    ledger: Ledger = field(default_factory=Ledger)  # the run's teacher ledger
-    round_ledger_start: Ledger = field(default_factory=Ledger)
-    base_bench: dict | None = None
-    stats: RoundStats | None = None
-    gen_seconds: float = 0.0
-    train_stats: dict = field(default_factory=dict)
-    wandb_id: str = ""
-    stopped: str = ""  # why the run ended early: budget or plateau
-    judge_ledger: Ledger = field(default_factory=Ledger)  # the test-set judge's calls, apart from generation's
-
-
-def save_checkpoint(out: Path, st: LoopState) -> None:
-    method = dataclasses.replace(st.method, embedder=None)  # a model, rebuilt on resume
-    write_atomic(out / CHECKPOINT, pickle.dumps(dataclasses.replace(st, method=method)))
 
 
 class RunLocked(FileExistsError):
@@ -306,48 +271,66 @@ def locked(out: Path):
 def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
     """Run every round; returns the per-round metrics (also in out_dir/metrics.jsonl)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    problem = output_folder(out)
+    if problem:
+        raise PreflightError([problem])
     with locked(out):
-        if (out / "metrics.jsonl").exists() or (out / CHECKPOINT).exists():
+        if (out / "metrics.jsonl").exists() or (out / CHECKPOINT).exists() or (out / LEGACY_CHECKPOINT).exists():
             raise FileExistsError(f"{out} already holds a run; continue it with `daig resume {out}` or choose a new --out")
-        write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return _run(cfg, out, None)
 
 
-def resume(out_dir: str | Path) -> list[dict]:
+def resume(out_dir: str | Path, allow_pickle: bool = False) -> list[dict]:
     """Continue a killed run from its last finished stage, with its saved config. Teacher replies come back from
-    the cache (a request answered before the kill is never paid twice); rows are neither lost nor duplicated."""
+    the cache (a request answered before the kill is never paid twice); rows are neither lost nor duplicated.
+    allow_pickle: read an older version's checkpoint.pkl (unpickling runs any code the file names)."""
     out = Path(out_dir)
-    if not (out / CHECKPOINT).exists():
+    if not (out / CHECKPOINT).exists() and not (out / LEGACY_CHECKPOINT).exists():
         raise FileNotFoundError(f"{out} has no {CHECKPOINT}: not a run folder, or it was made before resume existed")
     with locked(out):
-        return _resume(out)
+        return _resume(out, allow_pickle)
 
 
-def _resume(out: Path) -> list[dict]:
+def _resume(out: Path, allow_pickle: bool) -> list[dict]:
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     ev = saved.setdefault("eval", {})
     if "rolling_heldout" not in ev:  # a run started before fixed sets were the default keeps its rolling split
         ev.update(rolling_heldout=True, validation_per_task=ev.get("validation_per_task", 0), test_per_task=ev.get("test_per_task", 0))
     cfg = build(RunConfig, saved)
-    st = pickle.loads((out / CHECKPOINT).read_bytes())
-    st.__dict__.setdefault("judge_ledger", Ledger())  # a checkpoint from before the judge
-    if st.stopped or st.round > cfg.rounds:
-        log.info("%s already finished (%s)", out, st.stopped or f"{cfg.rounds} rounds")
-        return st.history
-    log.info("resuming %s at round %d after stage '%s'", out, st.round, st.stage)
-    return _run(cfg, out, st)
+    state = read_checkpoint(out, allow_pickle)
+    if isinstance(state, LoopState):  # an older version's pickle
+        state.__dict__.setdefault("judge_ledger", Ledger())  # from before the judge
+        state.method.__dict__.setdefault("novelty_base", len(state.method.novelty.texts) if state.method.novelty else 0)
+    stopped, at, stage = (state.stopped, state.round, state.stage) if isinstance(state, LoopState) else (state["stopped"], state["round"], state["stage"])
+    if stopped or at > cfg.rounds:
+        log.info("%s already finished (%s)", out, stopped or f"{cfg.rounds} rounds")
+        return state.history if isinstance(state, LoopState) else state["history"]
+    for stale in clean_stale(out):
+        log.info("removed %s, left by a kill mid-write", stale)
+    log.info("resuming %s at round %d after stage '%s'", out, at, stage)
+    return _run(cfg, out, state)
 
 
-def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
-    # Data first: bad input fails in seconds, before any model loads.
+def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict]:
+    """saved: None for a new run, else the checkpoint (a JSON dict, or an older version's unpickled state)."""
+    # Data first: bad input fails in seconds, before any model loads; then the config's consistency; then the folders,
+    # models and endpoint (preflight), all before anything is written or paid.
     g = cfg.generation
-    chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field) if g.domain_path else []
-    pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
+    problems = []
+    try:
+        chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field) if g.domain_path else []
+    except DataError as e:
+        problems, chunks = [str(e)], []
+    try:
+        pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
+    except DataError as e:
+        problems, pool = problems + [str(e)], {}
+    if problems:  # with every other problem the services have, so one attempt shows them all
+        raise PreflightError(problems + check_models_and_services(cfg))
     log.info("method %s; corpus: %d chunks; pool: %s", g.method, len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
     if g.method in STEERED and cfg.feedback.policy != "uniform" and cfg.feedback.floor * len(pool) >= 1:
         raise ConfigError(f"feedback.floor={cfg.feedback.floor} is too high for {len(pool)} tasks: set it below {1 / len(pool):.4f}")
-    fresh = st is None
+    fresh = saved is None
     ev_cfg = cfg.eval
     build_sets = (ev_cfg.validation_per_task or ev_cfg.test_per_task) and not (ev_cfg.validation_path or ev_cfg.test_path)
     if build_sets and not chunks:
@@ -364,11 +347,13 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
                           "set eval.test_per_task > 0 or give eval.test_path") + ", and keep eval.generation_samples > 0")
     held_path = out / "eval" / "heldout_chunks.json"
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
-    if fresh:  # held-out chunks never reach a training request
-        held_set = set(held)
-        st = LoopState(method=start_method(g, pool, [c for c in chunks if c.id not in held_set], cfg.cache_dir, cfg.num_threads))
-    else:
+    held_set = set(held)  # held-out chunks never reach a training request
+    if isinstance(saved, LoopState):
+        st = saved
         st.method.embedder = make_embedder(g, cfg.cache_dir, cfg.num_threads)
+    else:
+        method = start_method(g, pool, [c for c in chunks if c.id not in held_set], cfg.cache_dir, cfg.num_threads)
+        st = LoopState(method=method) if fresh else state_from_json(saved, out, method)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
     sets = load_sets(cfg, out)
     unknown = sorted({r["task"] for r in sets.get("validation", [])} - set(pool)) if g.method in STEERED else []
@@ -377,11 +362,22 @@ def _run(cfg: RunConfig, out: Path, st: LoopState | None) -> list[dict]:
                           "(the policies weigh pool tasks only)")
 
     check_hardware(cfg.training)
-    teacher = make_teacher(cfg)
+    problems = check_models_and_services(cfg)  # before anything is written or paid
+    if problems:
+        raise PreflightError(problems)
+    if fresh:  # saved once every check passed, so a resume never meets a model that cannot load
+        write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    journal_path = out / JOURNAL
+    if journal_path.exists():  # every call an earlier attempt paid for, including those in flight when it was killed
+        st.ledger = st.ledger.paid_from(Journal.replay(journal_path, "generation"))
+        st.judge_ledger = st.judge_ledger.paid_from(Journal.replay(journal_path, "judge"))
+    teacher = make_teacher(cfg, Journal(journal_path))
     teacher.ledger = st.ledger
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
+    if not fresh:
+        tracker.catch_up(out)
     try:  # from here on, whatever happens, the teacher (a llama.cpp server, maybe) and the tracker are closed
         if build_sets and not held_path.exists():
             ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
@@ -540,9 +536,8 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
                                      "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
                                      "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
     write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
-    if r not in _logged_rounds(out):  # a kill between logging and the checkpoint must not log the round twice
-        artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats and adapter else [])
-        tracker.log_round(metrics, table, ev["samples"], train_stats.get("loss_history", []), artifacts)
+    artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats and adapter else [])
+    tracker.log_round(metrics, table, ev["samples"], train_stats.get("loss_history", []), artifacts)  # once per round, even after a kill
     st.history.append(metrics)
     log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",
              r, len(kept), stats.requests, stats.rejected or "none", round_ledger.calls, round_ledger.cache_hits,
@@ -564,13 +559,6 @@ def plateau(history: list[dict], rounds: int, min_delta: float) -> str:
     if not before or not recent:
         return ""
     return "plateau" if min(before) - min(recent) < min_delta else ""
-
-
-def _logged_rounds(out: Path) -> set[int]:
-    path = out / "metrics.jsonl"
-    if not path.exists():
-        return set()
-    return {json.loads(line)["round"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 def _json_safe(x):

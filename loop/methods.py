@@ -43,6 +43,7 @@ class MethodState:
     seen: set = field(default_factory=set)  # Dynosaur: tasks proposed so far
     chunk_counts: dict[str, int] = field(default_factory=dict)  # kept rows per domain chunk so far (coverage)
     chunk_requests: dict[str, int] = field(default_factory=dict)  # DAIG requests per domain chunk so far (stratified sampling)
+    novelty_base: int = 0  # novelty pool texts start_method put there (the checkpoint saves only those added later)
 
 
 def start_method(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], cache_dir: str,
@@ -62,6 +63,7 @@ def start_method(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: l
     if g.method in ("daig", "self_instruct", "alpaca"):
         state.novelty = NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text)
         state.novelty.add(pool_texts)
+        state.novelty_base = len(state.novelty.texts)
         state.embedder = make_embedder(g, cache_dir, num_threads)
     return state
 

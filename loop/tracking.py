@@ -22,10 +22,18 @@ def append_jsonl(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def logged_rounds(path: Path) -> set[int]:
+    """The rounds a JSONL log holds (metrics.jsonl, or the record of rounds W&B accepted)."""
+    if not path.exists():
+        return set()
+    return {json.loads(line)["round"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
 class Tracker:
     def __init__(self, cfg: TrackingConfig, out_dir: Path, run_config: dict, run_id: str = ""):
         """run_id: the W&B run to continue (a resumed run keeps logging into the same W&B run)."""
         self.metrics_path = out_dir / "metrics.jsonl"
+        self.wandb_path = out_dir / "wandb_rounds.jsonl"  # rounds handed to W&B, so a resume logs the ones a kill cut off
         self.run = None
         if not cfg.wandb or cfg.mode == "disabled":
             return
@@ -42,9 +50,11 @@ class Tracker:
 
     def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict], curve: list[dict] = (),
                   artifacts: list[tuple[str, str, Path]] = ()) -> None:
-        """curve: this round's training loss history; artifacts: (name, type, file or folder) to version in W&B."""
-        append_jsonl(self.metrics_path, metrics)
-        if self.run is None:
+        """curve: this round's training loss history; artifacts: (name, type, file or folder) to version in W&B.
+        Each destination gets the round once: a round finished again after a kill is not logged twice."""
+        if metrics["round"] not in logged_rounds(self.metrics_path):
+            append_jsonl(self.metrics_path, metrics)
+        if self.run is None or metrics["round"] in logged_rounds(self.wandb_path):
             return
         import wandb
 
@@ -57,7 +67,7 @@ class Tracker:
             self.run.log_artifact(art)
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         for key in ("task_weights", "task_eval_loss", "task_eval_se", "task_eval_n", "task_eval_loss_shrunk", "test_task_loss", "test_task_se", "test_task_n",
-                    "test_judge_verdicts", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures",
+                    "test_judge_verdicts", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures", "teacher_retry_reasons", "run_teacher_retry_reasons",
                     "generation_metrics"):
             flat.update({f"{key}/{t}": v for t, v in (metrics.get(key) or {}).items() if v is not None})
         flat["task_weights_table"] = wandb.Table(columns=["round", "task", "weight", "eval_loss", "next_weight"], data=weights_table)
@@ -69,6 +79,30 @@ class Tracker:
             cols = list(samples[0])
             flat["eval_samples"] = wandb.Table(columns=cols, data=[[s[c] for c in cols] for s in samples])
         self.run.log(flat, step=metrics["round"])
+        append_jsonl(self.wandb_path, {"round": metrics["round"]})
+
+    def catch_up(self, out_dir: Path) -> list[int]:
+        """Log to W&B the rounds metrics.jsonl has and W&B never got (a kill between the two); returns them."""
+        if self.run is None or not self.metrics_path.exists():
+            return []
+        missing = []
+        done = logged_rounds(self.wandb_path)
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            m = json.loads(line) if line.strip() else None
+            if m is None or m["round"] in done:
+                continue
+            rdir = out_dir / "rounds" / str(m["round"])
+            table = [[m["round"], t, w, (m.get("task_eval_loss") or {}).get(t), (m.get("next_task_weights") or {}).get(t)]
+                     for t, w in (m.get("task_weights") or {}).items()]
+            samples = [json.loads(x) for x in (rdir / "eval_samples.jsonl").read_text(encoding="utf-8").splitlines()] \
+                if (rdir / "eval_samples.jsonl").exists() else []
+            artifacts = [(f"data-round{m['round']}", "dataset", rdir / "data.jsonl")] + \
+                ([(f"adapter-round{m['round']}", "model", Path(m["adapter"]))] if m.get("adapter") and Path(m["adapter"]).is_dir() else [])
+            self.log_round(m, table, samples, [], [a for a in artifacts if a[2].exists()])
+            missing.append(m["round"])
+        if missing:
+            log.info("W&B: logged rounds %s, which a kill had cut off", missing)
+        return missing
 
     def finish(self) -> None:
         if self.run is not None:

@@ -313,7 +313,7 @@ def test_judge_and_answer_failures_are_rejected_at_their_stage(scripted):
         stage = "evolve" if number <= 12 else "equality" if "are two Instructions" in text else "answer"
         if stage != "evolve" and "[equal]" not in text and stage not in dropped:
             dropped[stage] = text
-            return True
+            return "garbage"  # a reply that came back unusable (a dropped connection is retried, never a row)
         return False
 
     scripted.before_reply = drop_first_of_each_stage

@@ -106,12 +106,12 @@ def test_daig_round_over_openai_protocol_keeps_rows_with_provenance(fake_openai,
 
 def test_faults_become_counted_rejections(fake_openai, monkeypatch):
     monkeypatch.setenv("K", "x")
-    fake_openai.faults = ["500", "garbage", "empty", "length"]
+    fake_openai.faults = ["401", "garbage", "empty", "length"]  # replies that came back bad (a 5xx is retried, never a row)
     cfg, plan = _plan(n=4)
     teacher = OpenAITeacher("fake-teacher", fake_openai.base_url, "K", max_concurrency=1, timeout_s=10, max_retries=0)
     kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
     # Three instruction requests fail; the fourth is cut by length but an instruction is still parseable.
-    assert stats.rejected.get("teacher_http_500") == 1
+    assert stats.rejected.get("teacher_http_401") == 1
     assert stats.rejected.get("teacher_malformed_reply") == 2
     assert len(kept) + len(rejected) == 4
 

@@ -2,7 +2,6 @@
 uninterrupted run and the loopback teacher must never be asked again for a request it already answered."""
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -40,9 +39,9 @@ def _key(body: dict) -> str:
 
 def _stage(out: Path):
     try:
-        st = pickle.loads((out / CHECKPOINT).read_bytes())
-        return st.round, st.stage
-    except (OSError, EOFError, pickle.UnpicklingError):
+        st = json.loads((out / CHECKPOINT).read_text())
+        return st["round"], st["stage"]
+    except (OSError, ValueError):
         return None
 
 

@@ -35,14 +35,26 @@ def test_transient_faults_are_retried_and_counted(fake_openai):
 
 
 def test_final_failures_and_bad_replies_are_counted_by_reason(fake_openai):
-    fake_openai.faults = ["500", "500", "401", "garbage", "empty", "length"]
-    t = teacher(fake_openai, max_concurrency=1, max_retries=1)
+    """Replies that came back and were bad are counted by reason; transport errors are retried, counted by reason."""
+    fake_openai.faults = ["500", "429", "401", "garbage", "empty", "length"]
+    t = teacher(fake_openai, max_concurrency=1, max_retries=2)
     replies = t.generate(requests(5))
     errors = [r.error for r in replies]
-    assert errors.count("http_500") == 1 and errors.count("http_401") == 1 and errors.count("malformed_reply") == 2
-    assert replies[-1].finish_reason == "length" and not replies[-1].error
-    assert t.ledger.failures == {"http_500": 1, "http_401": 1, "malformed_reply": 2}
-    assert t.ledger.retries == 1  # the first 500 was retried once, then gave up; 401 is not retried
+    assert errors == ["http_401", "malformed_reply", "malformed_reply", "", ""]
+    assert replies[3].finish_reason == "length" and replies[4].text
+    assert t.ledger.failures == {"http_401": 1, "malformed_reply": 2}
+    assert t.ledger.retries == 2 and t.ledger.retry_reasons == {"http_500": 1, "http_429": 1}  # 401 is not retried
+    assert len(fake_openai.requests) == 7 == t.ledger.calls + t.ledger.retries
+
+
+def test_a_request_that_fails_every_attempt_is_an_error_not_a_row(fake_openai):
+    from generation.teachers import TeacherUnavailable
+
+    fake_openai.faults = ["500", "500"]
+    t = teacher(fake_openai, max_concurrency=1, max_retries=1)
+    with pytest.raises(TeacherUnavailable, match=r"1 of 3 teacher requests failed after 2 attempts each \(http_500 x1\)"):
+        t.generate(requests(3))
+    assert t.ledger.failures == {"http_500": 1} and t.ledger.calls == 3 and len(fake_openai.requests) == 4
 
 
 def test_retry_after_header_parsing():
@@ -153,7 +165,7 @@ def test_rate_limiter_spaces_requests():
 def test_api_key_never_reaches_outputs_or_errors(fake_openai, tmp_path, monkeypatch):
     key = "sk-planted-" + "Z" * 40
     monkeypatch.setenv("PLANTED_KEY", key)
-    fake_openai.faults = ["401", "500"]
+    fake_openai.faults = ["401", "garbage"]
     inner = OpenAITeacher("fake-teacher", fake_openai.base_url, "PLANTED_KEY", 1, 1.0, 0)
     t = CachedTeacher(inner, TeacherCache(tmp_path / "c.sqlite"), Budget())
     replies = t.generate(requests(3))

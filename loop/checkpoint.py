@@ -1,0 +1,140 @@
+"""The run's checkpoint: the loop state as JSON (OUT/checkpoint.json), written atomically after every stage.
+
+It keeps what cannot be rebuilt and references what can: the rows are read back from rounds/<r>/data.jsonl, the
+pool and the chunks from the config's files, and the method's start state from start_method (the saved state only
+says which pool examples survived pruning and what was added since). So it is sized by the loop's state, not by the
+corpus, and loading it runs no code. A checkpoint.pkl from an older version is read only with --allow-pickle, since
+unpickling a file runs whatever code the file names.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from generation.cache import Ledger
+from generation.daig import RoundStats
+from loop.methods import MethodState
+
+CHECKPOINT = "checkpoint.json"
+LEGACY_CHECKPOINT = "checkpoint.pkl"
+# What write_atomic leaves when a kill lands mid-write: '.<name>.<8 random chars>' beside the file.
+_STALE = re.compile(r"^\.[\w.-]+\.(?:json|jsonl|yaml|pkl)\.\w{8}$")
+
+
+class CheckpointError(ValueError):
+    """The checkpoint cannot be read; the message says what to do."""
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue a run after a kill."""
+    round: int = 1  # the round in progress
+    stage: str = "start"  # last finished stage of that round: start | generated | trained
+    rng: tuple = ()
+    weights: dict = field(default_factory=dict)
+    loss_history: list = field(default_factory=list)  # per-task eval loss of each finished round
+    task_counts: dict = field(default_factory=dict)  # kept rows per task so far (ucb)
+    rounds_rows: list = field(default_factory=list)  # kept rows of each round (on disk in rounds/<r>/data.jsonl)
+    adapter: str | None = None
+    history: list = field(default_factory=list)  # metrics of each finished round
+    method: MethodState | None = None
+    ledger: Ledger = field(default_factory=Ledger)  # the run's teacher ledger
+    round_ledger_start: Ledger = field(default_factory=Ledger)
+    base_bench: dict | None = None
+    stats: RoundStats | None = None
+    gen_seconds: float = 0.0
+    train_stats: dict = field(default_factory=dict)
+    wandb_id: str = ""
+    stopped: str = ""  # why the run ended early: budget or plateau
+    judge_ledger: Ledger = field(default_factory=Ledger)  # the test-set judge's calls, apart from generation's
+
+
+def save_checkpoint(out: Path, st: LoopState) -> None:
+    m = st.method
+    method = {"pool": {t: [item.id for item in items] for t, items in m.pool.items()},
+              "novelty_base": m.novelty_base,
+              "novelty_added": m.novelty.texts[m.novelty_base:] if m.novelty is not None else [],
+              "machine": m.machine, "seen": sorted(m.seen), "chunk_counts": m.chunk_counts, "chunk_requests": m.chunk_requests}
+    state = {"version": 1, **{k: v for k, v in st.__dict__.items() if k not in ("method", "rounds_rows", "rng")},
+             "rng": [st.rng[0], list(st.rng[1]), st.rng[2]] if st.rng else [],
+             "rounds_with_rows": len(st.rounds_rows),
+             "ledger": asdict(st.ledger), "round_ledger_start": asdict(st.round_ledger_start), "judge_ledger": asdict(st.judge_ledger),
+             "stats": asdict(st.stats) if st.stats is not None else None, "method": method}
+    write_atomic(out / CHECKPOINT, json.dumps(state, ensure_ascii=False))
+
+
+def read_checkpoint(out: Path, allow_pickle: bool = False) -> dict | LoopState:
+    """The saved state as a dict (checkpoint.json), or an old pickled LoopState when allowed."""
+    path = out / CHECKPOINT
+    if path.exists():
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or state.get("version") != 1:
+                raise ValueError("not a version-1 checkpoint")
+            return state
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); the finished rounds are in "
+                                  f"{out / 'rounds'}; start a new run with another --out") from None
+    legacy = out / LEGACY_CHECKPOINT
+    if not legacy.exists():
+        raise FileNotFoundError(f"{out} has no {CHECKPOINT}: not a run folder, or it was made before resume existed")
+    if not allow_pickle:
+        raise CheckpointError(f"{out} holds an older {LEGACY_CHECKPOINT}; loading it runs any code the file names, so resume "
+                              "it only if you trust who wrote it: `daig resume --allow-pickle " f"{out}`")
+    try:
+        return pickle.loads(legacy.read_bytes())
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
+        raise CheckpointError(f"{legacy} is damaged ({type(e).__name__}); the finished rounds are in {out / 'rounds'}; "
+                              "start a new run with another --out") from None
+
+
+def state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
+    """The LoopState a JSON checkpoint describes; `method` is start_method's fresh state, which the saved changes
+    (pruned pool, instructions added, counts) are laid over."""
+    s = dict(saved)
+    m = s.pop("method")
+    if method.novelty is not None:
+        if len(method.novelty.texts) != m["novelty_base"]:
+            raise CheckpointError(f"the pool or seed files changed since this run started ({m['novelty_base']} novelty texts "
+                                  f"then, {len(method.novelty.texts)} now); restore them, or start a new run")
+        method.novelty.add(m["novelty_added"])
+    by_id = {item.id: item for items in method.pool.values() for item in items}
+    method.pool = {t: [by_id[i] for i in ids if i in by_id] for t, ids in m["pool"].items()}
+    method.machine, method.seen = m["machine"], {(a, tuple(b), tuple(c)) for a, b, c in m["seen"]}
+    method.chunk_counts, method.chunk_requests = m["chunk_counts"], m["chunk_requests"]
+    rng = s.pop("rng")
+    rows = [read_jsonl(out / "rounds" / str(r) / "data.jsonl") for r in range(1, s.pop("rounds_with_rows") + 1)]
+    stats = s.pop("stats")
+    s.pop("version")
+    return LoopState(**{**s, "rng": (rng[0], tuple(rng[1]), rng[2]) if rng else (), "rounds_rows": rows, "method": method,
+                        "stats": RoundStats(**stats) if stats is not None else None,
+                        **{k: Ledger(**s[k]) for k in ("ledger", "round_ledger_start", "judge_ledger")}})
+
+
+def clean_stale(out: Path) -> list[Path]:
+    """Remove the temporary files a kill mid-write left (never the wandb folder's); returns what was removed."""
+    removed = []
+    for p in out.rglob(".*"):
+        if p.is_file() and _STALE.match(p.name) and "wandb" not in p.relative_to(out).parts:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -1,0 +1,298 @@
+"""Issue 13: never lose data or money. Every count is taken at a loopback OpenAI-protocol server running in its own
+process (tests/openai_server.py ServerProcess), never from our own ledger; kills are real SIGKILLs of `daig`."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loop.config import load_config, to_dict
+from openai_server import ServerProcess, read_log
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+
+
+def overrides(corpus, base_url, model, cache, *extra) -> list[str]:
+    return [f"generation.domain_path={corpus}", "generation.teacher.backend=openai", f"generation.teacher.base_url={base_url}",
+            "generation.teacher.model=fake-teacher", "generation.teacher.api_key_env=", "generation.teacher.max_concurrency=2",
+            "generation.examples_per_round=8", "generation.novelty.filter=none", f"student={model}", "rounds=2", "num_threads=1",
+            "training.max_steps=2", "eval.generation_samples=2", "eval.max_new_tokens=4", "tracking.wandb=false",
+            "eval.rolling_heldout=true", "eval.validation_per_task=0", "eval.test_per_task=0", f"generation.teacher.cache_path={cache}",
+            "generation.teacher.backoff_s=0.05", "generation.teacher.max_backoff_s=0.2", *extra]
+
+
+def write_config(path: Path, *args) -> Path:
+    path.write_text(yaml.safe_dump(to_dict(load_config(None, overrides(*args)))))
+    return path
+
+
+def daig(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loop.cli", *map(str, args)], env=env or ENV, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    text = proc.stderr.strip().splitlines()
+    error = "\n".join(text[next(i for i, x in enumerate(text) if x.startswith("error: ")):])
+    for needle in needles:
+        assert needle in error, error
+    return error
+
+
+def rows(out: Path, rounds=(1, 2)) -> list[str]:
+    return [(out / "rounds" / str(r) / name).read_text() for r in rounds for name in ("data.jsonl", "rejected.jsonl")]
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = ServerProcess(tmp_path)
+    yield s
+    s.stop()
+
+
+# ---- preflight: every problem before any paid call, all at once, nothing left behind --------------------------------
+
+def test_a_bad_student_and_a_missing_corpus_are_both_reported_before_any_call(tmp_path, tiny_corpus, tiny_model, server):
+    cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "c.sqlite")
+    out = tmp_path / "out"
+    proc = daig("run", cfg, "--out", out, "student=no-such-org/no-such-model-xyz", "generation.domain_path=/nonexistent/docs")
+    assert proc.returncode == 2
+    error = one_line_error(proc, "2 problems, nothing was paid", "student='no-such-org/no-such-model-xyz' does not load", "/nonexistent/docs")
+    assert "--debug" in error
+    assert server.events("received") == [], "nothing may reach the teacher before the checks pass"
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert left in ([], [".lock"]), f"a failed start must leave no config or checkpoint to resume from: {left}"
+    # the same command with the student fixed starts normally in the same folder (nothing to resume, nothing refused)
+    debug = daig("run", cfg, "--out", out, "student=no-such-org/no-such-model-xyz", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "PreflightError" in debug.stderr
+
+
+@pytest.mark.parametrize("case", ["out_is_a_file", "out_read_only", "cache_read_only"])
+def test_unwritable_places_are_one_line_naming_the_fix(case, tmp_path, tiny_corpus, tiny_model, server):
+    # /sys refuses writes to root and users alike, so these hold however the tests are run
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    if case == "out_is_a_file":
+        out.write_text("not a folder")
+    elif case == "out_read_only":
+        out = Path("/sys/daig-test/out")
+    else:
+        cache = Path("/sys/daig-test/cache.sqlite")
+    cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, cache)
+    proc = daig("run", cfg, "--out", out)
+    assert proc.returncode == 2
+    needle = {"out_is_a_file": "is a file; give a folder path", "out_read_only": "is not writable",
+              "cache_read_only": "generation.teacher.cache_path"}[case]
+    one_line_error(proc, needle)
+    assert server.events("received") == []
+
+
+def _finished_run(tmp_path, tiny_corpus, tiny_model, base_url, rounds=1) -> Path:
+    cfg = write_config(tmp_path / "c.yaml", tiny_corpus, base_url, tiny_model, tmp_path / "c.sqlite", f"rounds={rounds}")
+    out = tmp_path / "run"
+    proc = daig("run", cfg, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_checkpoint_is_small_json_damage_is_one_line_and_a_pickle_needs_the_flag(tmp_path, tiny_corpus, tiny_model, server):
+    out = _finished_run(tmp_path, tiny_corpus, tiny_model, server.base_url)
+    saved = json.loads((out / "checkpoint.json").read_text())
+    assert saved["version"] == 1 and saved["round"] == 2 and "Hold the Mode button" not in (out / "checkpoint.json").read_text(), \
+        "the checkpoint references the corpus and the rows, it does not copy them"
+    good = (out / "checkpoint.json").read_bytes()
+
+    for damage in (good[: len(good) // 2], b""):  # truncated, empty
+        (out / "checkpoint.json").write_bytes(damage)
+        one_line_error(daig("resume", out), "checkpoint.json is damaged", "start a new run with another --out")
+
+    # An older version's pickle resumes only behind --allow-pickle: without it nothing in the file runs.
+    (out / "checkpoint.json").unlink()
+    marker = tmp_path / "code-ran"
+    (out / "checkpoint.pkl").write_bytes(pickle.dumps(_RunsCode(str(marker))))
+    one_line_error(daig("resume", out), "--allow-pickle", "runs any code")
+    assert not marker.exists()
+    (out / "checkpoint.pkl").write_bytes(b"\x80\x04garbage")
+    one_line_error(daig("resume", "--allow-pickle", out), "checkpoint.pkl is damaged")
+
+
+class _RunsCode:
+    """A pickle whose loading creates a file: what a hostile shared run folder could hold."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_an_older_pickled_checkpoint_resumes_with_the_flag_to_the_same_rows(tmp_path, tiny_corpus, tiny_model, server):
+    (tmp_path / "ref").mkdir()
+    ref = _finished_run(tmp_path / "ref", tiny_corpus, tiny_model, server.base_url, rounds=2)
+    out = _finished_run(tmp_path, tiny_corpus, tiny_model, server.base_url, rounds=1)
+    # Rebuild the in-memory state the way the older version pickled it, then extend the run to 2 rounds.
+    from generation.corpus import load_corpus
+    from generation.pool import build_pool, load_pool
+    from loop.checkpoint import read_checkpoint, state_from_json
+    from loop.config import RunConfig, build
+    from loop.methods import start_method
+
+    cfg = build(RunConfig, yaml.safe_load((out / "config.yaml").read_text()))
+    g = cfg.generation
+    pool = build_pool(load_pool(g.general_pool, "general"), load_pool(g.domain_pool, "domain"), g.tasks)
+    method = start_method(g, pool, load_corpus(g.domain_path, g.chunk_words), cfg.cache_dir, 1)
+    st = state_from_json(read_checkpoint(out), out, method)
+    (out / "checkpoint.pkl").write_bytes(pickle.dumps(st))
+    (out / "checkpoint.json").unlink()
+    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("rounds: 1", "rounds: 2"))
+    (out / ".checkpoint.json.abcd1234").write_text("a kill mid-write left this")
+    proc = daig("resume", "--allow-pickle", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rows(out) == rows(ref)
+    assert (out / "checkpoint.json").exists() and not (out / ".checkpoint.json.abcd1234").exists()
+
+
+def test_checkpoint_size_does_not_grow_with_the_corpus(tmp_path):
+    """Rows and chunks are referenced: a corpus 10x larger leaves the checkpoint the same size."""
+    from generation.corpus import load_corpus
+    from generation.pool import build_pool, load_pool
+    from loop.checkpoint import LoopState, save_checkpoint
+    from loop.config import load_config as load
+    from loop.methods import start_method
+
+    sizes = []
+    for n in (50, 500):
+        docs = tmp_path / f"docs{n}"
+        docs.mkdir()
+        for i in range(n):
+            (docs / f"d{i}.md").write_text(f"# Page {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(2000)) + "\n")
+        g = load(None, [f"generation.domain_path={docs}"]).generation
+        pool = build_pool(load_pool(g.general_pool, "general"), load_pool(g.domain_pool, "domain"), g.tasks)
+        st = LoopState(method=start_method(g, pool, load_corpus(str(docs), g.chunk_words), "", 1))
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        save_checkpoint(out, st)
+        sizes.append((out / "checkpoint.json").stat().st_size)
+    assert sizes[0] == sizes[1] < 100_000, sizes
+
+
+# ---- the ledger and the caps across kills ----------------------------------------------------------------------------
+
+def journal_sends(out: Path) -> int:
+    """Every attempt the run says it sent, from its durable journal (teacher_calls.jsonl)."""
+    return sum(1 for e in read_log(out / "teacher_calls.jsonl") if e["e"] == "sent")
+
+
+def kill_when(cmd: list, until, deadline_s: float = 120) -> bool:
+    """Start `daig cmd`, SIGKILL it once until() is true; False when it ended on its own first."""
+    proc = subprocess.Popen([sys.executable, "-m", "loop.cli", *map(str, cmd)], env=ENV, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + deadline_s
+    while proc.poll() is None and not until() and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def test_the_call_cap_holds_across_random_kills(tmp_path, tiny_corpus, tiny_model):
+    import random
+
+    server = ServerProcess(tmp_path, latency_s=0.05)
+    try:
+        cap = 20
+        cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "c.sqlite", "rounds=3",
+                           f"generation.teacher.max_teacher_calls={cap}")
+        out, rng, kills = tmp_path / "run", random.Random(7), 0
+        for attempt in range(4):  # kill after a random number of further requests reach the server
+            target = len(server.events("received")) + rng.randint(2, 7)
+            cmd = ["run", cfg, "--out", out] if attempt == 0 else ["resume", out]
+            if not kill_when(cmd, lambda: len(server.events("received")) >= target):
+                break
+            kills += 1
+        done = daig("resume", out)
+        assert done.returncode == 0, done.stderr[-3000:]
+        received = server.events("received")
+        assert kills >= 3 and len(received) <= cap, f"the server got {len(received)} requests for a cap of {cap}, over {kills} kills"
+        last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["budget_exhausted"] == "max_teacher_calls"
+        # the ledger counts every call any attempt sent: at least what the server got, at most that plus those in flight
+        assert len(received) <= last["run_teacher_calls"] == journal_sends(out) <= len(received) + 2 * kills
+    finally:
+        server.stop()
+
+
+def test_two_processes_sharing_a_cache_pay_once(tmp_path, tiny_corpus, tiny_model):
+    server = ServerProcess(tmp_path, latency_s=0.1)
+    try:
+        outs = [tmp_path / "a", tmp_path / "b"]
+        cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "shared.sqlite", "rounds=1")
+        procs = [subprocess.Popen([sys.executable, "-m", "loop.cli", "run", str(cfg), "--out", str(o)], env=ENV, cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for o in outs]
+        for p in procs:
+            assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+        keys = [e["key"] for e in server.events("received")]
+        assert len(keys) == len(set(keys)) == 16, f"{len(keys) - len(set(keys))} duplicate paid requests"
+        assert rows(outs[0], (1,)) == rows(outs[1], (1,))
+        calls = [json.loads((o / "metrics.jsonl").read_text())["run_teacher_calls"] for o in outs]
+        assert sum(calls) == 16, f"each call is paid by exactly one of the two runs: {calls}"
+    finally:
+        server.stop()
+
+
+# ---- endpoint health: a dead endpoint stops the run, nothing is lost, resume continues ------------------------------
+
+def test_a_dead_endpoint_stops_with_exit_3_and_resume_continues(tmp_path, tiny_corpus, tiny_model):
+    server = ServerProcess(tmp_path, latency_s=0.05)
+    try:
+        extra = ("generation.teacher.outage_failures=3", "generation.teacher.outage_wait_s=1.5", "generation.teacher.max_retries=1")
+        (tmp_path / "ref").mkdir()
+        ref_cfg = write_config(tmp_path / "ref" / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "ref.sqlite", *extra)
+        assert daig("run", ref_cfg, "--out", tmp_path / "ref" / "run").returncode == 0
+        before = len(server.events("answered"))
+        cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "c.sqlite", *extra)
+        out = tmp_path / "run"
+        proc = subprocess.Popen([sys.executable, "-m", "loop.cli", "run", str(cfg), "--out", str(out)], env=ENV, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while len(server.events("answered")) < before + 11 and time.time() < deadline:  # round 1's answers, midway
+            time.sleep(0.01)
+        port = server.port
+        server.stop()  # the endpoint dies mid-round
+        assert proc.wait(timeout=120) == 3
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "daig resume" in err.strip().splitlines()[-1], err[-2000:]
+        assert not (out / "metrics.jsonl").exists(), "a round the transport cut short is not a finished round"
+        answered_before = {e["key"] for e in server.events("answered")[before:]}
+
+        server = ServerProcess(tmp_path, latency_s=0.05, port=port)  # back, same address
+        seen = len(server.events("received"))
+        done = daig("resume", out)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert rows(out) == rows(tmp_path / "ref" / "run")
+        again = [e for e in server.events("received")[seen:] if e["key"] in answered_before]
+        assert not again, f"{len(again)} requests answered before the outage were paid again"
+    finally:
+        server.stop()
+
+
+def test_a_server_that_only_times_out_is_an_error_not_an_empty_round(tmp_path, tiny_corpus, tiny_model):
+    server = ServerProcess(tmp_path, latency_s=3.0)
+    try:
+        cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "c.sqlite", "generation.teacher.timeout_s=0.3",
+                           "generation.teacher.max_retries=1", "generation.teacher.outage_failures=2", "generation.teacher.outage_wait_s=1")
+        proc = daig("run", cfg, "--out", tmp_path / "run", timeout=120)
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        one_line_error(proc, "daig resume")
+        assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "run" / "rounds" / "1" / "data.jsonl").exists()
+    finally:
+        server.stop()

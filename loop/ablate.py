@@ -26,7 +26,8 @@ import yaml
 from eval.stats import macro_mean
 from loop.paired import control_arm, paired_differences, paired_measure
 from loop.config import ConfigError, load_config
-from loop.controller import CHECKPOINT, resume, run, write_atomic
+from loop.checkpoint import CHECKPOINT, write_atomic
+from loop.controller import resume, run
 
 log = logging.getLogger("daig")
 

@@ -195,7 +195,7 @@ def kill_when(cmd: list, until, deadline_s: float = 120) -> bool:
     proc = subprocess.Popen([sys.executable, "-m", "loop.cli", *map(str, cmd)], env=ENV, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + deadline_s
-    while proc.poll() is None and not until() and time.time() < deadline:
+    while proc.poll() is None and not until(proc) and time.time() < deadline:
         time.sleep(0.01)
     if proc.poll() is not None:
         return False
@@ -216,7 +216,7 @@ def test_the_call_cap_holds_across_random_kills(tmp_path, tiny_corpus, tiny_mode
         for attempt in range(4):  # kill after a random number of further requests reach the server
             target = len(server.events("received")) + rng.randint(2, 7)
             cmd = ["run", cfg, "--out", out] if attempt == 0 else ["resume", out]
-            if not kill_when(cmd, lambda: len(server.events("received")) >= target):
+            if not kill_when(cmd, lambda proc: len(server.events("received")) >= target):
                 break
             kills += 1
         done = daig("resume", out)
@@ -296,3 +296,106 @@ def test_a_server_that_only_times_out_is_an_error_not_an_empty_round(tmp_path, t
         assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "run" / "rounds" / "1" / "data.jsonl").exists()
     finally:
         server.stop()
+
+
+# ---- soak: 20 random kills over a 3-round run against a server that fails 5% of requests ---------------------------
+
+def test_soak_twenty_random_kills_with_injected_faults(tmp_path, tiny_corpus, tiny_model):
+    """Kills land anywhere (start-up, generation, training, eval, checkpoint writes). The end must be the
+    uninterrupted run's data byte for byte; a request is paid twice only when its first reply reached the server's
+    socket in the moment before a kill; the journal's attempts equal what the server received, give or take what
+    was in flight at each kill."""
+    import collections
+    import random
+
+    server = ServerProcess(tmp_path, fault_rate=0.05, latency_s=0.05, seed=3)
+    try:
+        rounds = (1, 2, 3)
+        (tmp_path / "ref").mkdir()
+        ref_cfg = write_config(tmp_path / "ref" / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "ref.sqlite", "rounds=3",
+                               "generation.examples_per_round=48")
+        began = time.time()
+        assert daig("run", ref_cfg, "--out", tmp_path / "ref" / "run").returncode == 0
+        took = time.time() - began  # the kill windows scale with it, so a faster machine gets as many kills in
+        start = len(read_log(server.log))
+        cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "c.sqlite", "rounds=3",
+                           "generation.examples_per_round=48")
+        out, rng, kill_times, states = tmp_path / "run", random.Random(20261206), [], set()
+
+        def working_for(seconds: float):  # true once the process has held the run folder's lock this long
+            since = []
+
+            def until(proc) -> bool:
+                lock = out / ".lock"
+                if not since and lock.exists() and lock.read_text().strip() == str(proc.pid):
+                    since.append(time.time())
+                return bool(since) and time.time() - since[0] >= seconds
+            return until
+
+        for _ in range(20):  # half the kills after a few more requests reach the server, half at a random moment of the work
+            cmd = ["resume", out] if (out / "checkpoint.json").exists() else ["run", cfg, "--out", out]
+            if rng.random() < 0.5:
+                target = len(server.events("received")) + rng.randint(1, 8)
+                until = lambda proc: len(server.events("received")) >= target  # noqa: E731
+            else:
+                until = working_for(took * rng.uniform(0.035, 0.28))
+            if not kill_when(cmd, until):
+                break  # it finished first
+            kill_times.append(time.time())
+            if (out / "checkpoint.json").exists():
+                saved = json.loads((out / "checkpoint.json").read_text())
+                states.add((saved["round"], saved["stage"]))
+        done = daig("resume", out)
+        assert done.returncode == 0, done.stderr[-3000:]
+        print(f"soak: uninterrupted {took:.1f} s; {len(kill_times)} kills after these stages: {sorted(states)}")
+        assert len(kill_times) == 20 and len(states) >= 4, (len(kill_times), sorted(states), took)
+        assert rows(out, rounds) == rows(tmp_path / "ref" / "run", rounds)
+        assert [json.loads(x)["round"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+        events = read_log(server.log)[start:]
+        answered = collections.defaultdict(list)
+        for e in events:
+            if e["e"] == "answered":
+                answered[e["key"]].append(e["t"])
+        repaid = [t for times in answered.values() for t in times[:-1]]
+        stray = [t for t in repaid if not any(0 <= k - t < 1.0 for k in kill_times)]
+        assert not stray, f"{len(stray)} requests were paid twice without a kill in flight"
+        assert len(repaid) <= 2 * len(kill_times)
+        received = sum(e["e"] == "received" for e in events)
+        assert sum(e["fault"] != "" for e in events if e["e"] == "received") > 0, "the faults must have been exercised"
+        last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        sends = journal_sends(out)
+        assert received <= sends <= received + 2 * len(kill_times), (received, sends, len(kill_times))
+        assert last["run_teacher_calls"] + last["run_teacher_retries"] == sends
+    finally:
+        server.stop()
+
+
+def test_a_round_a_kill_kept_from_wandb_is_logged_on_resume(tmp_path, monkeypatch):
+    """The kill lands after round 2's metrics line and before W&B got it: the resumed run's tracker logs it, once."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from loop.config import TrackingConfig
+    from loop.tracking import Tracker, append_jsonl
+
+    out = tmp_path / "run"
+    metrics = []
+    for r in (1, 2):
+        (out / "rounds" / str(r)).mkdir(parents=True)
+        (out / "rounds" / str(r) / "data.jsonl").write_text(json.dumps({"id": f"r{r}-00000", "round": r}) + "\n")
+        metrics.append({"round": r, "task_weights": {"qa": 1.0}, "task_eval_loss": {"qa": 3.0 - r}, "next_task_weights": {"qa": 1.0},
+                        "eval_loss": 3.0 - r, "n_kept": 1, "adapter": None})
+    cfg = TrackingConfig(wandb=True, mode="offline", project="daig-test")
+    first = Tracker(cfg, out, {}, "")
+    first.log_round(metrics[0], [], [], [], [("data-round1", "dataset", out / "rounds" / "1" / "data.jsonl")])
+    append_jsonl(out / "metrics.jsonl", metrics[1])  # ... and here the process died
+    run_id = first.run.id
+    first.finish()
+
+    again = Tracker(cfg, out, {}, run_id)
+    assert again.catch_up(out) == [2] and again.catch_up(out) == []
+    again.log_round(metrics[1], [], [], [], [])  # the resumed loop finishing round 2 again logs nothing twice
+    again.finish()
+    assert [json.loads(x)["round"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [json.loads(x)["round"] for x in (out / "wandb_rounds.jsonl").read_text().splitlines()] == [1, 2]
+    logged = b"".join(f.read_bytes() for f in (out / "wandb").glob(f"offline-run-*{run_id}*/run-{run_id}.wandb"))
+    assert b"data-round2" in logged and b"data-round1" in logged

@@ -242,3 +242,26 @@ def test_same_round_twice_makes_zero_requests_the_second_time(fake_openai, tmp_p
     kept2, _, _ = run_daig_round(second, plan, cfg, 1, 0)
     assert len(fake_openai.requests) == sent and second.ledger.calls == 0 and second.ledger.cache_hits == sent
     assert [(r["instruction"], r["output"]) for r in kept1] == [(r["instruction"], r["output"]) for r in kept2]
+
+
+def test_claims_of_a_dead_or_lapsed_owner_are_taken_over_and_live_ones_are_renewed(tmp_path):
+    """Runs sharing a cache claim a request before sending it; a claim holds only while its owner lives."""
+    import socket
+
+    cache = TeacherCache(tmp_path / "c.sqlite", lease_s=0.3)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now, here = time.time(), socket.gethostname()
+    cache._db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?, ?)", [
+        ("dead-pid", "other", here, gone.pid, now + 60),  # its process is gone: free at once
+        ("lapsed", "other", "another-host", 1, now - 1),  # its lease ran out: free
+        ("held-there", "other", "another-host", 1, now + 60),  # alive elsewhere: wait for it
+        ("held-here", "other", here, os.getpid(), now + 60)])  # a live process on this host: wait for it
+    mine, theirs, answered = cache.claim(["dead-pid", "lapsed", "held-there", "held-here", "new"])
+    assert sorted(mine) == ["dead-pid", "lapsed", "new"] and sorted(theirs) == ["held-here", "held-there"] and not answered
+    time.sleep(0.6)  # past the lease: ours were renewed, so another process still sees them held
+    other = TeacherCache(tmp_path / "c.sqlite")
+    assert other.claim(["new"])[1] == ["new"] and not other.claimable("new")
+    cache.close()  # a clean exit releases them
+    assert other.claimable("new") and other.claim(["new"])[0] == ["new"]
+    other.close()

@@ -139,7 +139,10 @@ class TeacherCache:
             with self._lock:
                 if self._closed.is_set():
                     return
-                self._db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + self.lease_s, self.owner))
+                try:
+                    self._db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + self.lease_s, self.owner))
+                except sqlite3.Error as e:  # a busy or failing file this time: try again next tick, never stop renewing
+                    log.warning("could not renew this process's claims in %s (%s); retrying", self.path, e)
 
     def __len__(self) -> int:
         with self._lock:
@@ -199,7 +202,14 @@ class Journal:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         self._f = open(self.path, "a", encoding="utf-8")
+        if torn:  # a kill mid-line: end it, so the next event is a line of its own
+            self._f.write("\n")
+
+    def base(self, tag: str, led: Ledger) -> None:
+        """Start a journal for a run begun before journals existed: the paid part of its checkpointed ledger."""
+        self._write({"e": "base", "t": tag, **{k: v for k, v in asdict(led).items() if k not in ("requests", "cache_hits")}})
 
     def _write(self, event: dict) -> None:
         with self._lock:
@@ -234,6 +244,9 @@ class Journal:
             except json.JSONDecodeError:
                 continue
             if ev.get("t") != tag:
+                continue
+            if ev["e"] == "base":
+                led = Ledger(**{k: v for k, v in ev.items() if k not in ("e", "t")})
                 continue
             if ev["e"] == "sent":  # attempt 1 opens a call, later attempts are its retries
                 if ev["a"] == 1:
@@ -297,11 +310,14 @@ class CachedTeacher:
         for i, k in enumerate(keys):
             if k not in hits:
                 first.setdefault(k, i)
-        pending, waiting, sent = list(first.values()), [], set()
+        pending, waiting, sent, said = list(first.values()), [], set(), time.monotonic()
         try:
             while pending or waiting:
                 if not pending:  # another process is fetching these: wait for its replies, or for its claims to lapse
                     time.sleep(self.poll_s)
+                    if time.monotonic() - said > 60:  # the holder lives and renews its claims; say so now and then
+                        log.info("%s: still waiting for %d requests another process sharing the cache is sending", desc, len(waiting))
+                        said = time.monotonic()
                     hits.update(self.cache.get_many([keys[i] for i in waiting]))
                     pending = [i for i in waiting if keys[i] not in hits and self.cache.claimable(keys[i])]
                     waiting = [i for i in waiting if keys[i] not in hits and i not in pending]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from generation.cache import Ledger
 from generation.daig import RoundStats
+from generation.evol import EvolvedItem
+from generation.pool import PoolItem
 from loop.methods import MethodState
 
 CHECKPOINT = "checkpoint.json"
@@ -68,9 +70,12 @@ class LoopState:
     judge_ledger: Ledger = field(default_factory=Ledger)  # the test-set judge's calls, apart from generation's
 
 
-def save_checkpoint(out: Path, st: LoopState) -> None:
+def save_checkpoint(out: Path, st: LoopState, journal=None) -> None:
+    """journal: the run's call journal, fsynced first, so the checkpoint is never newer than the ledger it implies."""
+    if journal is not None:
+        journal.sync()
     m = st.method
-    method = {"pool": {t: [item.id for item in items] for t, items in m.pool.items()},
+    method = {"pool": {t: [_pool_ref(item) for item in items] for t, items in m.pool.items()},
               "novelty_base": m.novelty_base,
               "novelty_added": m.novelty.texts[m.novelty_base:] if m.novelty is not None else [],
               "machine": m.machine, "seen": sorted(m.seen), "chunk_counts": m.chunk_counts, "chunk_requests": m.chunk_requests}
@@ -80,6 +85,14 @@ def save_checkpoint(out: Path, st: LoopState) -> None:
              "ledger": asdict(st.ledger), "round_ledger_start": asdict(st.round_ledger_start), "judge_ledger": asdict(st.judge_ledger),
              "stats": asdict(st.stats) if st.stats is not None else None, "method": method}
     write_atomic(out / CHECKPOINT, json.dumps(state, ensure_ascii=False))
+
+
+def _pool_ref(item: PoolItem):
+    """A pool item by reference ([kind, id]: ids are unique within a pool only), or in full when the run made it
+    (Evol-Instruct's evolved items, which no file holds)."""
+    if isinstance(item, EvolvedItem):
+        return {"evolved": asdict(item)}
+    return [item.kind, item.id]
 
 
 def read_checkpoint(out: Path, allow_pickle: bool = False) -> dict | LoopState:
@@ -109,7 +122,17 @@ def read_checkpoint(out: Path, allow_pickle: bool = False) -> dict | LoopState:
 
 def state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
     """The LoopState a JSON checkpoint describes; `method` is start_method's fresh state, which the saved changes
-    (pruned pool, instructions added, counts) are laid over."""
+    (pruned or evolved pool, instructions added, counts) are laid over."""
+    try:
+        return _state_from_json(saved, out, method)
+    except (KeyError, TypeError, ValueError, IndexError, OSError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{out / CHECKPOINT} does not match its run folder ({type(e).__name__}: {str(e)[:80]}); the finished "
+                              f"rounds are in {out / 'rounds'}; start a new run with another --out") from None
+
+
+def _state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
     s = dict(saved)
     m = s.pop("method")
     if method.novelty is not None:
@@ -117,8 +140,9 @@ def state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
             raise CheckpointError(f"the pool or seed files changed since this run started ({m['novelty_base']} novelty texts "
                                   f"then, {len(method.novelty.texts)} now); restore them, or start a new run")
         method.novelty.add(m["novelty_added"])
-    by_id = {item.id: item for items in method.pool.values() for item in items}
-    method.pool = {t: [by_id[i] for i in ids if i in by_id] for t, ids in m["pool"].items()}
+    by_ref = {(item.kind, item.id): item for items in method.pool.values() for item in items}
+    method.pool = {t: [EvolvedItem(**ref["evolved"]) if isinstance(ref, dict) else by_ref[tuple(ref)] for ref in refs]
+                   for t, refs in m["pool"].items()}
     method.machine, method.seen = m["machine"], {(a, tuple(b), tuple(c)) for a, b, c in m["seen"]}
     method.chunk_counts, method.chunk_requests = m["chunk_counts"], m["chunk_requests"]
     rng = s.pop("rng")

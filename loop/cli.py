@@ -162,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             resume(args.run_dir, allow_pickle=args.allow_pickle)
         else:  # a W&B sweep agent runs the command without a shell: expand $WANDB_RUN_ID and friends here
             run(cfg, os.path.expandvars(args.out))
-    except (DataError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, OSError, sqlite3.Error) as e:
+    except (DataError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, OSError, sqlite3.Error,
+            ValueError) as e:
         if args.debug:
             raise
-        # the endpoint went away mid-run: everything so far is saved, and `daig resume` continues (exit 3, apart
-        # from bad input's 2, so a script can wait and retry)
-        code = 3 if isinstance(e, TeacherUnavailable) else 2
-        where = args.run_dir if args.command == "resume" else args.out
+        # the endpoint is down (mid-run, or still at a resume): everything so far is saved, and `daig resume`
+        # continues (exit 3, apart from bad input's 2, so a script can wait and retry)
+        code = 3 if isinstance(e, TeacherUnavailable) or getattr(e, "endpoint_down", False) else 2
+        where = args.run_dir if args.command == "resume" else os.path.expandvars(args.out)
         hint = f" Everything so far is saved: `daig resume {where}` continues." if code == 3 else ""
         detail = str(e) if isinstance(e, (PreflightError, DataError, TeacherError, ModelError, CacheError, CheckpointError, ConfigError, FileExistsError,
                                            FileNotFoundError)) else f"{type(e).__name__}: {e}"

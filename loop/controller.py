@@ -14,7 +14,7 @@ import random
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import yaml
@@ -298,9 +298,13 @@ def _resume(out: Path, allow_pickle: bool) -> list[dict]:
         ev.update(rolling_heldout=True, validation_per_task=ev.get("validation_per_task", 0), test_per_task=ev.get("test_per_task", 0))
     cfg = build(RunConfig, saved)
     state = read_checkpoint(out, allow_pickle)
-    if isinstance(state, LoopState):  # an older version's pickle
-        state.__dict__.setdefault("judge_ledger", Ledger())  # from before the judge
-        state.method.__dict__.setdefault("novelty_base", len(state.method.novelty.texts) if state.method.novelty else 0)
+    if isinstance(state, LoopState):  # an older version's pickle: fill the fields added since it was written
+        fill_defaults(state)
+        for led in (state.ledger, state.round_ledger_start, state.judge_ledger):
+            fill_defaults(led)
+        fill_defaults(state.method, novelty_base=len(state.method.novelty.texts) if state.method.novelty else 0)
+        if state.stats is not None:
+            fill_defaults(state.stats)
     stopped, at, stage = (state.stopped, state.round, state.stage) if isinstance(state, LoopState) else (state["stopped"], state["round"], state["stage"])
     if stopped or at > cfg.rounds:
         log.info("%s already finished (%s)", out, stopped or f"{cfg.rounds} rounds")
@@ -368,6 +372,10 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     if fresh:  # saved once every check passed, so a resume never meets a model that cannot load
         write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     journal_path = out / JOURNAL
+    if not fresh and not journal_path.exists():  # a run begun before journals: its checkpointed ledger is the start
+        with closing(Journal(journal_path)) as started:
+            started.base("generation", st.ledger)
+            started.base("judge", st.judge_ledger)
     if journal_path.exists():  # every call an earlier attempt paid for, including those in flight when it was killed
         st.ledger = st.ledger.paid_from(Journal.replay(journal_path, "generation"))
         st.judge_ledger = st.judge_ledger.paid_from(Journal.replay(journal_path, "judge"))
@@ -376,9 +384,9 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
-    if not fresh:
-        tracker.catch_up(out)
     try:  # from here on, whatever happens, the teacher (a llama.cpp server, maybe) and the tracker are closed
+        if not fresh:
+            tracker.catch_up(out)
         if build_sets and not held_path.exists():
             ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
             sets = load_sets(cfg, out)
@@ -397,7 +405,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
             tasks = task_universe(g, pool, [])
             st.weights = {t: 1.0 / len(tasks) for t in tasks}
             st.round_ledger_start = teacher.ledger.copy()
-            save_checkpoint(out, st)
+            save_checkpoint(out, st, teacher.journal)
         rng = random.Random()
         rng.setstate(st.rng)
         while st.round <= cfg.rounds and not st.stopped:
@@ -415,16 +423,16 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
                 write_jsonl(rdir / "rejected.jsonl", rejected)
                 st.rounds_rows.append(kept)
                 st.gen_seconds, st.stage, st.rng = round(time.time() - start, 2), "generated", rng.getstate()
-                save_checkpoint(out, st)
+                save_checkpoint(out, st, teacher.journal)
             if st.stage == "generated":
                 for stale in rdir.glob(".adapter.*"):  # a training killed midway
                     shutil.rmtree(stale, ignore_errors=True)
                 prev = Path(st.adapter) if st.adapter else None
                 adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng)
                 st.adapter, st.stage, st.rng = str(adapter) if adapter else None, "trained", rng.getstate()
-                save_checkpoint(out, st)
+                save_checkpoint(out, st, teacher.journal)
             finish_round(cfg, st, out, teacher, tracker, pool, bench_rows, student, time.time() - start, sets)
-            save_checkpoint(out, st)
+            save_checkpoint(out, st, teacher.journal)
             if teacher.exhausted:
                 log.warning("teacher budget reached (%s): stopping after round %d; everything so far is saved", teacher.exhausted, r)
     finally:
@@ -455,7 +463,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     judged = {}
     if cfg.eval.judge and test and ev["samples"]:
         judged = judge_samples(cfg, teacher, st.judge_ledger, ev["samples"], r)
-        save_checkpoint(out, st)  # the judge's paid calls are in the saved ledger before anything else can fail
+        save_checkpoint(out, st, teacher.journal)  # the judge's paid calls are in the saved ledger before anything else can fail
     bench = ev["benchmark"]
     if bench:
         write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
@@ -559,6 +567,14 @@ def plateau(history: list[dict], rounds: int, min_delta: float) -> str:
     if not before or not recent:
         return ""
     return "plateau" if min(before) - min(recent) < min_delta else ""
+
+
+def fill_defaults(obj, **values) -> None:
+    """Set the dataclass fields an older pickle of `obj` lacks to their defaults (or to `values`)."""
+    for f in dataclasses.fields(obj):
+        if f.name not in obj.__dict__:
+            obj.__dict__[f.name] = values[f.name] if f.name in values else \
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _json_safe(x):

@@ -19,11 +19,16 @@ from loop.models import ModelError, gguf_path, resolve_embedding_model, resolve_
 log = logging.getLogger("daig")
 
 
+UNREACHABLE = "cannot reach the teacher endpoint"
+
+
 class PreflightError(ValueError):
     """One or more problems found before the run started; nothing was paid."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
+        # only the endpoint is unreachable: the same as it going down mid-run (exit 3, try again later)
+        self.endpoint_down = all(UNREACHABLE in p for p in problems)
         super().__init__(problems[0] if len(problems) == 1 else
                          f"{len(problems)} problems, nothing was paid:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -101,7 +106,7 @@ def _endpoint(t) -> list[str]:
     except openai.AuthenticationError:
         return [f"generation.teacher.api_key_env: {where} rejected the API key; check the key in ${t.api_key_env}"]
     except (openai.APIConnectionError, openai.APITimeoutError) as e:
-        return [f"generation.teacher.base_url: cannot reach the teacher endpoint {where} ({type(e).__name__}); start the server or fix the URL"]
+        return [f"generation.teacher.base_url: {UNREACHABLE} {where} ({type(e).__name__}); start the server or fix the URL"]
     except openai.APIStatusError:
         return []  # reachable; some servers do not serve /models
     if served and t.model not in served:

@@ -26,7 +26,13 @@ def logged_rounds(path: Path) -> set[int]:
     """The rounds a JSONL log holds (metrics.jsonl, or the record of rounds W&B accepted)."""
     if not path.exists():
         return set()
-    return {json.loads(line)["round"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    rounds = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rounds.add(json.loads(line)["round"])
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill (or blank) names no round
+            pass
+    return rounds
 
 
 class Tracker:
@@ -88,8 +94,11 @@ class Tracker:
         missing = []
         done = logged_rounds(self.wandb_path)
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            m = json.loads(line) if line.strip() else None
-            if m is None or m["round"] in done:
+            try:
+                m = json.loads(line)
+            except ValueError:  # torn by a kill
+                continue
+            if m["round"] in done:
                 continue
             rdir = out_dir / "rounds" / str(m["round"])
             table = [[m["round"], t, w, (m.get("task_eval_loss") or {}).get(t), (m.get("next_task_weights") or {}).get(t)]

@@ -149,14 +149,19 @@ def test_an_older_pickled_checkpoint_resumes_with_the_flag_to_the_same_rows(tmp_
     pool = build_pool(load_pool(g.general_pool, "general"), load_pool(g.domain_pool, "domain"), g.tasks)
     method = start_method(g, pool, load_corpus(g.domain_path, g.chunk_words), cfg.cache_dir, 1)
     st = state_from_json(read_checkpoint(out), out, method)
+    for old in (st, st.ledger, st.round_ledger_start, st.judge_ledger, st.method):  # fields that version did not have
+        for name in ("retry_reasons", "unconfirmed", "novelty_base", "chunk_requests", "judge_ledger"):
+            old.__dict__.pop(name, None)
     (out / "checkpoint.pkl").write_bytes(pickle.dumps(st))
     (out / "checkpoint.json").unlink()
+    (out / "teacher_calls.jsonl").unlink()  # nor journals: its checkpointed ledger (16 calls) must carry over
     (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("rounds: 1", "rounds: 2"))
     (out / ".checkpoint.json.abcd1234").write_text("a kill mid-write left this")
     proc = daig("resume", "--allow-pickle", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert rows(out) == rows(ref)
     assert (out / "checkpoint.json").exists() and not (out / ".checkpoint.json.abcd1234").exists()
+    assert [json.loads(x)["run_teacher_calls"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [16, 32]
 
 
 def test_checkpoint_size_does_not_grow_with_the_corpus(tmp_path):
@@ -273,6 +278,8 @@ def test_a_dead_endpoint_stops_with_exit_3_and_resume_continues(tmp_path, tiny_c
         assert "Traceback" not in err and "daig resume" in err.strip().splitlines()[-1], err[-2000:]
         assert not (out / "metrics.jsonl").exists(), "a round the transport cut short is not a finished round"
         answered_before = {e["key"] for e in server.events("answered")[before:]}
+        still_down = daig("resume", out)  # a script that retries on exit 3 may find it still down: exit 3 again
+        assert still_down.returncode == 3 and "cannot reach the teacher endpoint" in still_down.stderr
 
         server = ServerProcess(tmp_path, latency_s=0.05, port=port)  # back, same address
         seen = len(server.events("received"))
@@ -399,3 +406,40 @@ def test_a_round_a_kill_kept_from_wandb_is_logged_on_resume(tmp_path, monkeypatc
     assert [json.loads(x)["round"] for x in (out / "wandb_rounds.jsonl").read_text().splitlines()] == [1, 2]
     logged = b"".join(f.read_bytes() for f in (out / "wandb").glob(f"offline-run-*{run_id}*/run-{run_id}.wandb"))
     assert b"data-round2" in logged and b"data-round1" in logged
+
+
+def test_the_checkpoint_restores_evolved_and_same_id_pool_items(tmp_path):
+    """Evol-Instruct grows the pool with items no file holds; two pools may use the same ids."""
+    from generation.evol import EvolvedItem
+    from generation.pool import PoolItem
+    from loop.checkpoint import LoopState, read_checkpoint, save_checkpoint, state_from_json
+    from loop.methods import MethodState
+
+    def start():
+        return MethodState(pool={"qa": [PoolItem("1", "qa", "general one", "", "", "general"), PoolItem("1", "qa", "domain one", "", "", "domain")],
+                                 "sum": [PoolItem("2", "sum", "summarize", "", "", "general")]}, chunks=[])
+
+    st = LoopState(method=start(), rng=__import__("random").Random(3).getstate())
+    st.method.pool["qa"] = [st.method.pool["qa"][1], EvolvedItem("r1-00002", "qa", "harder one", "", "ans", "general", depth=2)]
+    st.method.seen = {("task a", ("x",), ("y",))}
+    save_checkpoint(tmp_path, st)
+    back = state_from_json(read_checkpoint(tmp_path), tmp_path, start())
+    assert back.method.pool == st.method.pool and type(back.method.pool["qa"][1]) is EvolvedItem
+    assert back.method.pool["qa"][0].instruction == "domain one" and back.method.seen == st.method.seen and back.rng == st.rng
+
+
+def test_a_journal_line_torn_by_a_kill_does_not_swallow_the_next(tmp_path):
+    from generation.cache import Journal, Ledger
+
+    path = tmp_path / "teacher_calls.jsonl"
+    j = Journal(path)
+    j.base("generation", Ledger(calls=5, prompt_tokens=50))
+    j.sent("generation", "k1", 1, 100, 0.0)
+    j.close()
+    with open(path, "a") as f:
+        f.write('{"e":"sent","t":"generation","k":"k2","a":1,')  # the kill landed mid-line
+    j = Journal(path)
+    j.sent("generation", "k3", 1, 100, 0.0)
+    j.close()
+    led = Journal.replay(path, "generation")
+    assert (led.calls, led.unconfirmed, led.prompt_tokens, led.unconfirmed_tokens) == (7, 2, 50, 200)

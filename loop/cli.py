@@ -166,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             ValueError) as e:
         if args.debug:
             raise
-        # the endpoint is down (mid-run, or still at a resume): everything so far is saved, and `daig resume`
-        # continues (exit 3, apart from bad input's 2, so a script can wait and retry)
-        code = 3 if isinstance(e, TeacherUnavailable) or getattr(e, "endpoint_down", False) else 2
+        # The endpoint went down mid-run, or is still down at a resume: everything so far is saved and the same
+        # folder continues later (exit 3, apart from bad input's 2, so a script can wait and retry). An endpoint
+        # unreachable at a new run's start may be a wrong URL: that is bad input.
+        down_at_resume = args.command == "resume" and getattr(e, "endpoint_down", False)
+        code = 3 if isinstance(e, TeacherUnavailable) or down_at_resume else 2
         where = args.run_dir if args.command == "resume" else os.path.expandvars(args.out)
-        hint = f" Everything so far is saved: `daig resume {where}` continues." if code == 3 else ""
+        again = f"`daig resume {where}`" if os.path.exists(os.path.join(where, "checkpoint.json")) else "the same `daig run` command"
+        hint = f" Everything so far is saved: {again} continues." if code == 3 else ""
         detail = str(e) if isinstance(e, (PreflightError, DataError, TeacherError, ModelError, CacheError, CheckpointError, ConfigError, FileExistsError,
                                            FileNotFoundError)) else f"{type(e).__name__}: {e}"
         print(f"error: {detail}{hint} (--debug shows the traceback)", file=sys.stderr)

@@ -372,7 +372,8 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     if fresh:  # saved once every check passed, so a resume never meets a model that cannot load
         write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     journal_path = out / JOURNAL
-    if not fresh and not journal_path.exists():  # a run begun before journals: its checkpointed ledger is the start
+    current = journal_path.exists()  # a run folder of this version (older ones kept no journal, no W&B record)
+    if not fresh and not current:  # a run begun before journals: its checkpointed ledger is the start
         with closing(Journal(journal_path)) as started:
             started.base("generation", st.ledger)
             started.base("judge", st.judge_ledger)
@@ -386,7 +387,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
     try:  # from here on, whatever happens, the teacher (a llama.cpp server, maybe) and the tracker are closed
         if not fresh:
-            tracker.catch_up(out)
+            tracker.catch_up(out, recorded=current)
         if build_sets and not held_path.exists():
             ensure_eval_sets(cfg, out, teacher, pool, chunks, held)
             sets = load_sets(cfg, out)

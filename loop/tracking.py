@@ -87,9 +87,14 @@ class Tracker:
         self.run.log(flat, step=metrics["round"])
         append_jsonl(self.wandb_path, {"round": metrics["round"]})
 
-    def catch_up(self, out_dir: Path) -> list[int]:
-        """Log to W&B the rounds metrics.jsonl has and W&B never got (a kill between the two); returns them."""
+    def catch_up(self, out_dir: Path, recorded: bool = True) -> list[int]:
+        """Log to W&B the rounds metrics.jsonl has and W&B never got (a kill between the two); returns them.
+        recorded=False: a run begun before W&B hand-offs were recorded; its rounds are taken as logged."""
         if self.run is None or not self.metrics_path.exists():
+            return []
+        if not recorded and not self.wandb_path.exists():
+            for r in sorted(logged_rounds(self.metrics_path)):
+                append_jsonl(self.wandb_path, {"round": r})
             return []
         missing = []
         done = logged_rounds(self.wandb_path)

@@ -406,6 +406,11 @@ def test_a_round_a_kill_kept_from_wandb_is_logged_on_resume(tmp_path, monkeypatc
     assert [json.loads(x)["round"] for x in (out / "wandb_rounds.jsonl").read_text().splitlines()] == [1, 2]
     logged = b"".join(f.read_bytes() for f in (out / "wandb").glob(f"offline-run-*{run_id}*/run-{run_id}.wandb"))
     assert b"data-round2" in logged and b"data-round1" in logged
+    # a run folder from before the record existed: its rounds count as logged, nothing is sent again
+    (out / "wandb_rounds.jsonl").unlink()
+    older = Tracker(cfg, out, {}, run_id)
+    assert older.catch_up(out, recorded=False) == [] and older.catch_up(out) == []
+    older.finish()
 
 
 def test_the_checkpoint_restores_evolved_and_same_id_pool_items(tmp_path):

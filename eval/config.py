@@ -23,7 +23,7 @@ class EvalConfig:
     judge: bool = field(default=False, metadata={"help": "Also have the teacher grade each greedy test-set answer (the generation_samples rows) against its reference on a fixed rubric: CORRECT / PARTLY / WRONG, scored 1 / 0.5 / 0 (test_judge_score, verdicts in eval_samples.jsonl). Greedy, cached like every call, counted in its own ledger (judge_teacher_calls) and capped by eval.judge_max_calls, apart from the generation budget. Needs a test set."})
     judge_max_calls: int = field(default=500, metadata={"help": "Cap on the judge's paid teacher calls over the whole run (0: no cap); past it, answers go ungraded and the run goes on."})
     judge_max_tokens: int = field(default=8, metadata={"help": "Max tokens of a judge reply (one word)."})
-    benchmark_path: str = field(default="", metadata={"help": "Held-out benchmark ('' to skip): a .jsonl of tasks in the Self-Instruct format (instruction, instances[0].input/output) or flat (instruction, input, output), or a datasets folder. Scored by ROUGE-L of the student's greedy answer; the base model once, each round's adapter beside it."})
+    benchmark_path: str = field(default="", metadata={"help": "Held-out benchmark ('' to skip): 'builtin' (Self-Instruct's 252 user-oriented tasks, shipped with the package, Apache-2.0), a .jsonl of tasks in the Self-Instruct format (instruction, instances[0].input/output) or flat (instruction, input, output), or a datasets folder. Scored by ROUGE-L of the student's greedy answer; the base model once, each round's adapter beside it."})
     benchmark_size: int = field(default=16, metadata={"help": "Benchmark tasks scored (the first N)."})
 
     def __post_init__(self):

@@ -123,12 +123,15 @@ def sample_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batc
     return out
 
 
+BUILTIN_BENCHMARK = Path(__file__).parent / "data" / "user_oriented_instructions.jsonl"  # Self-Instruct's 252 (data/README.md)
+
+
 def load_benchmark(path: str, size: int) -> list[dict]:
     """Held-out tasks in the Self-Instruct format ({instruction, instances: [{input, output}]}) or flat
     ({instruction, input?, output}), from a .jsonl path or a `datasets` save_to_disk folder; the first `size`."""
     import json
 
-    p = Path(path).expanduser()
+    p = BUILTIN_BENCHMARK if path == "builtin" else Path(path).expanduser()
     if p.is_file():
         raw = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     elif p.is_dir():

@@ -90,7 +90,7 @@ class NoveltyConfig:
 
 @dataclass
 class SelfInstructConfig:
-    seed_tasks: str = field(default="", metadata={"help": "Seed tasks: a Self-Instruct-format .jsonl (id, name, instruction, instances, is_classification), a pool-format .jsonl, or a `datasets` name/folder. '' uses the run's general + domain pools as seeds."})
+    seed_tasks: str = field(default="builtin", metadata={"help": "Seed tasks: 'builtin' (the 175 published Self-Instruct seed tasks, shipped with the package, Apache-2.0), a Self-Instruct-format .jsonl (id, name, instruction, instances, is_classification), a pool-format .jsonl, or a `datasets` name/folder. '' uses the run's general + domain pools as seeds."})
     seed_split: str = field(default="train", metadata={"help": "Split to read when seed_tasks is a `datasets` dataset."})
     prompts_per_round: int = field(default=5, metadata={"help": "Instruction-generation prompts per round (the reference's request_batch_size)."})
     num_prompt_instructions: int = field(default=8, metadata={"help": "In-context instructions per prompt (the reference: 8)."})
@@ -118,7 +118,7 @@ class SelfInstructConfig:
 
 @dataclass
 class AlpacaConfig:
-    seed_tasks: str = field(default="", metadata={"help": "Seed tasks, as self_instruct.seed_tasks ('' uses the run's pools)."})
+    seed_tasks: str = field(default="builtin", metadata={"help": "Seed tasks, as self_instruct.seed_tasks ('builtin': the 175 Self-Instruct seed tasks; '' uses the run's pools)."})
     seed_split: str = field(default="train", metadata={"help": "Split to read when seed_tasks is a `datasets` dataset."})
     prompts_per_round: int = field(default=5, metadata={"help": "Prompts per round (the reference's request_batch_size)."})
     num_prompt_instructions: int = field(default=3, metadata={"help": "Seed tasks shown per prompt, from seeds only (the reference: 3). The reply continues the list up to task 20, the count its prompt.txt asks for."})

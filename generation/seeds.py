@@ -24,9 +24,13 @@ class SeedTask:
     is_classification: bool
 
 
+BUILTIN_SEEDS = Path(__file__).parent / "data" / "self_instruct_seed_tasks.jsonl"  # the 175 published ones (data/README.md)
+
+
 def load_seed_tasks(spec: str, split: str = "train") -> list[SeedTask]:
-    """Seed tasks from a .jsonl file or a `datasets` name/folder; a bad row raises DataError naming it and the fix."""
-    path = Path(spec).expanduser()
+    """Seed tasks: 'builtin' (Self-Instruct's 175), a .jsonl file or a `datasets` name/folder; a bad row raises
+    DataError naming it and the fix."""
+    path = BUILTIN_SEEDS if spec == "builtin" else Path(spec).expanduser()
     if path.is_file():
         rows, name = [row for _, row in read_jsonl(path)], path.name
     else:

@@ -14,11 +14,11 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog="daig", description="Closed-loop generate-and-train instruction tuning.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of its one line (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="run the loop", description="daig run configs/quickstart.yaml --out runs/qs training.lora_r=16")
+    run_p = sub.add_parser("run", help="run the loop", description="daig run configs/quickstart.yaml --out runs/quickstart training.lora_r=16")
     run_p.add_argument("config", help="YAML config file")
     run_p.add_argument("--out", required=True, help="output folder (must not already hold a run)")
     run_p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.lora_r=16 rounds=3")
@@ -29,37 +29,50 @@ def main(argv: list[str] | None = None) -> int:
                            description="daig ablate configs/ablations/policies.yaml --out runs/ablations/policies")
     abl_p.add_argument("ablation", help="ablation YAML (base, overrides, arms, seeds)")
     abl_p.add_argument("--out", required=True, help="ablation folder (rerun the same command to continue an interrupted one)")
-    res_p = sub.add_parser("resume", help="continue a killed run from its last finished stage", description="daig resume runs/qs")
+    res_p = sub.add_parser("resume", help="continue a killed run from its last finished stage", description="daig resume runs/quickstart")
     res_p.add_argument("run_dir")
     res_p.add_argument("--allow-pickle", action="store_true",
                        help="resume from an older version's checkpoint.pkl; unpickling runs any code the file names, so only for folders you trust")
     sub.add_parser("models", help="list the packaged offline models")
     exp_p = sub.add_parser("export", help="copy or merge a round's adapter out of a run",
-                           description="daig export runs/qs --out my-adapter [--round 2] [--merge] [--push-to-hub user/name]")
+                           description="daig export runs/quickstart --out my-adapter [--round 2] [--merge] [--push-to-hub user/name]")
     exp_p.add_argument("run_dir")
     exp_p.add_argument("--out", required=True)
     exp_p.add_argument("--round", type=int, help="round number (default: the last with an adapter)")
     exp_p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
     exp_p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the exported folder (token from HF_TOKEN or huggingface-cli login)")
     rep_p = sub.add_parser("report", help="write an HTML report (plots and tables) of a run or an ablation",
-                           description="daig report runs/qs [--out report.html]")
+                           description="daig report runs/quickstart [--out report.html]")
     rep_p.add_argument("path", help="a run folder (daig run --out) or an ablation folder (daig ablate)")
     rep_p.add_argument("--out", help="HTML file to write (default: PATH/report.html)")
     tr_p = sub.add_parser("trace", help="print the lineage of one generated row (kept or rejected)",
-                          description="daig trace runs/qs r1-00003 [--json]")
+                          description="daig trace runs/quickstart r1-00003 [--json]")
     tr_p.add_argument("run_dir")
     tr_p.add_argument("example_id", help="the row's id, e.g. r1-00003")
     tr_p.add_argument("--json", action="store_true", help="print the lineage as JSON")
-    # Overrides may come after --out, which argparse alone does not take as positionals.
-    argv = sys.argv[1:] if argv is None else list(argv)
+    return parser, sub
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, overrides gathered wherever they stand (argparse alone does not take positionals after
+    --out); a stray argument exits with the subcommand's usage."""
+    parser, sub = build_parser()
     debug = "--debug" in argv  # accepted anywhere, not only before the command
     args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
     args.debug = debug
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
     if stray or (extra and args.command not in ("run", "config")):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        sub_parser = sub.choices[args.command]  # its usage, not the top level's
+        if args.command in ("run", "config") and not any(x.startswith("-") for x in stray):
+            sub_parser.error(f"overrides are key=value, e.g. training.lora_r=16; got: {' '.join(stray)}")
+        sub_parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else list(argv))
 
     from loop.config import ConfigError, describe, load_config, to_dict
 

@@ -138,8 +138,11 @@ def build(cls, data: dict | None, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            nested = _nested_keys(cls, key, prefix)  # a known key given without its section: lora_r -> training.lora_r
+            close = nested or [prefix + c for c in difflib.get_close_matches(key, names, n=1)]
+            quoted = [f"'{c}'" for c in close]
+            hint = (f"; did you mean {', '.join(quoted[:-1])} or {quoted[-1]}?" if len(quoted) > 1 else f"; did you mean {quoted[0]}?") \
+                if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
     kwargs = {}
     for name, value in data.items():
@@ -156,6 +159,17 @@ def build(cls, data: dict | None, prefix: str = ""):
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{prefix}{e}") from None
+
+
+def _nested_keys(cls, key: str, prefix: str) -> list[str]:
+    """The dotted names of fields called `key` in cls's sections, nearest first."""
+    found, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            inner = typing.get_type_hints(hints[f.name])
+            found += [f"{prefix}{f.name}.{key}"] if key in inner else []
+            found += _nested_keys(hints[f.name], key, f"{prefix}{f.name}.")
+    return sorted(set(found), key=lambda k: k.count("."))
 
 
 def set_dotted(data: dict, dotted: str, value) -> None:

@@ -1,6 +1,6 @@
 """The closed loop, top to bottom: generate -> filter -> split -> train -> evaluate -> reweight -> log.
 
-Run: daig run configs/quickstart.yaml --out runs/qs
+Run: daig run configs/quickstart.yaml --out runs/quickstart
 """
 from __future__ import annotations
 

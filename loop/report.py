@@ -1,6 +1,6 @@
 """`daig report`: one self-contained HTML file (PNG plots inlined as base64) for a run or an ablation.
 
-Run: daig report runs/qs                      (writes runs/qs/report.html)
+Run: daig report runs/quickstart                      (writes runs/quickstart/report.html)
      daig report runs/ablations/policies --out policies.html
 
 It reads only what the loop writes: config.yaml, metrics.jsonl and rounds/<r>/{data,rejected}.jsonl, and for an

@@ -1,6 +1,6 @@
 """`daig trace RUN_DIR EXAMPLE_ID`: the lineage of one generated row, kept or rejected.
 
-Run: daig trace runs/qs r1-00006 [--json]
+Run: daig trace runs/quickstart r1-00006 [--json]
 
 From the row and the run's own files: what was sampled (pool examples for DAIG, the method's provenance otherwise),
 the domain chunk, each teacher request with its cached reply, every filter decision, and the eval loss of the row's

@@ -15,6 +15,18 @@ import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # beside a developer's checkout, never beside a user's clone
+
+
+def _refuse_shared(event: str, args: tuple) -> None:
+    """An audit hook: a test that opens or lists anything under ../shared fails, since a plain clone has none."""
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path == str(SHARED) or path.startswith(str(SHARED) + os.sep):
+            raise RuntimeError(f"a test read {path}: vendor what tests need under tests/data (see tests/data/README.md)")
+
+
+sys.addaudithook(_refuse_shared)
 TEST_DATA = Path(__file__).resolve().parent / "data"  # vendored copies (tests/data/README.md)
 
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"

@@ -159,6 +159,22 @@ class CacheError(OSError):
     """The cache file cannot be opened or written; the message names the fix."""
 
 
+def peek_replies(path: str | Path, keys: list[str]) -> dict[str, TeacherReply]:
+    """Cached replies by key, with the file opened read-only (a trace or report never writes it, nor needs to)."""
+    p = Path(path).expanduser() if path else None
+    if not p or not p.exists() or not keys:
+        return {}
+    try:
+        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise CacheError(f"teacher cache {p} could not be read ({e})") from None
+    return {k: TeacherReply(**json.loads(v)) for k, v in rows}
+
+
 @dataclass
 class Ledger:
     """What the teacher cost. Tokens and dollars count paid calls only (cache hits are free). `unconfirmed` counts

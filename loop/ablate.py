@@ -26,7 +26,7 @@ import yaml
 from eval.stats import macro_mean
 from loop.paired import control_arm, paired_differences, paired_measure
 from loop.config import ConfigError, load_config
-from loop.checkpoint import CHECKPOINT, write_atomic
+from loop.runfolder import CHECKPOINT, METRICS, read_jsonl, write_atomic
 from loop.controller import resume, run
 
 log = logging.getLogger("daig")
@@ -138,9 +138,8 @@ def sets_note(out: Path) -> str:
 
 def _wall_seconds(run_dir: Path, start: float) -> float:
     """Total seconds over the run's rounds (kept across a resume), else the time this call took."""
-    path = run_dir / "metrics.jsonl"
-    if path.exists():
-        return round(sum(json.loads(x)["seconds"] for x in path.read_text().splitlines() if x.strip()), 1)
+    if (run_dir / METRICS).exists():
+        return round(sum(m["seconds"] for m in read_jsonl(run_dir / METRICS)), 1)
     return round(time.time() - start, 1)
 
 

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from generation.cache import CacheError
     from generation.corpus import DataError
     from generation.teachers import TeacherError, TeacherUnavailable
-    from loop.checkpoint import CheckpointError
+    from loop.runfolder import CheckpointError
     from loop.controller import resume, run
     from loop.models import ModelError
     from loop.preflight import PreflightError

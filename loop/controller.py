@@ -17,7 +17,6 @@ import time
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-import yaml
 
 from eval.evaluate import benchmark, evaluate, load_benchmark
 from eval.judge import judge_prompt, judge_score, parse_verdict
@@ -29,7 +28,8 @@ from generation.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCach
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
 from generation.daig import RoundStats
 from generation.novelty import NoveltyFilter
-from loop.checkpoint import CHECKPOINT, LEGACY_CHECKPOINT, LoopState, clean_stale, read_checkpoint, save_checkpoint, state_from_json, write_atomic
+from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, clean_stale, read_checkpoint, read_config, round_dir,
+                            save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)
 from loop.config import ConfigError, RunConfig, build, to_dict
 from loop.evalsets import build_daig_sets, heldout_chunk_ids, read_heldout, write_heldout
 from loop.feedback import next_weights, sedi_prune
@@ -42,11 +42,6 @@ from training.artifacts import data_hash, write_adapter_card
 from training.sft import check_hardware, mix_rows, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
-JOURNAL = "teacher_calls.jsonl"  # every paid teacher call, durable across kills (generation/cache.py Journal)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def student_row(row: dict, include_context: bool) -> dict:
@@ -275,7 +270,7 @@ def run(cfg: RunConfig, out_dir: str | Path) -> list[dict]:
     if problem:
         raise PreflightError([problem])
     with locked(out):
-        if (out / "metrics.jsonl").exists() or (out / CHECKPOINT).exists() or (out / LEGACY_CHECKPOINT).exists():
+        if (out / METRICS).exists() or (out / CHECKPOINT).exists() or (out / LEGACY_CHECKPOINT).exists():
             raise FileExistsError(f"{out} already holds a run; continue it with `daig resume {out}` or choose a new --out")
         return _run(cfg, out, None)
 
@@ -292,7 +287,7 @@ def resume(out_dir: str | Path, allow_pickle: bool = False) -> list[dict]:
 
 
 def _resume(out: Path, allow_pickle: bool) -> list[dict]:
-    saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    saved = read_config(out)
     ev = saved.setdefault("eval", {})
     if "rolling_heldout" not in ev:  # a run started before fixed sets were the default keeps its rolling split
         ev.update(rolling_heldout=True, validation_per_task=ev.get("validation_per_task", 0), test_per_task=ev.get("test_per_task", 0))
@@ -370,7 +365,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     if problems:
         raise PreflightError(problems)
     if fresh:  # saved once every check passed, so a resume never meets a model that cannot load
-        write_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        save_config(out, to_dict(cfg))
     journal_path = out / JOURNAL
     current = journal_path.exists()  # a run folder of this version (older ones kept no journal, no W&B record)
     if not fresh and not current:  # a run begun before journals: its checkpointed ledger is the start
@@ -410,7 +405,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
         rng = random.Random()
         rng.setstate(st.rng)
         while st.round <= cfg.rounds and not st.stopped:
-            r, rdir = st.round, out / "rounds" / str(st.round)
+            r, rdir = st.round, round_dir(out, st.round)
             start = time.time()
             if st.stage == "start":
                 kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng, not cfg.training.include_context)
@@ -447,7 +442,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     """Evaluate, reweight, log the round, and move the state to the next round's start."""
     g, fb, r = cfg.generation, cfg.feedback, st.round
     sets = sets or {}
-    rdir = out / "rounds" / str(r)
+    rdir = round_dir(out, r)
     kept = st.rounds_rows[-1]
     all_rows = [x for rows in st.rounds_rows for x in rows]
     adapter = Path(st.adapter) if st.adapter else None

@@ -8,13 +8,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import yaml
-
 from loop.models import resolve_model
+from loop.runfolder import read_config, round_dir, round_numbers
 
 
 def find_adapter(run_dir: Path, round_idx: int | None) -> Path:
-    rounds = sorted((int(p.parent.name), p) for p in (run_dir / "rounds").glob("*/adapter") if p.parent.name.isdigit())
+    rounds = [(r, round_dir(run_dir, r) / "adapter") for r in round_numbers(run_dir) if (round_dir(run_dir, r) / "adapter").is_dir()]
     if not rounds:
         raise FileNotFoundError(f"{run_dir} has no rounds/<r>/adapter; is it a daig run folder?")
     if round_idx is None:
@@ -36,7 +35,7 @@ def export(run_dir: str | Path, out: str | Path, round_idx: int | None = None, m
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg = read_config(run_dir)
     base = resolve_model(cfg["student"], cfg.get("cache_dir", "~/.cache/daig"))
     merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).merge_and_unload()
     merged.save_pretrained(out)

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from loop.paired import control_arm, paired_differences, paired_measure  # noqa: E402
+from loop.runfolder import METRICS, read_config, read_jsonl, round_dir, round_numbers  # noqa: E402
 
 log = logging.getLogger("daig")
 
@@ -46,31 +47,16 @@ class RunData:
     rejected: dict[int, list[dict]]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a .jsonl file; a torn line (a run killed mid-write) is skipped with a warning."""
-    if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s:%d is not valid JSON; skipped in the report", path, n)
-    return rows
-
-
 def load_run(path: str | Path) -> RunData:
     p = Path(path)
-    if not (p / "metrics.jsonl").exists():
-        raise FileNotFoundError(f"{p} has no metrics.jsonl: not a run folder (`daig run --out` writes one) "
+    if not (p / METRICS).exists():
+        raise FileNotFoundError(f"{p} has no {METRICS}: not a run folder (`daig run --out` writes one) "
                                 f"nor an ablation folder (`daig ablate` writes summary.jsonl)")
-    config = yaml.safe_load((p / "config.yaml").read_text(encoding="utf-8")) if (p / "config.yaml").exists() else {}
-    metrics = sorted(read_jsonl(p / "metrics.jsonl"), key=lambda m: m.get("round", 0))
-    rounds = sorted(int(d.name) for d in (p / "rounds").iterdir() if d.name.isdigit()) if (p / "rounds").is_dir() else []
-    kept = {r: read_jsonl(p / "rounds" / str(r) / "data.jsonl") for r in rounds}
-    rejected = {r: read_jsonl(p / "rounds" / str(r) / "rejected.jsonl") for r in rounds}
-    return RunData(p, config or {}, metrics, kept, rejected)
+    metrics = sorted(read_jsonl(p / METRICS), key=lambda m: m.get("round", 0))
+    rounds = round_numbers(p)
+    kept = {r: read_jsonl(round_dir(p, r) / "data.jsonl") for r in rounds}
+    rejected = {r: read_jsonl(round_dir(p, r) / "rejected.jsonl") for r in rounds}
+    return RunData(p, read_config(p), metrics, kept, rejected)
 
 
 def macro_loss(m: dict) -> float | None:

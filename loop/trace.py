@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import sqlite3
 from pathlib import Path
 
-import yaml
 
+from generation.cache import CacheError, peek_replies
 from generation.corpus import DataError, load_corpus
 from generation.pool import load_pool
+from loop.runfolder import METRICS, read_config, read_jsonl, round_dir, round_numbers
 
 log = logging.getLogger("daig")
 REQUEST_FIELDS = ("instruction_request", "answer_request")  # DAIG rows name their two requests at the top level
@@ -28,23 +28,12 @@ class TraceError(LookupError):
     """The id is not in the run; the message suggests the closest ids."""
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a .jsonl file (none if it is missing); a torn last line of a killed run is skipped."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def find_row(run: Path, example_id: str) -> tuple[dict, bool]:
     """The row with this id and whether it was kept; searches every round's data.jsonl and rejected.jsonl."""
     ids = []
-    for rdir in sorted((run / "rounds").glob("*"), key=lambda d: int(d.name) if d.name.isdigit() else 0):
+    for r in round_numbers(run):
         for name, kept in (("data.jsonl", True), ("rejected.jsonl", False)):
-            for row in read_jsonl(rdir / name):
+            for row in read_jsonl(round_dir(run, r) / name):
                 if row.get("id") == example_id:
                     return row, kept
                 ids.append(str(row.get("id")))
@@ -75,20 +64,12 @@ def find_chunk(chunk_id: str, path: str, chunk_words: int, split: str, text_fiel
 
 
 def cached_replies(cache_path: str, keys: list[str]) -> dict[str, str]:
-    """Reply text per request key from the teacher cache, opened read-only (tracing never writes it)."""
-    p = Path(cache_path).expanduser() if cache_path else None
-    if not p or not p.exists() or not keys:
-        return {}
+    """Reply text per request key from the teacher cache, read-only (tracing never writes it)."""
     try:
-        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as e:  # e.g. a WAL file another user owns: the lineage is still worth printing
-        log.warning("teacher cache %s could not be read (%s); replies are left out", p, e)
+        return {k: r.text for k, r in peek_replies(cache_path, keys).items()}
+    except CacheError as e:  # e.g. a WAL file another user owns: the lineage is still worth printing
+        log.warning("%s; replies are left out", e)
         return {}
-    return {k: json.loads(v).get("text", "") for k, v in rows}
 
 
 def later_losses(metrics: list[dict], task: str, round_idx: int) -> list[dict]:
@@ -103,8 +84,8 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
     if not (run / "rounds").is_dir():
         raise FileNotFoundError(f"{run} has no rounds/ folder; give a run folder written by `daig run --out`")
     row, kept = find_row(run, example_id)
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").exists() else {}
-    g = (config or {}).get("generation") or {}
+    config = read_config(run)
+    g = config.get("generation") or {}
 
     requests = dict(row.get("requests") or {})
     requests.update({f.removesuffix("_request"): row[f] for f in REQUEST_FIELDS if row.get(f)})
@@ -131,7 +112,7 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
         "requests": [{"stage": stage, "key": key, "cached_reply": replies.get(key)} for stage, key in requests.items()],
         "cache": (g.get("teacher") or {}).get("cache_path", ""),
         "filters": row.get("filters") or [],
-        "task_losses": later_losses(read_jsonl(run / "metrics.jsonl"), row["task"], row.get("round", 0)) if row.get("task") else [],
+        "task_losses": later_losses(read_jsonl(run / METRICS), row["task"], row.get("round", 0)) if row.get("task") else [],
     }
 
 

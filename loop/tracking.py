@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from loop.config import TrackingConfig
+from loop.runfolder import METRICS, WANDB_ROUNDS, read_jsonl, round_dir
 
 log = logging.getLogger(__name__)
 
@@ -23,23 +24,15 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 
 def logged_rounds(path: Path) -> set[int]:
-    """The rounds a JSONL log holds (metrics.jsonl, or the record of rounds W&B accepted)."""
-    if not path.exists():
-        return set()
-    rounds = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rounds.add(json.loads(line)["round"])
-        except (ValueError, KeyError, TypeError):  # a line torn by a kill (or blank) names no round
-            pass
-    return rounds
+    """The rounds a JSONL log holds (metrics.jsonl, or the record of rounds W&B accepted); torn lines name none."""
+    return {row["round"] for row in read_jsonl(path) if isinstance(row, dict) and "round" in row}
 
 
 class Tracker:
     def __init__(self, cfg: TrackingConfig, out_dir: Path, run_config: dict, run_id: str = ""):
         """run_id: the W&B run to continue (a resumed run keeps logging into the same W&B run)."""
-        self.metrics_path = out_dir / "metrics.jsonl"
-        self.wandb_path = out_dir / "wandb_rounds.jsonl"  # rounds handed to W&B, so a resume logs the ones a kill cut off
+        self.metrics_path = out_dir / METRICS
+        self.wandb_path = out_dir / WANDB_ROUNDS  # rounds handed to W&B, so a resume logs the ones a kill cut off
         self.run = None
         if not cfg.wandb or cfg.mode == "disabled":
             return
@@ -98,18 +91,13 @@ class Tracker:
             return []
         missing = []
         done = logged_rounds(self.wandb_path)
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                m = json.loads(line)
-            except ValueError:  # torn by a kill
-                continue
+        for m in read_jsonl(self.metrics_path):
             if m["round"] in done:
                 continue
-            rdir = out_dir / "rounds" / str(m["round"])
+            rdir = round_dir(out_dir, m["round"])
             table = [[m["round"], t, w, (m.get("task_eval_loss") or {}).get(t), (m.get("next_task_weights") or {}).get(t)]
                      for t, w in (m.get("task_weights") or {}).items()]
-            samples = [json.loads(x) for x in (rdir / "eval_samples.jsonl").read_text(encoding="utf-8").splitlines()] \
-                if (rdir / "eval_samples.jsonl").exists() else []
+            samples = read_jsonl(rdir / "eval_samples.jsonl")
             artifacts = [(f"data-round{m['round']}", "dataset", rdir / "data.jsonl")] + \
                 ([(f"adapter-round{m['round']}", "model", Path(m["adapter"]))] if m.get("adapter") and Path(m["adapter"]).is_dir() else [])
             self.log_round(m, table, samples, [], [a for a in artifacts if a[2].exists()])

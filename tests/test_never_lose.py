@@ -140,7 +140,7 @@ def test_an_older_pickled_checkpoint_resumes_with_the_flag_to_the_same_rows(tmp_
     # Rebuild the in-memory state the way the older version pickled it, then extend the run to 2 rounds.
     from generation.corpus import load_corpus
     from generation.pool import build_pool, load_pool
-    from loop.checkpoint import read_checkpoint, state_from_json
+    from loop.runfolder import read_checkpoint, state_from_json
     from loop.config import RunConfig, build
     from loop.methods import start_method
 
@@ -168,7 +168,7 @@ def test_checkpoint_size_does_not_grow_with_the_corpus(tmp_path):
     """Rows and chunks are referenced: a corpus 10x larger leaves the checkpoint the same size."""
     from generation.corpus import load_corpus
     from generation.pool import build_pool, load_pool
-    from loop.checkpoint import LoopState, save_checkpoint
+    from loop.runfolder import LoopState, save_checkpoint
     from loop.config import load_config as load
     from loop.methods import start_method
 
@@ -417,7 +417,7 @@ def test_the_checkpoint_restores_evolved_and_same_id_pool_items(tmp_path):
     """Evol-Instruct grows the pool with items no file holds; two pools may use the same ids."""
     from generation.evol import EvolvedItem
     from generation.pool import PoolItem
-    from loop.checkpoint import LoopState, read_checkpoint, save_checkpoint, state_from_json
+    from loop.runfolder import LoopState, read_checkpoint, save_checkpoint, state_from_json
     from loop.methods import MethodState
 
     def start():

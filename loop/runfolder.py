@@ -1,14 +1,23 @@
-"""The run's checkpoint: the loop state as JSON (OUT/checkpoint.json), written atomically after every stage.
+"""The run folder: its layout, its JSONL files, its saved config and its checkpoint, in one place.
 
-It keeps what cannot be rebuilt and references what can: the rows are read back from rounds/<r>/data.jsonl, the
-pool and the chunks from the config's files, and the method's start state from start_method (the saved state only
-says which pool examples survived pruning and what was added since). So it is sized by the loop's state, not by the
-corpus, and loading it runs no code. A checkpoint.pkl from an older version is read only with --allow-pickle, since
-unpickling a file runs whatever code the file names.
+OUT/config.yaml            the resolved config, saved once the preflight passed
+OUT/metrics.jsonl          one line per finished round
+OUT/checkpoint.json        the loop state after the last finished stage
+OUT/teacher_calls.jsonl    the journal of teacher attempts and replies (generation/cache.py Journal)
+OUT/wandb_rounds.jsonl     the rounds handed to W&B
+OUT/eval/                  the fixed validation and test sets
+OUT/rounds/<r>/            data.jsonl, rejected.jsonl, eval_samples.jsonl, adapter/
+
+The checkpoint keeps what cannot be rebuilt and references what can: the rows are read back from
+rounds/<r>/data.jsonl, the pool and the chunks from the config's files, and the method's start state from
+start_method (the saved state only says which pool examples survived pruning and what was added since). So it is
+sized by the loop's state, not by the corpus, and loading it runs no code. A checkpoint.pkl from an older version
+is read only with --allow-pickle, since unpickling a file runs whatever code the file names.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -16,14 +25,21 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from generation.cache import Ledger
 from generation.daig import RoundStats
 from generation.evol import EvolvedItem
 from generation.pool import PoolItem
 from loop.methods import MethodState
 
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.json"
 LEGACY_CHECKPOINT = "checkpoint.pkl"
+JOURNAL = "teacher_calls.jsonl"
+WANDB_ROUNDS = "wandb_rounds.jsonl"
+log = logging.getLogger(__name__)
 # What write_atomic leaves when a kill lands mid-write: '.<name>.<8 random chars>' beside the file.
 _STALE = re.compile(r"^\.[\w.-]+\.(?:json|jsonl|yaml|pkl)\.\w{8}$")
 
@@ -42,8 +58,45 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_jsonl(path: Path, strict: bool = False) -> list[dict]:
+    """Rows of a .jsonl file, none if it is missing. A line torn by a kill (only the last can be) is skipped with a
+    warning, unless strict, where it raises (rows the loop itself reads back)."""
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if strict:
+                raise
+            log.warning("%s:%d is not valid JSON (torn by a kill?); skipped", path, n)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def round_dir(out: Path, r: int) -> Path:
+    return out / "rounds" / str(r)
+
+
+def round_numbers(out: Path) -> list[int]:
+    """The rounds with a folder, in order."""
+    return sorted(int(d.name) for d in (out / "rounds").iterdir() if d.name.isdigit()) if (out / "rounds").is_dir() else []
+
+
+def read_config(out: Path) -> dict:
+    """The run's saved config as a dict ({} when there is none)."""
+    path = out / CONFIG
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.exists() else {}
+
+
+def save_config(out: Path, config: dict) -> None:
+    write_atomic(out / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 @dataclass
@@ -146,7 +199,7 @@ def _state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
     method.machine, method.seen = m["machine"], {(a, tuple(b), tuple(c)) for a, b, c in m["seen"]}
     method.chunk_counts, method.chunk_requests = m["chunk_counts"], m["chunk_requests"]
     rng = s.pop("rng")
-    rows = [read_jsonl(out / "rounds" / str(r) / "data.jsonl") for r in range(1, s.pop("rounds_with_rows") + 1)]
+    rows = [read_jsonl(round_dir(out, r) / "data.jsonl", strict=True) for r in range(1, s.pop("rounds_with_rows") + 1)]
     stats = s.pop("stats")
     s.pop("version")
     return LoopState(**{**s, "rng": (rng[0], tuple(rng[1]), rng[2]) if rng else (), "rounds_rows": rows, "method": method,

@@ -17,7 +17,7 @@ import random
 import re
 
 from generation.config import AlpacaConfig, GenerationConfig
-from generation.daig import RoundStats
+from generation.rows import RoundStats, request_seed, teacher_failure
 from generation.diversity import filter_batch
 from generation.seeds import SeedTask
 from generation.self_instruct import BLACKLIST, heuristic_verdict
@@ -106,7 +106,7 @@ def run_alpaca_round(teacher: Teacher, seeds: list[SeedTask], machine: list[str]
     if len(seeds) < ac.num_prompt_instructions:
         raise ValueError(f"alpaca.num_prompt_instructions: a prompt shows {ac.num_prompt_instructions} seed tasks but only "
                          f"{len(seeds)} are loaded; lower it or add seed tasks (alpaca.seed_tasks)")
-    base = seed * 100003 + round_idx * 1009
+    base = request_seed(seed, round_idx)
     stats = RoundStats()
     plans = [rng.sample(seeds, ac.num_prompt_instructions) for _ in range(ac.prompts_per_round)]
     requests = [alpaca_request(shown, ac, base + i) for i, shown in enumerate(plans)]
@@ -118,7 +118,7 @@ def run_alpaca_round(teacher: Teacher, seeds: list[SeedTask], machine: list[str]
                 "requests": {"instruction": req.key(teacher.model)},
                 "provenance": {"prompt": p, "prompt_instructions": [s.instruction for s in shown], "seed_ids": [s.id for s in shown]}}
         if reply.error:
-            reason = f"teacher_{reply.error}"
+            reason = teacher_failure(reply)
             rejected.append({**head, "stage": "instruction", "reason": reason, "raw": reply.text,
                              "filters": [{"filter": "reply", "kept": False, "reason": reason}]})
             continue

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
 
 from generation.config import GenerationConfig
 from generation.corpus import Chunk, sampling_weight
@@ -18,6 +17,7 @@ from generation.filters import NoveltyFilter, answer_problem, followed_task, ins
 from generation.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline, judge_verdict,
                                   refers_to_passage, yes_no_mismatch)
 from generation.pool import PoolItem, sample_examples, sample_task
+from generation.rows import RoundStats, request_seed, teacher_failure  # noqa: F401 (RoundStats: older pickles name it here)
 from generation.teachers import Teacher, TeacherRequest
 
 # The passage is the source of the topic and the examples only of the task type: the examples come from pools
@@ -80,18 +80,6 @@ _NEXT_ITEM = re.compile(r"\s+2[.)]\s")  # "1. task 2. another task": keep the fi
 _INPUT_LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*input\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?", re.I | re.M)
 _FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1\s*$", re.M | re.S)
 _NO_INPUT = re.compile(r"^\W*(?:none|n/?a|empty|no input|<noinput>)?\W*$", re.I)
-
-@dataclass
-class RoundStats:
-    """Candidates and rejections; what the teacher cost is the teacher ledger's business."""
-    requests: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    chunks: int = 0  # distinct chunks this round's requests were about
-    documents: int = 0  # distinct documents (pages) those chunks came from
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
 
 def task_label(task: str) -> str:
     return task.replace("_", " ")
@@ -204,7 +192,7 @@ def judge(teacher: Teacher, prompts: list[str], cfg: GenerationConfig, seed0: in
     out = []
     for req, reply in zip(reqs, teacher.generate(reqs, desc=stage.replace("_", " ")) if reqs else []):
         verdict = "" if reply.error else judge_verdict(reply.text)
-        reason = f"teacher_{reply.error}" if reply.error else {"yes": "", "no": no_reason}.get(verdict, "judge_unclear")
+        reason = teacher_failure(reply) or {"yes": "", "no": no_reason}.get(verdict, "judge_unclear")
         out.append((reason, {"filter": stage, "kept": not reason, "reason": reason, "verdict": verdict, "request": req.key(teacher.model)}, reply.text))
     return out
 
@@ -246,7 +234,7 @@ def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: C
     """('' or reason, decision) for an answer: a teacher error, a decline, the length rules, then its support."""
     support, numbers = answer_support(answer, f"{chunk.heading} {chunk.text} {instruction} {input_text}")
     decision = {"filter": "answer", "kept": False, "support": round(support, 4), "unsupported_numbers": numbers}
-    reason = f"teacher_{reply.error}" if reply.error else ""
+    reason = teacher_failure(reply)
     if not reason and is_decline(answer):
         reason = "declined"
     if not reason and defers_to_passage(answer):
@@ -274,7 +262,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     points at "the passage" needs the passage as its input. tasks: the pool's task names (for task_mismatch).
     """
     t, gr = cfg.teacher, cfg.grounding
-    base = seed * 100003 + round_idx * 1009
+    base = request_seed(seed, round_idx)
     stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
     ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, cfg.examples_shown), t.instruction_max_tokens, t.temperature, t.top_p, base + i)
                     for i, (task, ex, chunk) in enumerate(plan)]
@@ -286,7 +274,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
                "chunk_id": chunk.id, "heading": chunk.heading, "teacher_model": teacher.model,
                "instruction_request": req.key(teacher.model), "filters": []}
         if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
-            rejected.append({**row, "stage": "instruction", "reason": f"teacher_{reply.error}" if reply.error else "instruction_truncated", "raw": reply.text})
+            rejected.append({**row, "stage": "instruction", "reason": teacher_failure(reply) or "instruction_truncated", "raw": reply.text})
             continue
         instruction, input_text = parse_task(reply.text)
         reason, row["task"], input_text, decision = check_instruction(instruction, input_text, task, examples, chunk, cfg, closed_book, tasks)

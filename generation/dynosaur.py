@@ -31,7 +31,7 @@ from pathlib import Path
 
 from generation.config import DynosaurConfig, GenerationConfig
 from generation.corpus import DataError, read_jsonl
-from generation.daig import RoundStats
+from generation.rows import RoundStats, request_seed, teacher_failure
 from generation.teachers import Teacher, TeacherRequest
 
 # Dynosaur code/instruction_generation/generate_tasks_with_description.py: system message, temperature 0.
@@ -368,7 +368,7 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     """Propose tasks from the metadata, vet them, build instances from rows. Returns kept rows (instances), rejected
     rows (one per failed proposal, or per reply that holds none) and stats (requests = tasks proposed)."""
     d = cfg.dynosaur
-    base = seed * 100003 + round_idx * 1009
+    base = request_seed(seed, round_idx)
     shown = [sorted(rng.sample(range(len(meta.rows)), min(2, len(meta.rows)))) for _ in range(d.tasks_per_round)]
     # Temperature 0 in the reference, and top_p left at its default of 1.
     requests = [TeacherRequest((("system", SYSTEM), ("user", task_prompt(meta, [meta.rows[j] for j in idx]))), d.max_tokens,
@@ -389,7 +389,7 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
                 salvage = {"filter": "dynosaur_salvage", "kept": True, "reason": "", "finish_reason": reply.finish_reason,
                            "tasks": len(found), "repeats_dropped": repeats}
         if not tasks:  # counted as one proposal, so the keep rate stays honest
-            reason = f"teacher_{reply.error}" if reply.error else ("unparseable_tasks" if tasks is None else "no_tasks")
+            reason = teacher_failure(reply) or ("unparseable_tasks" if tasks is None else "no_tasks")
             stats.requests += 1
             rejected.append({"id": f"r{round_idx}-{next(next_id):05d}", **head, "task": "", "provenance": provenance,
                              "filters": [{"filter": "dynosaur_parse", "kept": False, "reason": reason}],

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from generation.config import GenerationConfig
-from generation.daig import RoundStats
+from generation.rows import RoundStats, request_seed, teacher_failure
 from generation.pool import PoolItem, sample_task
 from generation.teachers import Teacher, TeacherReply, TeacherRequest
 
@@ -274,7 +274,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
                    round_idx: int, seed: int, rng: random.Random) -> tuple[list[dict], list[dict], RoundStats]:
     """Evolve, judge, answer; returns kept rows, rejected rows, stats, and appends the successes to `pool`."""
     e = cfg.evol
-    base = seed * 100003 + round_idx * 1009
+    base = request_seed(seed, round_idx)
     plan = plan_evolutions(pool, weights, cfg, rng)
     stats = RoundStats(requests=len(plan))
     rejected: list[dict] = []
@@ -289,7 +289,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
         for row, req, reply in zip(rows, requests, replies):
             row["requests"][stage] = req.key(teacher.model)
             if reply.error:
-                reject(row, stage, f"teacher_{reply.error}", reply.text)
+                reject(row, stage, teacher_failure(reply), reply.text)
             else:
                 yield row, reply
 
@@ -306,7 +306,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
                "teacher_model": teacher.model, "requests": {"evolve": req.key(teacher.model)}, "provenance": provenance, "filters": []}
         evolved = reply.text.strip()  # the reference uses the reply as is
         if reply.error or not evolved:
-            reject(row, "evolve", f"teacher_{reply.error}" if reply.error else "empty_evolution", reply.text)
+            reject(row, "evolve", teacher_failure(reply) or "empty_evolution", reply.text)
             continue
         row["instruction"] = evolved
         copied = copied_prompt_words(evolved)

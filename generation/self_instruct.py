@@ -21,7 +21,7 @@ import string
 from collections import Counter
 
 from generation.config import GenerationConfig, SelfInstructConfig
-from generation.daig import RoundStats
+from generation.rows import RoundStats, request_seed, teacher_failure
 from generation.diversity import filter_batch
 from generation.seeds import SeedTask
 from generation.teachers import Teacher, TeacherRequest
@@ -225,7 +225,7 @@ def run_self_instruct_round(teacher: Teacher, seeds: list[SeedTask], machine: li
     sc = cfg.self_instruct
     shown_from = [s for s in seeds if s.is_classification] if sc.classification_seeds_only else seeds
     check_seed_count(len(shown_from), sc)
-    base = seed * 100003 + round_idx * 1009
+    base = request_seed(seed, round_idx)
     stats = RoundStats()
     plans = [sample_prompt_instructions(shown_from, machine, sc.num_prompt_instructions, sc.num_machine_instructions, rng)
              for _ in range(sc.prompts_per_round)]
@@ -237,7 +237,7 @@ def run_self_instruct_round(teacher: Teacher, seeds: list[SeedTask], machine: li
         head = {"round": round_idx, "method": METHOD, "teacher_model": teacher.model,
                 "requests": {"instruction": req.key(teacher.model)}, "provenance": prompt_provenance(p, shown)}
         if reply.error or reply.finish_reason == "length":  # the reference drops a reply cut by length whole
-            reason = f"teacher_{reply.error}" if reply.error else "reply_truncated"
+            reason = teacher_failure(reply) or "reply_truncated"
             rejected.append({**head, "stage": "instruction", "reason": reason, "raw": reply.text,
                              "filters": [{"filter": "reply", "kept": False, "reason": reason}]})
             continue
@@ -279,8 +279,8 @@ def instances_for(teacher: Teacher, tasks: list, sc: SelfInstructConfig, base: i
         head = {**head, "instruction": inst, "requests": {**head["requests"], "classify": req.key(teacher.model)},
                 "provenance": {**head["provenance"], "classify_reply": reply.text}}
         if reply.error:
-            rejected.append({**head, "stage": "classify", "reason": f"teacher_{reply.error}", "raw": reply.text,
-                             "filters": filters + [{"filter": "classify", "kept": False, "reason": f"teacher_{reply.error}"}]})
+            rejected.append({**head, "stage": "classify", "reason": teacher_failure(reply), "raw": reply.text,
+                             "filters": filters + [{"filter": "classify", "kept": False, "reason": teacher_failure(reply)}]})
         else:
             pending.append((head, inst, is_classification_reply(reply.text), filters))
 
@@ -291,7 +291,7 @@ def instances_for(teacher: Teacher, tasks: list, sc: SelfInstructConfig, base: i
         label = "classification" if clf else "generation"
         head = {**head, "task": label, "requests": {**head["requests"], "instances": req.key(teacher.model)}}
         if reply.error:
-            reason = f"teacher_{reply.error}"
+            reason = teacher_failure(reply)
             rejected.append({**head, "stage": "instances", "reason": reason, "raw": reply.text,
                              "filters": filters + [{"filter": "instances", "kept": False, "reason": reason}]})
             continue

@@ -25,7 +25,12 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 class ConfigError(ValueError):
-    """A bad config key or value; the message names the dotted key and the fix."""
+    """Bad config keys or values; each problem names the dotted key and the fix, all of them in one error."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(self.problems[0] if len(self.problems) == 1 else
+                         f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 @dataclass
@@ -136,6 +141,7 @@ def build(cls, data: dict | None, prefix: str = ""):
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    problems = []  # every problem in every section, reported together (litgpt's validate_args)
     for key in data:
         if key not in names:
             nested = _nested_keys(cls, key, prefix)  # a known key given without its section: lora_r -> training.lora_r
@@ -143,16 +149,23 @@ def build(cls, data: dict | None, prefix: str = ""):
             quoted = [f"'{c}'" for c in close]
             hint = (f"; did you mean {', '.join(quoted[:-1])} or {quoted[-1]}?" if len(quoted) > 1 else f"; did you mean {quoted[0]}?") \
                 if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+            problems.append(f"unknown config key '{prefix}{key}'{hint}")
     kwargs = {}
     for name, value in data.items():
+        if name not in names:
+            continue
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name}: expected a mapping of its fields, got {value!r}")
-            kwargs[name] = build(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _check_type(value, tp, prefix + name)
+        try:
+            if dataclasses.is_dataclass(tp):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{prefix}{name}: expected a mapping of its fields, got {value!r}")
+                kwargs[name] = build(tp, value, f"{prefix}{name}.")
+            else:
+                kwargs[name] = _check_type(value, tp, prefix + name)
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
     try:
         return cls(**kwargs)
     except ValueError as e:

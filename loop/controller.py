@@ -26,7 +26,6 @@ from generation.corpus import DataError, load_corpus
 from generation.pool import build_pool, load_pool
 from generation.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
 from generation.teachers import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
-from generation.daig import RoundStats
 from generation.novelty import NoveltyFilter
 from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, clean_stale, read_checkpoint, read_config, round_dir,
                             save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)

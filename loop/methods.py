@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from generation.alpaca import run_alpaca_round
 from generation.config import GenerationConfig
 from generation.corpus import Chunk
-from generation.daig import RoundStats, plan_requests, run_daig_round
+from generation.daig import plan_requests, run_daig_round
+from generation.rows import RoundStats
 from generation.dynosaur import DatasetMeta, load_dataset_meta, run_dynosaur_round
 from generation.embeddings import Embedder
 from generation.evol import run_evol_round

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from generation.cache import Ledger
-from generation.daig import RoundStats
+from generation.rows import RoundStats
 from generation.evol import EvolvedItem
 from generation.pool import PoolItem
 from loop.methods import MethodState

@@ -145,3 +145,13 @@ def test_ablation_file_errors_name_the_fix(tmp_path):
     bad.write_text(yaml.safe_dump({"base": "x.yaml", "arms": {"a": "feedback.policy=ucb"}}))
     with pytest.raises(ConfigError, match="arm 'a' must be a list"):
         load_ablation(bad)
+
+
+def test_every_problem_in_every_section_is_reported_at_once():
+    from loop.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["lora_r=8", "training.lora_alpha=abc", "generation.teacher.top_p=3", "eval.nope=1"])
+    assert len(e.value.problems) == 4 and str(e.value).startswith("4 problems:")
+    for needle in ("'training.lora_r'", "training.lora_alpha: expected int", "generation.teacher.top_p: must be in (0, 1]", "'eval.nope'"):
+        assert needle in str(e.value), needle

@@ -62,12 +62,7 @@ class TeacherCache:
             return self._get(keys)
 
     def _get(self, keys: list[str]) -> dict[str, TeacherReply]:
-        found = {}
-        for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
-            rows = self._db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(part))})", part)
-            found.update({k: TeacherReply(**json.loads(v)) for k, v in rows})
-        return found
+        return _select_replies(self._db, keys)
 
     def put(self, key: str, model: str, reply: TeacherReply, cost_usd: float = 0.0) -> None:
         """Store a reply (successful ones only: failures are retried) with its tokens and cost, and drop our claim on it."""
@@ -89,10 +84,9 @@ class TeacherCache:
             try:
                 answered = self._get(keys)
                 held = {}
-                for start in range(0, len(keys), 500):
-                    part = keys[start:start + 500]
+                for part, marks in _chunks(keys):
                     held.update({k: rest for k, *rest in self._db.execute(
-                        f"SELECT key, owner, host, pid, expires FROM claims WHERE key IN ({','.join('?' * len(part))})", part)})
+                        f"SELECT key, owner, host, pid, expires FROM claims WHERE key IN ({marks})", part)})
                 mine, theirs = [], []
                 for k in keys:
                     if k not in answered:
@@ -116,9 +110,8 @@ class TeacherCache:
 
     def release(self, keys: list[str]) -> None:
         with self._lock:
-            for start in range(0, len(keys), 500):
-                part = keys[start:start + 500]
-                self._db.execute(f"DELETE FROM claims WHERE owner = ? AND key IN ({','.join('?' * len(part))})", [self.owner, *part])
+            for part, marks in _chunks(keys):
+                self._db.execute(f"DELETE FROM claims WHERE owner = ? AND key IN ({marks})", [self.owner, *part])
 
     def _alive(self, host: str, pid: int, expires: float, now: float) -> bool:
         if expires < now:
@@ -167,12 +160,25 @@ def peek_replies(path: str | Path, keys: list[str]) -> dict[str, TeacherReply]:
     try:
         db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            rows = db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
+            return _select_replies(db, keys)
         finally:
             db.close()
     except sqlite3.Error as e:
         raise CacheError(f"teacher cache {p} could not be read ({e})") from None
-    return {k: TeacherReply(**json.loads(v)) for k, v in rows}
+
+
+def _chunks(keys: list[str], size: int = 500):
+    """(keys, '?,?,...') in slices small enough for sqlite's limit on bound parameters."""
+    for start in range(0, len(keys), size):
+        part = keys[start:start + size]
+        yield part, ",".join("?" * len(part))
+
+
+def _select_replies(db: sqlite3.Connection, keys: list[str]) -> dict[str, TeacherReply]:
+    found = {}
+    for part, marks in _chunks(keys):
+        found.update({k: TeacherReply(**json.loads(v)) for k, v in db.execute(f"SELECT key, reply FROM replies WHERE key IN ({marks})", part)})
+    return found
 
 
 @dataclass
@@ -202,6 +208,16 @@ class Ledger:
 
     def copy(self) -> "Ledger":
         return Ledger(**{**asdict(self), "failures": dict(self.failures), "retry_reasons": dict(self.retry_reasons)})
+
+    def add_reply(self, prompt_tokens: int, completion_tokens: int, usd: float, error: str, retry_reasons) -> None:
+        """Count one request's final reply: as it arrives, and again the same way when the journal is replayed."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost_usd += usd
+        for reason in retry_reasons:
+            self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
+        if error:
+            self.failures[error] = self.failures.get(error, 0) + 1
 
     def paid_from(self, other: "Ledger") -> "Ledger":
         """This ledger's lookups (requests, cache hits) with `other`'s paid calls: a resumed run's ledger, whose paid
@@ -273,13 +289,7 @@ class Journal:
                 continue
             if open_calls.get(ev["k"]):
                 open_calls[ev["k"]].pop()
-            led.prompt_tokens += ev["pt"]
-            led.completion_tokens += ev["ct"]
-            led.cost_usd += ev["u"]
-            for reason in ev["retries"]:
-                led.retry_reasons[reason] = led.retry_reasons.get(reason, 0) + 1
-            if ev["err"]:
-                led.failures[ev["err"]] = led.failures.get(ev["err"], 0) + 1
+            led.add_reply(ev["pt"], ev["ct"], ev["u"], ev["err"], ev["retries"])
         for worst in open_calls.values():
             for tokens, usd in worst:
                 led.unconfirmed += 1
@@ -335,8 +345,9 @@ class CachedTeacher:
                         log.info("%s: still waiting for %d requests another process sharing the cache is sending", desc, len(waiting))
                         said = time.monotonic()
                     hits.update(self.cache.get_many([keys[i] for i in waiting]))
-                    pending = [i for i in waiting if keys[i] not in hits and self.cache.claimable(keys[i])]
-                    waiting = [i for i in waiting if keys[i] not in hits and i not in pending]
+                    waiting = [i for i in waiting if keys[i] not in hits]
+                    freed = {i for i in waiting if self.cache.claimable(keys[i])}
+                    pending, waiting = [i for i in waiting if i in freed], [i for i in waiting if i not in freed]
                     continue
                 admitted = self._admit(pending, requests)
                 pending = pending[len(admitted):] if admitted else []  # nothing fits a cap: the rest is never sent
@@ -403,13 +414,7 @@ class CachedTeacher:
                 self.journal.replied(self.tag, keys[i], reply, usd)
             if self.cache is not None:
                 self.cache.put(keys[i], self.model, reply, usd)
-            for reason in reply.attempt_errors:
-                led.retry_reasons[reason] = led.retry_reasons.get(reason, 0) + 1
-            led.prompt_tokens += reply.prompt_tokens
-            led.completion_tokens += reply.completion_tokens
-            led.cost_usd += usd
-            if reply.error:
-                self._fail(reply.error)
+            led.add_reply(reply.prompt_tokens, reply.completion_tokens, usd, reply.error, reply.attempt_errors)
 
         return self.teacher.generate(requests, desc=desc, on_reply=on_reply, on_send=on_send)
 

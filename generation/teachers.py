@@ -215,6 +215,29 @@ def api_key_from_env(api_key_env: str) -> str:
     return key
 
 
+UNREACHABLE = "cannot reach the teacher endpoint"
+
+
+def check_endpoint(base_url: str | None, key: str, timeout_s: float, model: str = "") -> None:
+    """TeacherError, naming the fix, when the endpoint does not answer or rejects the key; with `model`, also when the
+    endpoint lists its models and that one is not among them."""
+    import openai
+
+    where = base_url or "the OpenAI API"
+    try:
+        with openai.OpenAI(api_key=key, base_url=base_url or None, timeout=min(timeout_s, 10.0), max_retries=0) as client:
+            served = [m.id for m in client.models.list()]
+    except openai.AuthenticationError:
+        raise TeacherError(f"{where} rejected the API key; check the key in the variable named by generation.teacher.api_key_env") from None
+    except (openai.APIConnectionError, openai.APITimeoutError) as e:
+        raise TeacherError(f"{UNREACHABLE} {where} ({type(e).__name__}); start the server or fix generation.teacher.base_url") from None
+    except openai.APIStatusError:
+        return  # reachable; some servers do not serve /models
+    if model and served and model not in served:
+        raise TeacherError(f"generation.teacher.model={model!r} is not served by {where} (it serves {', '.join(sorted(served)[:8])}"
+                           f"{' ...' if len(served) > 8 else ''}); fix the name")
+
+
 class OpenAITeacher:
     """Any OpenAI-compatible chat endpoint: at most max_concurrency requests in flight, optional
     requests/tokens-per-minute limits, retries with exponential backoff and jitter honouring Retry-After."""
@@ -242,18 +265,7 @@ class OpenAITeacher:
 
     def check_reachable(self) -> None:
         """Fail before any model loads when the endpoint is down or rejects the key."""
-        import openai
-
-        where = self.base_url or "the OpenAI API"
-        try:
-            with self._client(sync=True).with_options(timeout=min(self.timeout_s, 10.0)) as client:
-                client.models.list()
-        except openai.AuthenticationError:
-            raise TeacherError(f"{where} rejected the API key; check the key in the variable named by generation.teacher.api_key_env") from None
-        except (openai.APIConnectionError, openai.APITimeoutError) as e:
-            raise TeacherError(f"cannot reach the teacher endpoint {where} ({type(e).__name__}); start the server or fix generation.teacher.base_url") from None
-        except openai.APIStatusError:
-            pass  # reachable; some servers do not serve /models
+        check_endpoint(self.base_url, self._key, self.timeout_s)
 
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
                  on_send: OnSend | None = None) -> list[TeacherReply]:

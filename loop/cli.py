@@ -165,18 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     from generation.cache import CacheError
     from generation.corpus import DataError
     from generation.teachers import TeacherError, TeacherUnavailable
-    from loop.runfolder import CheckpointError
+    from loop.runfolder import CHECKPOINT, CheckpointError
     from loop.controller import resume, run
     from loop.models import ModelError
     from loop.preflight import PreflightError
 
+    known = (DataError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, FileExistsError, FileNotFoundError)
     try:
         if args.command == "resume":
             resume(args.run_dir, allow_pickle=args.allow_pickle)
         else:  # a W&B sweep agent runs the command without a shell: expand $WANDB_RUN_ID and friends here
             run(cfg, os.path.expandvars(args.out))
-    except (DataError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, OSError, sqlite3.Error,
-            ValueError) as e:
+    except (*known, OSError, sqlite3.Error, ValueError) as e:
         if args.debug:
             raise
         # The endpoint went down mid-run, or is still down at a resume: everything so far is saved and the same
@@ -185,10 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         down_at_resume = args.command == "resume" and getattr(e, "endpoint_down", False)
         code = 3 if isinstance(e, TeacherUnavailable) or down_at_resume else 2
         where = args.run_dir if args.command == "resume" else os.path.expandvars(args.out)
-        again = f"`daig resume {where}`" if os.path.exists(os.path.join(where, "checkpoint.json")) else "the same `daig run` command"
+        again = f"`daig resume {where}`" if os.path.exists(os.path.join(where, CHECKPOINT)) else "the same `daig run` command"
         hint = f" Everything so far is saved: {again} continues." if code == 3 else ""
-        detail = str(e) if isinstance(e, (PreflightError, DataError, TeacherError, ModelError, CacheError, CheckpointError, ConfigError, FileExistsError,
-                                           FileNotFoundError)) else f"{type(e).__name__}: {e}"
+        detail = str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}"  # an unforeseen one names its type
         print(f"error: {detail}{hint} (--debug shows the traceback)", file=sys.stderr)
         return code
     return 0

@@ -65,14 +65,16 @@ def split_per_task(rows: list[dict], fraction: float, min_heldout: int, rng: ran
             r["split"] = "eval" if i in held else "train"
 
 
-def make_teacher(cfg: RunConfig, journal: Journal | None = None) -> CachedTeacher:
-    """journal: the run's record of paid calls (OUT/teacher_calls.jsonl); None outside a run (benchmarks)."""
+def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = True) -> CachedTeacher:
+    """journal: the run's record of paid calls (OUT/teacher_calls.jsonl); None outside a run (benchmarks).
+    check: ask an OpenAI endpoint first whether it answers (a run's preflight has just done so)."""
     t = cfg.generation.teacher
     if t.backend == "openai":
         teacher: Teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries,
                                          t.rpm, t.tpm, t.backoff_s, t.max_backoff_s,
                                          outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s)
-        teacher.check_reachable()
+        if check:
+            teacher.check_reachable()
     elif t.backend == "llamacpp":
         server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx, n_parallel=t.max_concurrency)
         teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
@@ -374,7 +376,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     if journal_path.exists():  # every call an earlier attempt paid for, including those in flight when it was killed
         st.ledger = st.ledger.paid_from(Journal.replay(journal_path, "generation"))
         st.judge_ledger = st.judge_ledger.paid_from(Journal.replay(journal_path, "judge"))
-    teacher = make_teacher(cfg, Journal(journal_path))
+    teacher = make_teacher(cfg, Journal(journal_path), check=False)
     teacher.ledger = st.ledger
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)

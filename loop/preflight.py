@@ -12,14 +12,11 @@ import tempfile
 from pathlib import Path
 
 from generation.cache import CacheError, TeacherCache
-from generation.teachers import TeacherError, api_key_from_env
+from generation.teachers import UNREACHABLE, TeacherError, api_key_from_env, check_endpoint
 from loop.config import RunConfig
 from loop.models import ModelError, gguf_path, resolve_embedding_model, resolve_model
 
 log = logging.getLogger("daig")
-
-
-UNREACHABLE = "cannot reach the teacher endpoint"
 
 
 class PreflightError(ValueError):
@@ -93,23 +90,8 @@ def _loadable(name: str, spec: str, cache_dir: str) -> list[str]:
 
 def _endpoint(t) -> list[str]:
     """The key is set, the endpoint answers, and it serves the model (when it lists its models)."""
-    import openai
-
     try:
-        key = api_key_from_env(t.api_key_env)
+        check_endpoint(t.base_url or None, api_key_from_env(t.api_key_env), t.timeout_s, t.model)
     except TeacherError as e:
-        return [f"generation.teacher.api_key_env: {e}"]
-    where = t.base_url or "the OpenAI API"
-    try:
-        with openai.OpenAI(api_key=key, base_url=t.base_url or None, timeout=min(t.timeout_s, 10.0), max_retries=0) as client:
-            served = [m.id for m in client.models.list()]
-    except openai.AuthenticationError:
-        return [f"generation.teacher.api_key_env: {where} rejected the API key; check the key in ${t.api_key_env}"]
-    except (openai.APIConnectionError, openai.APITimeoutError) as e:
-        return [f"generation.teacher.base_url: {UNREACHABLE} {where} ({type(e).__name__}); start the server or fix the URL"]
-    except openai.APIStatusError:
-        return []  # reachable; some servers do not serve /models
-    if served and t.model not in served:
-        return [f"generation.teacher.model={t.model!r} is not served by {where} (it serves {', '.join(sorted(served)[:8])}"
-                f"{' ...' if len(served) > 8 else ''}); fix the name"]
+        return [str(e)]
     return []

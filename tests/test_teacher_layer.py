@@ -265,3 +265,13 @@ def test_claims_of_a_dead_or_lapsed_owner_are_taken_over_and_live_ones_are_renew
     cache.close()  # a clean exit releases them
     assert other.claimable("new") and other.claim(["new"])[0] == ["new"]
     other.close()
+
+
+def test_the_endpoint_check_names_a_model_the_endpoint_does_not_serve(fake_openai):
+    from generation.teachers import TeacherError, check_endpoint
+
+    check_endpoint(fake_openai.base_url, "k", 5.0, "fake-teacher")  # listed: fine
+    with pytest.raises(TeacherError, match=r"generation.teacher.model='other-model' is not served by .* \(it serves fake-teacher\)"):
+        check_endpoint(fake_openai.base_url, "k", 5.0, "other-model")
+    with pytest.raises(TeacherError, match="cannot reach the teacher endpoint"):
+        check_endpoint("http://127.0.0.1:9/v1", "k", 1.0)

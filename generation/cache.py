@@ -33,17 +33,11 @@ class TeacherCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _open_schema(self._db)
         except (OSError, sqlite3.Error) as e:
             raise CacheError(f"cannot open the teacher cache {self.path} ({e}): make its folder writable, or set "
                              "generation.teacher.cache_path to a writable file ('' turns the cache off)") from None
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, created REAL)")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
-        if "cost_usd" not in columns:  # a cache from before rows carried what they cost
-            self._db.execute("ALTER TABLE replies ADD COLUMN cost_usd REAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, host TEXT, pid INTEGER, expires REAL)")
         self.owner, self.host, self.lease_s = uuid.uuid4().hex, socket.gethostname(), lease_s
         self._renewer: threading.Thread | None = None
         self._closed = threading.Event()
@@ -165,6 +159,33 @@ def peek_replies(path: str | Path, keys: list[str]) -> dict[str, TeacherReply]:
             db.close()
     except sqlite3.Error as e:
         raise CacheError(f"teacher cache {p} could not be read ({e})") from None
+
+
+def _open_schema(db: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """WAL mode and the tables, safe when several processes open a new or old file at the same moment.
+    Switching to WAL can report "locked" at once without waiting on the busy timeout, so it is retried; the
+    schema is made (and an old cache migrated) in one write transaction, so two openers never both ALTER."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, created REAL)")
+        if "cost_usd" not in {row[1] for row in db.execute("PRAGMA table_info(replies)")}:  # a cache from before rows carried their cost
+            db.execute("ALTER TABLE replies ADD COLUMN cost_usd REAL")
+        db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, host TEXT, pid INTEGER, expires REAL)")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _chunks(keys: list[str], size: int = 500):

@@ -114,6 +114,37 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(TeacherCache(tmp_path / "c.sqlite")) == 900
 
 
+OPENER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from generation.cache import TeacherCache
+while time.time() < {start}:
+    pass
+TeacherCache({path!r}).check_writable()
+"""
+
+
+@pytest.mark.parametrize("schema", ["new", "old"])
+def test_processes_opening_one_cache_at_the_same_instant_all_start(tmp_path, schema):
+    # CI once lost a run to this race: switching a new file to WAL said "database is locked" at once, and two
+    # openers of a pre-cost_usd cache both tried the ALTER. Six openers released together, several times over.
+    from conftest import REPO
+
+    for trial in range(4):
+        path = tmp_path / f"c{trial}.sqlite"
+        if schema == "old":
+            old = sqlite3.connect(path)
+            old.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, created REAL)")
+            old.commit()
+            old.close()
+        code = OPENER.format(repo=str(REPO), path=str(path), start=time.time() + 1.0)
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, [e[-400:] for e in errors if e]
+        columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(replies)")]
+        assert columns == ["key", "model", "reply", "created", "cost_usd"]
+
+
 def test_kill_while_writing_leaves_a_usable_cache(tmp_path):
     proc = _writer(tmp_path, "k", 200000)
     time.sleep(1.5)

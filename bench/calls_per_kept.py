@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from generation.corpus import load_corpus  # noqa: E402
-from generation.pool import build_pool, load_pool  # noqa: E402
+from generation.data.corpus import load_corpus  # noqa: E402
+from generation.data.pool import build_pool, load_pool  # noqa: E402
 from loop.config import load_config  # noqa: E402
 from loop.controller import make_teacher  # noqa: E402
 from loop.methods import generate_round, start_method, task_universe  # noqa: E402

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generation.corpus import load_corpus  # noqa: E402
-from generation.pool import build_pool, load_pool  # noqa: E402
+from generation.data.corpus import load_corpus  # noqa: E402
+from generation.data.pool import build_pool, load_pool  # noqa: E402
 from loop.runfolder import LoopState, save_checkpoint, write_atomic  # noqa: E402
 from loop.config import load_config  # noqa: E402
 from loop.methods import start_method  # noqa: E402

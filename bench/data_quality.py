@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from generation.grounding import answer_support, instruction_grounding, refers_to_passage  # noqa: E402
+from generation.filters.grounding import answer_support, instruction_grounding, refers_to_passage  # noqa: E402
 
 GROUNDING, SUPPORT = 0.5, 0.6  # the defaults of generation.grounding, fixed here so every code version is scored alike
 
@@ -41,8 +41,8 @@ def proxy_checks(row: dict) -> dict[str, bool]:
 
 
 def generate(args) -> tuple[list[dict], list[dict], dict]:
-    from generation.corpus import load_corpus
-    from generation.pool import build_pool, load_pool
+    from generation.data.corpus import load_corpus
+    from generation.data.pool import build_pool, load_pool
     from loop.config import load_config
     from loop.controller import make_teacher
     from loop.methods import generate_round, start_method, task_universe

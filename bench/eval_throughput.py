@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def rows(n: int) -> list[dict]:
-    from generation.corpus import load_corpus
+    from generation.data.corpus import load_corpus
 
     chunks = load_corpus(str(Path(__file__).resolve().parents[1] / "configs" / "quickstart_data" / "corpus"), 60)
     tasks = ["question_answering", "summarization", "extraction", "rewriting", "classification", "explanation"]

@@ -42,7 +42,7 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer, scoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from generation.novelty import NoveltyFilter, tokenize  # noqa: E402
+from generation.filters.novelty import NoveltyFilter, tokenize  # noqa: E402
 
 SEEDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "self_instruct_seed_tasks.jsonl"
 PHRASES = ["Explain your answer.", "Answer in one sentence.", "Give three examples.", "Use simple words.",

@@ -69,7 +69,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
 
 
 def ours(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
-    from generation.teachers import OpenAITeacher, TeacherRequest
+    from generation.teacher.backends import OpenAITeacher, TeacherRequest
 
     teacher = OpenAITeacher("bench", base_url, "", concurrency, timeout_s=60, max_retries=0)
     reqs = [TeacherRequest((("user", f"request {i}"),), 16, 0.7, 0.9, i) for i in range(n)]
@@ -116,8 +116,8 @@ def bench(latency: float, n: int, concurrency: int, sequential_n: int) -> None:
 
 def llamacpp(model: str, n: int, concurrency: int, threads: int) -> None:
     """Real llama.cpp server with a packaged GGUF: completion tokens/s, sequential vs concurrent."""
-    from generation.llamacpp import LlamaCppServer
-    from generation.teachers import OpenAITeacher, TeacherRequest
+    from generation.teacher.llamacpp import LlamaCppServer
+    from generation.teacher.backends import OpenAITeacher, TeacherRequest
     from loop.models import gguf_path
 
     server = LlamaCppServer(gguf_path(model, "~/.cache/daig"), model, threads, 2048, n_parallel=concurrency)
@@ -136,7 +136,7 @@ def llamacpp(model: str, n: int, concurrency: int, threads: int) -> None:
         print(f"  ratio concurrency {concurrency}/sequential: {rates[concurrency] / rates[1]:.2f}x")
     finally:
         server.stop()
-    from generation.teachers import LocalTeacher
+    from generation.teacher.backends import LocalTeacher
     from loop.models import resolve_model
 
     local = LocalTeacher(resolve_model(model, "~/.cache/daig"), model, batch_size=16, num_threads=threads)

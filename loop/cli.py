@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     import sqlite3
 
-    from generation.cache import CacheError
-    from generation.corpus import DataError
-    from generation.teachers import TeacherError, TeacherUnavailable
+    from generation.teacher.cache import CacheError
+    from generation.data.corpus import DataError
+    from generation.teacher.backends import TeacherError, TeacherUnavailable
     from loop.runfolder import CHECKPOINT, CheckpointError
     from loop.controller import resume, run
     from loop.models import ModelError

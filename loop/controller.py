@@ -22,18 +22,18 @@ from eval.evaluate import benchmark, evaluate, load_benchmark
 from eval.judge import judge_prompt, judge_score, parse_verdict
 from eval.sets import load_eval_set
 from eval.stats import macro_mean, shrink
-from generation.corpus import DataError, load_corpus
-from generation.pool import build_pool, load_pool
-from generation.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
-from generation.teachers import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
-from generation.novelty import NoveltyFilter
+from generation.data.corpus import DataError, load_corpus
+from generation.data.pool import build_pool, load_pool
+from generation.teacher.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
+from generation.teacher.backends import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
+from generation.filters.novelty import NoveltyFilter
 from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, clean_stale, read_checkpoint, read_config, round_dir,
                             save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)
 from loop.config import ConfigError, RunConfig, build, to_dict
 from loop.evalsets import build_daig_sets, heldout_chunk_ids, read_heldout, write_heldout
 from loop.feedback import next_weights, sedi_prune
-from loop.methods import STEERED, MethodState, generate_round, make_embedder, start_method, task_universe
-from generation.llamacpp import LlamaCppServer
+from loop.methods import generate_round, start_method, steered, task_universe
+from generation.teacher.llamacpp import LlamaCppServer
 from loop.models import gguf_path, resolve_model
 from loop.preflight import PreflightError, check_models_and_services, output_folder
 from loop.tracking import Tracker
@@ -294,25 +294,17 @@ def _resume(out: Path, allow_pickle: bool) -> list[dict]:
         ev.update(rolling_heldout=True, validation_per_task=ev.get("validation_per_task", 0), test_per_task=ev.get("test_per_task", 0))
     cfg = build(RunConfig, saved)
     state = read_checkpoint(out, allow_pickle)
-    if isinstance(state, LoopState):  # an older version's pickle: fill the fields added since it was written
-        fill_defaults(state)
-        for led in (state.ledger, state.round_ledger_start, state.judge_ledger):
-            fill_defaults(led)
-        fill_defaults(state.method, novelty_base=len(state.method.novelty.texts) if state.method.novelty else 0)
-        if state.stats is not None:
-            fill_defaults(state.stats)
-    stopped, at, stage = (state.stopped, state.round, state.stage) if isinstance(state, LoopState) else (state["stopped"], state["round"], state["stage"])
-    if stopped or at > cfg.rounds:
-        log.info("%s already finished (%s)", out, stopped or f"{cfg.rounds} rounds")
-        return state.history if isinstance(state, LoopState) else state["history"]
+    if state["stopped"] or state["round"] > cfg.rounds:
+        log.info("%s already finished (%s)", out, state["stopped"] or f"{cfg.rounds} rounds")
+        return state["history"]
     for stale in clean_stale(out):
         log.info("removed %s, left by a kill mid-write", stale)
-    log.info("resuming %s at round %d after stage '%s'", out, at, stage)
+    log.info("resuming %s at round %d after stage '%s'", out, state["round"], state["stage"])
     return _run(cfg, out, state)
 
 
-def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict]:
-    """saved: None for a new run, else the checkpoint (a JSON dict, or an older version's unpickled state)."""
+def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
+    """saved: None for a new run, else the checkpoint (read_checkpoint)."""
     # Data first: bad input fails in seconds, before any model loads; then the config's consistency; then the folders,
     # models and endpoint (preflight), all before anything is written or paid.
     g = cfg.generation
@@ -328,7 +320,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     if problems:  # with every other problem the services have, so one attempt shows them all
         raise PreflightError(problems + check_models_and_services(cfg))
     log.info("method %s; corpus: %d chunks; pool: %s", g.method, len(chunks), ", ".join(f"{t} ({len(v)})" for t, v in pool.items()))
-    if g.method in STEERED and cfg.feedback.policy != "uniform" and cfg.feedback.floor * len(pool) >= 1:
+    if steered(g.method) and cfg.feedback.policy != "uniform" and cfg.feedback.floor * len(pool) >= 1:
         raise ConfigError(f"feedback.floor={cfg.feedback.floor} is too high for {len(pool)} tasks: set it below {1 / len(pool):.4f}")
     fresh = saved is None
     ev_cfg = cfg.eval
@@ -336,7 +328,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     if build_sets and not chunks:
         raise ConfigError("eval.validation_per_task / eval.test_per_task: DAIG builds the eval sets from your documents; set generation.domain_path, "
                           "give eval.validation_path, or set both to 0 (eval.rolling_heldout=true then steers by held-out generated rows)")
-    steers = g.method in STEERED and cfg.feedback.policy != "uniform"
+    steers = steered(g.method) and cfg.feedback.policy != "uniform"
     has_validation = ev_cfg.validation_path or (build_sets and ev_cfg.validation_per_task)
     has_test = ev_cfg.test_path or (build_sets and ev_cfg.test_per_task)
     if steers and not (has_validation or ev_cfg.rolling_heldout):
@@ -348,15 +340,12 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     held_path = out / "eval" / "heldout_chunks.json"
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
     held_set = set(held)  # held-out chunks never reach a training request
-    if isinstance(saved, LoopState):
-        st = saved
-        st.method.embedder = make_embedder(g, cfg.cache_dir, cfg.num_threads)
-    else:
-        method = start_method(g, pool, [c for c in chunks if c.id not in held_set], cfg.cache_dir, cfg.num_threads)
-        st = LoopState(method=method) if fresh else state_from_json(saved, out, method)
+    train_chunks = [c for c in chunks if c.id not in held_set]
+    method = start_method(g, pool, train_chunks, cfg.cache_dir, cfg.num_threads)
+    st = LoopState(method=method) if fresh else state_from_json(saved, out, method)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
     sets = load_sets(cfg, out)
-    unknown = sorted({r["task"] for r in sets.get("validation", [])} - set(pool)) if g.method in STEERED else []
+    unknown = sorted({r["task"] for r in sets.get("validation", [])} - set(pool)) if steered(g.method) else []
     if unknown:
         raise ConfigError(f"eval.validation_path: tasks {unknown} are not pool tasks {sorted(pool)}; rename them or add them to the pools "
                           "(the policies weigh pool tasks only)")
@@ -428,7 +417,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
                 adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng)
                 st.adapter, st.stage, st.rng = str(adapter) if adapter else None, "trained", rng.getstate()
                 save_checkpoint(out, st, teacher.journal)
-            finish_round(cfg, st, out, teacher, tracker, pool, bench_rows, student, time.time() - start, sets)
+            finish_round(cfg, st, out, teacher, tracker, pool, train_chunks, bench_rows, student, sets)
             save_checkpoint(out, st, teacher.journal)
             if teacher.exhausted:
                 log.warning("teacher budget reached (%s): stopping after round %d; everything so far is saved", teacher.exhausted, r)
@@ -438,8 +427,8 @@ def _run(cfg: RunConfig, out: Path, saved: dict | LoopState | None) -> list[dict
     return st.history
 
 
-def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, tracker: Tracker, pool: dict,
-                 bench_rows: list[dict], student: str, stage_seconds: float, sets: dict[str, list[dict]] | None = None) -> None:
+def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, tracker: Tracker, pool: dict, chunks: list,
+                 bench_rows: list[dict], student: str, sets: dict[str, list[dict]] | None = None) -> None:
     """Evaluate, reweight, log the round, and move the state to the next round's start."""
     g, fb, r = cfg.generation, cfg.feedback, st.round
     sets = sets or {}
@@ -474,12 +463,12 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     losses, own_weight = shrink(raw, ses) if shrinking else (raw, {})
     for x in kept:
         st.task_counts[x["task"]] = st.task_counts.get(x["task"], 0) + 1
-    policy = fb if g.method in STEERED else _logged_only(fb, len(tasks))
+    policy = fb if steered(g.method) else _logged_only(fb, len(tasks))
     unc = ev.get("prompt_uncertainty")
     new_weights, evidence = next_weights(losses, policy, st.loss_history, st.task_counts,
                                          uncertainty={t: unc.get(t, math.nan) for t in tasks} if unc is not None else None)
     st.loss_history.append(raw)
-    if fb.policy == "sedi_prune" and g.method in STEERED:
+    if fb.policy == "sedi_prune" and steered(g.method):
         st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.examples_in_prompt)
     round_ledger = teacher.ledger.minus(st.round_ledger_start)
     train_stats, base_bench, stats = st.train_stats, st.base_bench, st.stats
@@ -514,13 +503,7 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "n_train": sum(x["split"] == "train" for x in kept),
         "n_eval": sum(x["split"] == "eval" for x in kept),
         "rejected": stats.rejected,
-        "chunks_covered": len(st.method.chunk_counts) if st.method.chunks else None,  # chunks with >= 1 kept row so far
-        "chunks_total": len(st.method.chunks) or None,
-        "round_chunks_requested": getattr(stats, "chunks", 0) or None,  # DAIG: distinct chunks / documents this round asked about
-        "round_documents_requested": getattr(stats, "documents", 0) or None,
-        "documents_covered": len({c.source for c in st.method.chunks if c.id in st.method.chunk_counts}) if st.method.chunks else None,
-        "documents_total": len({c.source for c in st.method.chunks}) or None,
-        "new_chunks_covered": len({x["chunk_id"] for x in kept if "chunk_id" in x} - {x["chunk_id"] for rows in st.rounds_rows[:-1] for x in rows if "chunk_id" in x}),
+        **coverage(chunks, st.rounds_rows, stats),
         **ledger_metrics(round_ledger, len(kept)),
         **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
         "budget_exhausted": teacher.exhausted or None,
@@ -554,6 +537,18 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     st.round_ledger_start = teacher.ledger.copy()
 
 
+def coverage(chunks: list, rounds_rows: list[list[dict]], stats) -> dict:
+    """Which of the training chunks (and their documents) the kept rows so far are about; None without a corpus."""
+    covered = {x["chunk_id"] for rows in rounds_rows for x in rows if "chunk_id" in x}
+    before = {x["chunk_id"] for rows in rounds_rows[:-1] for x in rows if "chunk_id" in x}
+    return {"chunks_covered": len(covered) if chunks else None, "chunks_total": len(chunks) or None,
+            "round_chunks_requested": stats.chunks or None,  # DAIG: distinct chunks / documents this round asked about
+            "round_documents_requested": stats.documents or None,
+            "documents_covered": len({c.source for c in chunks if c.id in covered}) if chunks else None,
+            "documents_total": len({c.source for c in chunks}) or None,
+            "new_chunks_covered": len(covered - before)}
+
+
 def plateau(history: list[dict], rounds: int, min_delta: float) -> str:
     """'plateau' when the best eval loss of the last `rounds` rounds beats the best before them by less than min_delta."""
     losses = [m["eval_loss"] for m in history]
@@ -564,14 +559,6 @@ def plateau(history: list[dict], rounds: int, min_delta: float) -> str:
     if not before or not recent:
         return ""
     return "plateau" if min(before) - min(recent) < min_delta else ""
-
-
-def fill_defaults(obj, **values) -> None:
-    """Set the dataclass fields an older pickle of `obj` lacks to their defaults (or to `values`)."""
-    for f in dataclasses.fields(obj):
-        if f.name not in obj.__dict__:
-            obj.__dict__[f.name] = values[f.name] if f.name in values else \
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _json_safe(x):

@@ -14,9 +14,9 @@ import random
 from pathlib import Path
 
 from generation.config import GenerationConfig
-from generation.corpus import Chunk
-from generation.daig import plan_requests, run_daig_round
-from generation.pool import PoolItem
+from generation.data.corpus import Chunk
+from generation.methods.daig import plan_requests, run_daig_round
+from generation.data.pool import PoolItem
 
 log = logging.getLogger("daig")
 MAX_PASSES = 3  # teacher passes over the held-out chunks before a short task is accepted as short

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from generation.pool import PoolItem
+from generation.data.pool import PoolItem
 from loop.config import FeedbackConfig
 
 

@@ -11,8 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from generation.cache import CacheError, TeacherCache
-from generation.teachers import UNREACHABLE, TeacherError, api_key_from_env, check_endpoint
+from generation.teacher.cache import CacheError, TeacherCache
+from generation.teacher.backends import UNREACHABLE, TeacherError, api_key_from_env, check_endpoint
 from loop.config import RunConfig
 from loop.models import ModelError, gguf_path, resolve_embedding_model, resolve_model
 

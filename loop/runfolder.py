@@ -3,35 +3,34 @@
 OUT/config.yaml            the resolved config, saved once the preflight passed
 OUT/metrics.jsonl          one line per finished round
 OUT/checkpoint.json        the loop state after the last finished stage
-OUT/teacher_calls.jsonl    the journal of teacher attempts and replies (generation/cache.py Journal)
+OUT/teacher_calls.jsonl    the journal of teacher attempts and replies (generation/teacher/cache.py Journal)
 OUT/wandb_rounds.jsonl     the rounds handed to W&B
 OUT/eval/                  the fixed validation and test sets
 OUT/rounds/<r>/            data.jsonl, rejected.jsonl, eval_samples.jsonl, adapter/
 
 The checkpoint keeps what cannot be rebuilt and references what can: the rows are read back from
 rounds/<r>/data.jsonl, the pool and the chunks from the config's files, and the method's start state from
-start_method (the saved state only says which pool examples survived pruning and what was added since). So it is
+the method's start() (the saved state only says which pool examples survived pruning and what was added since). So it is
 sized by the loop's state, not by the corpus, and loading it runs no code. A checkpoint.pkl from an older version
 is read only with --allow-pickle, since unpickling a file runs whatever code the file names.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import pickle
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from generation.cache import Ledger
+from generation.data.pool import pool_refs
 from generation.rows import RoundStats
-from generation.evol import EvolvedItem
-from generation.pool import PoolItem
-from loop.methods import MethodState
+from generation.teacher.cache import Ledger
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -111,7 +110,7 @@ class LoopState:
     rounds_rows: list = field(default_factory=list)  # kept rows of each round (on disk in rounds/<r>/data.jsonl)
     adapter: str | None = None
     history: list = field(default_factory=list)  # metrics of each finished round
-    method: MethodState | None = None
+    method: object = None  # the method's State (generation/methods/<name>.py)
     ledger: Ledger = field(default_factory=Ledger)  # the run's teacher ledger
     round_ledger_start: Ledger = field(default_factory=Ledger)
     base_bench: dict | None = None
@@ -127,29 +126,20 @@ def save_checkpoint(out: Path, st: LoopState, journal=None) -> None:
     """journal: the run's call journal, fsynced first, so the checkpoint is never newer than the ledger it implies."""
     if journal is not None:
         journal.sync()
-    m = st.method
-    method = {"pool": {t: [_pool_ref(item) for item in items] for t, items in m.pool.items()},
-              "novelty_base": m.novelty_base,
-              "novelty_added": m.novelty.texts[m.novelty_base:] if m.novelty is not None else [],
-              "machine": m.machine, "seen": sorted(m.seen), "chunk_counts": m.chunk_counts, "chunk_requests": m.chunk_requests}
-    state = {"version": 1, **{k: v for k, v in st.__dict__.items() if k not in ("method", "rounds_rows", "rng")},
-             "rng": [st.rng[0], list(st.rng[1]), st.rng[2]] if st.rng else [],
-             "rounds_with_rows": len(st.rounds_rows),
-             "ledger": asdict(st.ledger), "round_ledger_start": asdict(st.round_ledger_start), "judge_ledger": asdict(st.judge_ledger),
-             "stats": asdict(st.stats) if st.stats is not None else None, "method": method}
-    write_atomic(out / CHECKPOINT, json.dumps(state, ensure_ascii=False))
+    write_atomic(out / CHECKPOINT, json.dumps(_checkpoint_json(st, st.method.to_json()), ensure_ascii=False))
 
 
-def _pool_ref(item: PoolItem):
-    """A pool item by reference ([kind, id]: ids are unique within a pool only), or in full when the run made it
-    (Evol-Instruct's evolved items, which no file holds)."""
-    if isinstance(item, EvolvedItem):
-        return {"evolved": asdict(item)}
-    return [item.kind, item.id]
+def _checkpoint_json(st: LoopState, method: dict) -> dict:
+    return {"version": 1, **{f.name: getattr(st, f.name) for f in fields(st) if f.name not in ("method", "rounds_rows", "rng")},
+            "rng": [st.rng[0], list(st.rng[1]), st.rng[2]] if st.rng else [],
+            "rounds_with_rows": len(st.rounds_rows),
+            "ledger": asdict(st.ledger), "round_ledger_start": asdict(st.round_ledger_start), "judge_ledger": asdict(st.judge_ledger),
+            "stats": asdict(st.stats) if st.stats is not None else None, "method": method}
 
 
-def read_checkpoint(out: Path, allow_pickle: bool = False) -> dict | LoopState:
-    """The saved state as a dict (checkpoint.json), or an old pickled LoopState when allowed."""
+def read_checkpoint(out: Path, allow_pickle: bool = False) -> dict:
+    """The saved state as checkpoint.json holds it; an older version's checkpoint.pkl (only when allowed) is turned
+    into the same form, so a resume has one path."""
     path = out / CHECKPOINT
     if path.exists():
         try:
@@ -167,37 +157,27 @@ def read_checkpoint(out: Path, allow_pickle: bool = False) -> dict | LoopState:
         raise CheckpointError(f"{out} holds an older {LEGACY_CHECKPOINT}; loading it runs any code the file names, so resume "
                               "it only if you trust who wrote it: `daig resume --allow-pickle " f"{out}`")
     try:
-        return pickle.loads(legacy.read_bytes())
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
+        return _legacy_json(_LegacyUnpickler(io.BytesIO(legacy.read_bytes())).load())
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError) as e:
         raise CheckpointError(f"{legacy} is damaged ({type(e).__name__}); the finished rounds are in {out / 'rounds'}; "
                               "start a new run with another --out") from None
 
 
-def state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
-    """The LoopState a JSON checkpoint describes; `method` is start_method's fresh state, which the saved changes
+def state_from_json(saved: dict, out: Path, method) -> LoopState:
+    """The LoopState a checkpoint describes; `method` is the method's fresh start() state, which the saved changes
     (pruned or evolved pool, instructions added, counts) are laid over."""
     try:
         return _state_from_json(saved, out, method)
     except (KeyError, TypeError, ValueError, IndexError, OSError) as e:
         if isinstance(e, CheckpointError):
             raise
-        raise CheckpointError(f"{out / CHECKPOINT} does not match its run folder ({type(e).__name__}: {str(e)[:80]}); the finished "
+        raise CheckpointError(f"{out / CHECKPOINT} does not match its run folder ({type(e).__name__}: {str(e)[:300]}); the finished "
                               f"rounds are in {out / 'rounds'}; start a new run with another --out") from None
 
 
-def _state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
+def _state_from_json(saved: dict, out: Path, method) -> LoopState:
     s = dict(saved)
-    m = s.pop("method")
-    if method.novelty is not None:
-        if len(method.novelty.texts) != m["novelty_base"]:
-            raise CheckpointError(f"the pool or seed files changed since this run started ({m['novelty_base']} novelty texts "
-                                  f"then, {len(method.novelty.texts)} now); restore them, or start a new run")
-        method.novelty.add(m["novelty_added"])
-    by_ref = {(item.kind, item.id): item for items in method.pool.values() for item in items}
-    method.pool = {t: [EvolvedItem(**ref["evolved"]) if isinstance(ref, dict) else by_ref[tuple(ref)] for ref in refs]
-                   for t, refs in m["pool"].items()}
-    method.machine, method.seen = m["machine"], {(a, tuple(b), tuple(c)) for a, b, c in m["seen"]}
-    method.chunk_counts, method.chunk_requests = m["chunk_counts"], m["chunk_requests"]
+    method.restore(s.pop("method"))
     rng = s.pop("rng")
     rows = [read_jsonl(round_dir(out, r) / "data.jsonl", strict=True) for r in range(1, s.pop("rounds_with_rows") + 1)]
     stats = s.pop("stats")
@@ -205,6 +185,49 @@ def _state_from_json(saved: dict, out: Path, method: MethodState) -> LoopState:
     return LoopState(**{**s, "rng": (rng[0], tuple(rng[1]), rng[2]) if rng else (), "rounds_rows": rows, "method": method,
                         "stats": RoundStats(**stats) if stats is not None else None,
                         **{k: Ledger(**s[k]) for k in ("ledger", "round_ledger_start", "judge_ledger")}})
+
+
+# Where the classes an older checkpoint.pkl names live now (module renames, then single classes that moved).
+_MOVED_MODULES = {"loop.checkpoint": "loop.runfolder", "generation.daig": "generation.methods.daig",
+                  "generation.self_instruct": "generation.methods.self_instruct", "generation.alpaca": "generation.methods.alpaca",
+                  "generation.evol": "generation.methods.evol", "generation.dynosaur": "generation.methods.dynosaur",
+                  "generation.teachers": "generation.teacher.backends", "generation.cache": "generation.teacher.cache",
+                  "generation.llamacpp": "generation.teacher.llamacpp", "generation.filters": "generation.filters.rules",
+                  "generation.novelty": "generation.filters.novelty", "generation.diversity": "generation.filters.batch",
+                  "generation.grounding": "generation.filters.grounding", "generation.embeddings": "generation.filters.embeddings",
+                  "generation.corpus": "generation.data.corpus", "generation.pool": "generation.data.pool",
+                  "generation.seeds": "generation.data.seeds"}
+_MOVED_CLASSES = {("generation.daig", "RoundStats"): "generation.rows", ("generation.evol", "EvolvedItem"): "generation.data.pool",
+                  ("loop.methods", "MethodState"): __name__}
+
+
+class MethodState:
+    """Only the attributes of the one state class every method shared before the method contract (older pickles)."""
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        module = _MOVED_CLASSES.get((module, name)) or _MOVED_MODULES.get(module, module)
+        return super().find_class(module, name)
+
+
+def _legacy_json(st: LoopState) -> dict:
+    """An older pickled LoopState in checkpoint.json's form (its novelty pool whole: no start count was kept)."""
+    for obj in (st, st.ledger, st.round_ledger_start, getattr(st, "judge_ledger", Ledger()), *([st.stats] if st.stats else [])):
+        fill_defaults(obj)
+    m = st.method.__dict__
+    novelty = m.get("novelty")
+    method = {"pool": pool_refs(m["pool"]), "novelty_texts": list(novelty.texts) if novelty is not None else [],
+              "machine": m.get("machine", []), "seen": sorted(m.get("seen", set())), "chunk_counts": m.get("chunk_counts", {}),
+              "chunk_requests": m.get("chunk_requests", {})}
+    return _checkpoint_json(st, method)
+
+
+def fill_defaults(obj) -> None:
+    """Set the dataclass fields an older pickle of `obj` lacks to their defaults."""
+    for f in fields(obj):
+        if f.name not in obj.__dict__:
+            obj.__dict__[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 def clean_stale(out: Path) -> list[Path]:

@@ -15,9 +15,9 @@ import logging
 from pathlib import Path
 
 
-from generation.cache import CacheError, peek_replies
-from generation.corpus import DataError, load_corpus
-from generation.pool import load_pool
+from generation.teacher.cache import CacheError, peek_replies
+from generation.data.corpus import DataError, load_corpus
+from generation.data.pool import load_pool
 from loop.runfolder import METRICS, read_config, read_jsonl, round_dir, round_numbers
 
 log = logging.getLogger("daig")

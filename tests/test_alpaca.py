@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_DATA
-from generation.alpaca import (ALPACA_BLACKLIST, PROMPT_TXT, STOP, alpaca_request, encode_prompt, parse_reply,
+from generation.methods.alpaca import (ALPACA_BLACKLIST, PROMPT_TXT, STOP, alpaca_request, encode_prompt, parse_reply,
                                run_alpaca_round, seed_example)
-from generation.cache import Budget, CachedTeacher, TeacherCache
+from generation.teacher.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import AlpacaConfig, GenerationConfig
-from generation.novelty import NoveltyFilter
-from generation.seeds import load_seed_tasks
-from generation.self_instruct import heuristic_verdict
-from generation.teachers import OpenAITeacher
+from generation.filters.novelty import NoveltyFilter
+from generation.data.seeds import load_seed_tasks
+from generation.filters.heuristics import heuristic_verdict
+from generation.teacher.backends import OpenAITeacher
 from openai_server import FakeOpenAI
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -68,7 +68,7 @@ def test_request_parameters_equal_the_reference(seeds):
     req = alpaca_request(seeds[:3], AlpacaConfig(), 5)
     assert (req.temperature, req.top_p, req.max_tokens, list(req.stop)) == (
         expected["temperature"], expected["top_p"], expected["max_tokens"], expected["stop"])
-    assert req.presence_penalty == 0.0  # OpenAIDecodingArguments' default; logit_bias is not sent (see generation/alpaca.py)
+    assert req.presence_penalty == 0.0  # OpenAIDecodingArguments' default; logit_bias is not sent (see generation/methods/alpaca.py)
 
 
 def block(n, instruction, inp="<noinput>", output="An answer."):

@@ -5,7 +5,7 @@ Run: OMP_NUM_THREADS=1 pytest -q tests/test_chunking.py
 import pytest
 
 from generation.config import GenerationConfig
-from generation.corpus import DataError, chunk_document, load_corpus, sampling_weight
+from generation.data.corpus import DataError, chunk_document, load_corpus, sampling_weight
 
 CODE_1 = """def reset(controller):
     if controller.busy:

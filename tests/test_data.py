@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from generation.corpus import DataError, chunk_text, load_corpus
-from generation.pool import build_pool, load_pool, sample_examples, sample_task
+from generation.data.corpus import DataError, chunk_text, load_corpus
+from generation.data.pool import build_pool, load_pool, sample_examples, sample_task
 
 
 def test_folder_corpus_chunks_have_stable_ids(tiny_corpus):

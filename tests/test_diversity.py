@@ -16,9 +16,9 @@ from conftest import TEST_DATA
 from rouge_score import rouge_scorer
 
 from generation.config import NoveltyConfig
-from generation.diversity import filter_batch
-from generation.embeddings import Embedder, EmbeddingError, read_pipeline
-from generation.novelty import NoveltyFilter
+from generation.filters.batch import filter_batch
+from generation.filters.embeddings import Embedder, EmbeddingError, read_pipeline
+from generation.filters.novelty import NoveltyFilter
 from loop.models import EMBEDDING_MODELS, ModelError, resolve_embedding_model
 
 _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)

@@ -8,12 +8,12 @@ import pytest
 from conftest import REPO
 from openai_server import FakeOpenAI
 
-from generation.cache import Budget, CachedTeacher, TeacherCache
+from generation.teacher.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import DynosaurConfig, GenerationConfig
-from generation.corpus import DataError
-from generation.dynosaur import (DatasetMeta, complete_dicts, format_input, label_space, load_dataset_meta, parse_tasks,
+from generation.data.corpus import DataError
+from generation.methods.dynosaur import (DatasetMeta, complete_dicts, format_input, label_space, load_dataset_meta, parse_tasks,
                                  run_dynosaur_round, salvage_tasks, task_prompt, truncate)
-from generation.teachers import OpenAITeacher
+from generation.teacher.backends import OpenAITeacher
 
 CATEGORIES = ["billing", "hardware", "network"]
 ROWS = [{"ticket_id": f"T{i:03d}", "message": f"Customer {i} reports problem number {i}.", "category": CATEGORIES[i % 3],

@@ -14,9 +14,9 @@ import pytest
 
 from openai_server import FakeOpenAI
 
-from generation.teachers import OpenAITeacher, TeacherUnavailable, TeacherRequest
+from generation.teacher.backends import OpenAITeacher, TeacherUnavailable, TeacherRequest
 
-LOGGER = "generation.teachers"
+LOGGER = "generation.teacher.backends"
 
 
 def requests(n, tag="q"):

@@ -96,7 +96,7 @@ def test_validation_tasks_outside_the_pool_fail_before_any_teacher_call(tmp_path
 
 
 def test_near_copies_of_eval_instructions_are_rejected_with_score_and_nearest():
-    from generation.daig import RoundStats
+    from generation.methods.daig import RoundStats
     from loop.controller import decontaminate
     sets = {"validation": [{"instruction": "What voltage do the FC-200 valves use?"}], "test": [{"instruction": "Which app sets up the FC-200?"}]}
     kept = [{"id": "r1-0", "instruction": "What voltage do the FC-200 zone valves use?", "filters": []},

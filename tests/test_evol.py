@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 from openai_server import FakeOpenAI
 
-from generation.cache import Budget, CachedTeacher, TeacherCache
+from generation.teacher.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import EVOL_OPERATORS, EvolConfig, GenerationConfig
-from generation.evol import (EvolvedItem, copied_prompt_words, equality_prompt, evolve_prompt, given_prompt, input_overlap,
+from generation.methods.evol import (EvolvedItem, copied_prompt_words, equality_prompt, evolve_prompt, given_prompt, input_overlap,
                              is_refusal, judge_verdict, not_a_task, only_stop_words, run_evol_round, sorry_and_short)
-from generation.pool import PoolItem
-from generation.teachers import OpenAITeacher
+from generation.data.pool import PoolItem
+from generation.teacher.backends import OpenAITeacher
 
 # nlpxucan/WizardLM Evol_Instruct/depth.py `base_instruction`, line by line as the source file lays it out: each line
 # ends in a backslash continuation and the next starts with five tabs, which stay in the string.

@@ -3,12 +3,12 @@ import random
 import pytest
 
 from generation.config import GenerationConfig, TeacherConfig
-from generation.corpus import Chunk
-from generation.daig import DIRECTIVE, parse_answer, parse_instruction, plan_requests, run_daig_round
-from generation.filters import answer_problem, instruction_problem, rouge_l
-from generation.pool import build_pool, load_pool
-from generation.cache import Budget, CachedTeacher
-from generation.teachers import LocalTeacher, OpenAITeacher, TeacherError, TeacherRequest
+from generation.data.corpus import Chunk
+from generation.methods.daig import DIRECTIVE, parse_answer, parse_instruction, plan_requests, run_daig_round
+from generation.filters.rules import answer_problem, instruction_problem, rouge_l
+from generation.data.pool import build_pool, load_pool
+from generation.teacher.cache import Budget, CachedTeacher
+from generation.teacher.backends import LocalTeacher, OpenAITeacher, TeacherError, TeacherRequest
 
 CHUNKS = [Chunk("manual.md#0", "manual.md", "Hold the Mode button for ten seconds to reset the Ferncast controller. The screen flashes blue."),
           Chunk("manual.md#1", "manual.md", "Error E07 means the rain sensor is disconnected. Check the wires at terminals S1 and S2.")]
@@ -146,7 +146,7 @@ def test_presence_penalty_never_repeats_a_generated_token(tiny_model):
     import torch
     from transformers import LogitsProcessorList
 
-    from generation.teachers import PresencePenalty
+    from generation.teacher.backends import PresencePenalty
 
     out = PresencePenalty(2.0, prompt_len=2)(torch.tensor([[4, 1, 3, 3, 0]]), torch.zeros(1, 5))
     assert out.tolist() == [[-2.0, 0.0, 0.0, -2.0, 0.0]]  # prompt tokens (4, 1) are not penalised; 3 once despite twice

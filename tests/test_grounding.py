@@ -5,13 +5,13 @@ import random
 import pytest
 
 from generation.config import GenerationConfig, GroundingConfig
-from generation.corpus import Chunk
-from generation.daig import DIRECTIVE, answer_messages, check_answer, check_instruction, parse_task, plan_requests, run_daig_round
-from generation.filters import followed_task, instruction_problem
-from generation.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline,
+from generation.data.corpus import Chunk
+from generation.methods.daig import DIRECTIVE, answer_messages, check_answer, check_instruction, parse_task, plan_requests, run_daig_round
+from generation.filters.rules import followed_task, instruction_problem
+from generation.filters.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline,
                                   judge_verdict, refers_to_passage, yes_no_mismatch)
-from generation.pool import PoolItem, build_pool, load_pool
-from generation.teachers import OpenAITeacher, TeacherReply
+from generation.data.pool import PoolItem, build_pool, load_pool
+from generation.teacher.backends import OpenAITeacher, TeacherReply
 from openai_server import FakeOpenAI
 
 AUTH = Chunk("docs/auth.md#3", "docs/auth.md", "Pass `auth=BasicAuth(user, password)` to `Client`. The token is refreshed "

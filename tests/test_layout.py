@@ -33,7 +33,7 @@ def test_no_test_reads_outside_the_repository():
 def test_the_published_seed_tasks_and_benchmark_ship_with_the_package():
     from eval.evaluate import load_benchmark
     from generation.config import GenerationConfig
-    from generation.seeds import load_seed_tasks
+    from generation.data.seeds import load_seed_tasks
 
     seeds = load_seed_tasks("builtin")
     assert len(seeds) == 175 and sum(s.is_classification for s in seeds) > 0
@@ -93,3 +93,18 @@ def test_a_key_without_its_section_and_an_override_without_equals_say_what_to_wr
         parse(["run", "configs/quickstart.yaml", "--out", "x", "training.lora_r", "8"])
     err = capsys.readouterr().err
     assert err.startswith("usage: daig run") and "overrides are key=value, e.g. training.lora_r=16" in err
+
+
+def test_every_method_module_has_the_contract_and_a_name():
+    import inspect
+
+    from loop.methods import METHODS
+
+    files = {p.stem for p in (REPO / "generation" / "methods").glob("*.py") if p.stem != "__init__"}
+    assert {m.__name__.rsplit(".", 1)[1] for m in METHODS.values()} == files, "every method module is named in loop/methods.py"
+    for name, module in METHODS.items():
+        assert isinstance(module.STEERED, bool), name
+        assert list(inspect.signature(module.start).parameters) == ["g", "pool", "chunks", "load_embedder"], name
+        assert list(inspect.signature(module.run_round).parameters) == ["teacher", "state", "g", "weights", "round_idx", "seed",
+                                                                         "rng", "closed_book"], name
+        assert callable(module.State.to_json) and callable(module.State.restore), name

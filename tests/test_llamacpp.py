@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from generation.llamacpp import LlamaCppServer
-from generation.teachers import TeacherError
+from generation.teacher.llamacpp import LlamaCppServer
+from generation.teacher.backends import TeacherError
 
 def test_missing_xllamacpp_is_one_clear_line(monkeypatch):
     find_spec = importlib.util.find_spec
@@ -37,8 +37,8 @@ def test_missing_part_of_a_packaged_model_is_one_clear_line(tmp_path, monkeypatc
 
 @pytest.mark.integration
 def test_packaged_qwen_served_by_llama_cpp_with_two_slots():
-    from generation.cache import Budget, CachedTeacher
-    from generation.teachers import OpenAITeacher, TeacherRequest
+    from generation.teacher.cache import Budget, CachedTeacher
+    from generation.teacher.backends import OpenAITeacher, TeacherRequest
     from loop.models import gguf_path
 
     name = "qwen2.5-coder-0.5b-instruct"  # its parts are project dependencies: no download; 1 thread for shared CI cores

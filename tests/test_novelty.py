@@ -12,8 +12,8 @@ from conftest import TEST_DATA
 from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer, scoring
 
-from generation.filters import NoveltyFilter as ReExported
-from generation.novelty import NoveltyFilter, NoveltyResult, fmeasure, rouge_l_f, tokenize
+from generation.filters.rules import NoveltyFilter as ReExported
+from generation.filters.novelty import NoveltyFilter, NoveltyResult, fmeasure, rouge_l_f, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 ODD_TEXTS = ["", "   ", "?!...", "写一首关于秋天的诗。", "İstanbul naïve café", "\u212a is a Kelvin sign", "ﬁle ｆｕｌｌ ß",

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from generation.pool import PoolItem
+from generation.data.pool import PoolItem
 from loop.config import FeedbackConfig
 from loop.feedback import active_uncertainty, next_weights, sedi_prune
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from conftest import TEST_DATA, write_tiny_corpus
-from generation.corpus import load_corpus
-from generation.pool import load_pool
+from generation.data.corpus import load_corpus
+from generation.data.pool import load_pool
 from loop.ablate import run_ablation, summarize
 from loop.cli import main
 from loop.config import load_config, to_dict

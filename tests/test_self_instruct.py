@@ -10,17 +10,17 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import TEST_DATA
-from generation.cache import Budget, CachedTeacher, TeacherCache
+from generation.teacher.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import GenerationConfig, SelfInstructConfig
-from generation.corpus import DataError
-from generation.novelty import NoveltyFilter
-from generation.pool import PoolItem
-from generation.seeds import SeedTask, load_seed_tasks, seeds_from_pool
-from generation.self_instruct import (CLASSIFY_MAX_TOKENS, CLASSIFY_STOP, PROMPT_STOP, classify_prompt, clean_instances,
+from generation.data.corpus import DataError
+from generation.filters.novelty import NoveltyFilter
+from generation.data.pool import PoolItem
+from generation.data.seeds import SeedTask, load_seed_tasks, seeds_from_pool
+from generation.methods.self_instruct import (CLASSIFY_MAX_TOKENS, CLASSIFY_STOP, PROMPT_STOP, classify_prompt, clean_instances,
                                       encode_prompt, heuristic_verdict, instance_prompt, instance_request,
                                       instruction_request, is_classification_reply, parse_instances,
                                       run_self_instruct_round, sample_prompt_instructions, split_reply)
-from generation.teachers import OpenAITeacher
+from generation.teacher.backends import OpenAITeacher
 from openai_server import FakeOpenAI
 
 sys.path.insert(0, str(Path(__file__).parent / "reference"))

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from generation.cache import BUDGET_EXHAUSTED, Budget, CachedTeacher, TeacherCache
-from generation.teachers import OpenAITeacher, RateLimiter, TeacherReply, TeacherRequest, retry_after
+from generation.teacher.cache import BUDGET_EXHAUSTED, Budget, CachedTeacher, TeacherCache
+from generation.teacher.backends import OpenAITeacher, RateLimiter, TeacherReply, TeacherRequest, retry_after
 
 
 def requests(n, tag="q"):
@@ -48,7 +48,7 @@ def test_final_failures_and_bad_replies_are_counted_by_reason(fake_openai):
 
 
 def test_a_request_that_fails_every_attempt_is_an_error_not_a_row(fake_openai):
-    from generation.teachers import TeacherUnavailable
+    from generation.teacher.backends import TeacherUnavailable
 
     fake_openai.faults = ["500", "500"]
     t = teacher(fake_openai, max_concurrency=1, max_retries=1)
@@ -92,8 +92,8 @@ def test_failures_are_not_cached(fake_openai, tmp_path):
 WRITER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from generation.cache import TeacherCache
-from generation.teachers import TeacherReply
+from generation.teacher.cache import TeacherCache
+from generation.teacher.backends import TeacherReply
 c = TeacherCache({path!r})
 for i in range({n}):
     c.put(f"{tag}-{{i}}", "m", TeacherReply("x" * 200 + str(i), "stop", 10, 20))
@@ -117,7 +117,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 OPENER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from generation.cache import TeacherCache
+from generation.teacher.cache import TeacherCache
 while time.time() < {start}:
     pass
 TeacherCache({path!r}).check_writable()
@@ -213,9 +213,9 @@ def test_vllm_config_drives_a_round_over_the_openai_protocol(fake_openai, tmp_pa
 
     from conftest import REPO
 
-    from generation.corpus import load_corpus
-    from generation.daig import plan_requests, run_daig_round
-    from generation.pool import build_pool, load_pool
+    from generation.data.corpus import load_corpus
+    from generation.methods.daig import plan_requests, run_daig_round
+    from generation.data.pool import build_pool, load_pool
     from loop.config import load_config
     from loop.controller import make_teacher
 
@@ -237,9 +237,9 @@ def _round_inputs(n):
     import random
 
     from generation.config import GenerationConfig
-    from generation.corpus import Chunk
-    from generation.daig import plan_requests
-    from generation.pool import build_pool, load_pool
+    from generation.data.corpus import Chunk
+    from generation.methods.daig import plan_requests
+    from generation.data.pool import build_pool, load_pool
 
     cfg = GenerationConfig(domain_path="x", examples_per_round=n)
     pool = build_pool(load_pool("builtin", "general"), [], [])
@@ -248,7 +248,7 @@ def _round_inputs(n):
 
 
 def test_round_survives_every_injected_fault_and_loses_nothing(fake_openai):
-    from generation.daig import run_daig_round
+    from generation.methods.daig import run_daig_round
 
     faults = ["429", "500", "timeout", "drop", "garbage", "empty", "500", "429"]
     fake_openai.faults = list(faults)
@@ -263,7 +263,7 @@ def test_round_survives_every_injected_fault_and_loses_nothing(fake_openai):
 
 
 def test_same_round_twice_makes_zero_requests_the_second_time(fake_openai, tmp_path):
-    from generation.daig import run_daig_round
+    from generation.methods.daig import run_daig_round
 
     cfg, plan = _round_inputs(6)
     first = teacher(fake_openai, TeacherCache(tmp_path / "c.sqlite"))
@@ -299,7 +299,7 @@ def test_claims_of_a_dead_or_lapsed_owner_are_taken_over_and_live_ones_are_renew
 
 
 def test_the_endpoint_check_names_a_model_the_endpoint_does_not_serve(fake_openai):
-    from generation.teachers import TeacherError, check_endpoint
+    from generation.teacher.backends import TeacherError, check_endpoint
 
     check_endpoint(fake_openai.base_url, "k", 5.0, "fake-teacher")  # listed: fine
     with pytest.raises(TeacherError, match=r"generation.teacher.model='other-model' is not served by .* \(it serves fake-teacher\)"):

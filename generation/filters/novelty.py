@@ -13,7 +13,7 @@ candidate only touches the pool texts that can matter:
   LCS (bit-parallel, as rapidfuzz's) runs only where that bound can still reach the k-th score so far.
 * The mean over the whole pool needs every sharing text's LCS, so it is opt-in: with_mean=True.
 
-The per-candidate loop is compiled (generation/novelty_kernel.py, numba).
+The per-candidate loop is compiled (generation/filters/novelty_kernel.py, numba).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
-from generation.novelty_kernel import append_postings, score_pool
+from generation.filters.novelty_kernel import append_postings, score_pool
 
 # rouge_score tokenize.tokenize without a stemmer: lower-case, every char outside a-z0-9 -> space, split,
 # keep tokens matching ^[a-z0-9]+$. The maximal a-z0-9 runs of the lower-cased text are exactly those.
@@ -197,3 +197,20 @@ class NoveltyFilter:
         if with_mean and n_pool:  # np.mean's own operations (pairwise sum, then / count) without its wrapper
             mean = float(np.add.reduce(scores)) / n_pool if scores is not None else 0.0
         return NoveltyResult(kept, best, [(self.texts[p], s) for s, p in ranked[:top_k]], mean)
+
+
+def novelty_json(f: NoveltyFilter, base: int) -> dict:
+    """What a checkpoint keeps of a novelty pool: how many texts the run started with, and the texts added since."""
+    return {"novelty_base": base, "novelty_added": f.texts[base:]}
+
+
+def restore_novelty(f: NoveltyFilter, saved: dict) -> None:
+    """Add a checkpoint's texts to a freshly started pool `f`; refused when the start is not what it was."""
+    if "novelty_texts" in saved:  # an older pickled checkpoint kept the whole pool
+        texts = saved["novelty_texts"]
+        base = len(f.texts) if texts[:len(f.texts)] == f.texts else -1
+        saved = {"novelty_base": base, "novelty_added": texts[len(f.texts):]}
+    if len(f.texts) != saved["novelty_base"]:
+        raise ValueError(f"the pool or seed files changed since this run started ({saved['novelty_base']} novelty texts "
+                         f"then, {len(f.texts)} now); restore them, or start a new run")
+    f.add(saved["novelty_added"])

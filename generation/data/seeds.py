@@ -2,7 +2,7 @@
 
 Accepted: the Self-Instruct format (.jsonl rows with id, name, instruction, instances [{input, output}],
 is_classification; e.g. Self-Instruct's 175 seed_tasks.jsonl), our pool format (.jsonl rows with task,
-instruction, input, output; see generation/pool.py), or a `datasets` name/folder whose rows are either.
+instruction, input, output; see generation/data/pool.py), or a `datasets` name/folder whose rows are either.
 Each row's format is read from its keys: a row with 'instances' is Self-Instruct format, any other row is
 pool format (is_classification then defaults to task == 'classification').
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.corpus import DataError, load_rows, read_jsonl
-from generation.pool import PoolItem
+from generation.data.corpus import DataError, load_rows, read_jsonl
+from generation.data.pool import PoolItem
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class SeedTask:
     is_classification: bool
 
 
-BUILTIN_SEEDS = Path(__file__).parent / "data" / "self_instruct_seed_tasks.jsonl"  # the 175 published ones (data/README.md)
+BUILTIN_SEEDS = Path(__file__).parent / "self_instruct_seed_tasks.jsonl"  # the 175 published ones (data/README.md)
 
 
 def load_seed_tasks(spec: str, split: str = "train") -> list[SeedTask]:

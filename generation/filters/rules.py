@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from generation.novelty import NoveltyFilter, NoveltyResult, rouge_l_f  # noqa: F401 (re-exported)
+from generation.filters.novelty import NoveltyFilter, NoveltyResult, rouge_l_f  # noqa: F401 (re-exported)
 
 ECHO_THRESHOLD = 0.5
 # Phrases that only make sense as talk about the generation prompt itself.

@@ -7,12 +7,12 @@ domain_share (when the task has examples of both kinds).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from generation.corpus import DataError, load_rows, read_jsonl
+from generation.data.corpus import DataError, load_rows, read_jsonl
 
-BUILTIN_GENERAL_POOL = Path(__file__).parent / "data" / "general_tasks.jsonl"
+BUILTIN_GENERAL_POOL = Path(__file__).parent / "general_tasks.jsonl"
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,26 @@ class PoolItem:
     input: str
     output: str
     kind: str  # "domain" or "general"
+
+
+@dataclass(frozen=True)
+class EvolvedItem(PoolItem):
+    """A pool item Evol-Instruct made; depth counts the evolutions from the original pool instruction."""
+    depth: int = 1
+
+
+def pool_refs(pool: dict[str, list[PoolItem]]) -> dict[str, list]:
+    """The pool as a checkpoint keeps it: each item by reference ([kind, id]: ids are unique within a kind only), or in
+    full when the run made it (evolved items, which no file holds)."""
+    return {t: [{"evolved": asdict(item)} if isinstance(item, EvolvedItem) else [item.kind, item.id] for item in items]
+            for t, items in pool.items()}
+
+
+def pool_from_refs(refs: dict[str, list], pool: dict[str, list[PoolItem]]) -> dict[str, list[PoolItem]]:
+    """The pool pool_refs describes, its referenced items taken from `pool` (the one the config's files give)."""
+    by_ref = {(item.kind, item.id): item for items in pool.values() for item in items}
+    return {t: [EvolvedItem(**ref["evolved"]) if isinstance(ref, dict) else by_ref[tuple(ref)] for ref in items]
+            for t, items in refs.items()}
 
 
 def load_pool(spec: str, kind: str, split: str = "train") -> list[PoolItem]:

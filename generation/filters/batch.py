@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from generation.config import NoveltyConfig
-from generation.novelty import NoveltyFilter, rouge_l_f, tokenize
+from generation.filters.novelty import NoveltyFilter, rouge_l_f, tokenize
 
 TOP_K = 10  # most similar texts recorded per candidate, as the reference keeps
 
@@ -32,7 +32,7 @@ TOP_K = 10  # most similar texts recorded per candidate, as the reference keeps
 def filter_batch(candidates: list[str], novelty: NoveltyFilter, cfg: NoveltyConfig, embedder=None) -> list[dict]:
     """Decide every candidate of one batch; kept ones are added to `novelty`'s pool (and `embedder`'s, if given).
 
-    embedder: a generation.embeddings.Embedder, used when cfg.filter == "sedi" and cfg.sedi_distance ==
+    embedder: a generation.filters.embeddings.Embedder, used when cfg.filter == "sedi" and cfg.sedi_distance ==
     "embedding"; None there means ROUGE-L (the fallback when the model cannot be loaded). Use one Embedder per
     NoveltyFilter: it tracks that filter's pool.
     """

@@ -4,7 +4,7 @@ Runs on xllamacpp (a prebuilt 34 MB wheel, a project dependency; no build).
 The server runs in a child process, so its native threads and memory go away with stop() and a crash there
 cannot take the run down. The child is this module:
 
-    python -m generation.llamacpp --model model.gguf --alias NAME --port 8080 --threads 2 --n-ctx 4096 --n-parallel 2
+    python -m generation.teacher.llamacpp --model model.gguf --alias NAME --port 8080 --threads 2 --n-ctx 4096 --n-parallel 2
 
 It serves n_parallel slots (continuous batching); each slot holds n_ctx tokens, so the KV cache is
 n_ctx * n_parallel. It exits when its parent does.
@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.request
 
-from generation.teachers import TeacherError
+from generation.teacher.backends import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class LlamaCppServer:
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.log_file = tempfile.NamedTemporaryFile(prefix="llamacpp-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "generation.llamacpp", "--model", gguf, "--alias", alias, "--port", str(port),
+        cmd = [sys.executable, "-m", "generation.teacher.llamacpp", "--model", gguf, "--alias", alias, "--port", str(port),
                "--threads", str(n_threads), "--n-ctx", str(n_ctx), "--n-parallel", str(n_parallel)]
         log.info("starting llama.cpp server for %s on %s: %d slots, %d threads (log: %s)",
                  alias, self.base_url, n_parallel, n_threads, self.log_file.name)
@@ -108,7 +108,7 @@ def serve(model: str, alias: str, port: int, threads: int, n_ctx: int, n_paralle
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m generation.llamacpp", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m generation.teacher.llamacpp", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="path of the GGUF file")
     ap.add_argument("--alias", required=True, help="model name listed by /v1/models")
     ap.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import random
 import re
-import string
 from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
 
 from generation.config import GenerationConfig, SelfInstructConfig
 from generation.rows import RoundStats, request_seed, teacher_failure
-from generation.diversity import filter_batch
-from generation.seeds import SeedTask
-from generation.teachers import Teacher, TeacherRequest
+from generation.filters.batch import filter_batch
+from generation.filters.heuristics import heuristic_verdict
+from generation.data.pool import PoolItem
+from generation.data.seeds import SeedTask, load_seed_tasks, seeds_from_pool
+from generation.filters.novelty import NoveltyFilter, novelty_json, restore_novelty
+from generation.teacher.backends import Teacher, TeacherRequest
 
 METHOD = "self_instruct"
 # bootstrap_instructions.py: the request's stop sequences and the heuristics of post_process_gpt3_response.
 PROMPT_STOP = ("\n\n", "\n16", "16.", "16 .")
-BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw", "plot", "go to")
-MIN_WORDS_EXCLUSIVE, MAX_WORDS = 3, 150  # rejected when words <= 3 or > 150
 # identify_clf_or_not.py: max_tokens=3, temperature=0, top_p=0, stop ["\n", "Task"]; the label is the stripped reply
 # being exactly one of these (generate_instances.py / prepare_for_finetuning.py).
 CLASSIFY_MAX_TOKENS = 3
@@ -87,30 +89,6 @@ def split_reply(text: str) -> list[str]:
     """
     pieces = (re.sub(r"\s+", " ", p).strip().capitalize() for p in re.split(r"\n\d+\s?\. ", "\n" + text))
     return [p for p in pieces if p]
-
-
-def find_word(word: str, text: str) -> bool:
-    """The reference's find_word_in_string: whole word, any case."""
-    return re.search(r"\b({0})\b".format(word), text, flags=re.IGNORECASE) is not None
-
-
-def heuristic_verdict(inst: str, blacklist: tuple[str, ...] = BLACKLIST) -> dict:
-    """The reference's keep/drop rules in its order, as a filter decision (Alpaca passes its longer blacklist)."""
-    words = len(inst.split())
-    reason, extra = "", {}
-    if words <= MIN_WORDS_EXCLUSIVE:
-        reason = "too_short"
-    elif words > MAX_WORDS:
-        reason = "too_long"
-    elif any(find_word(w, inst) for w in blacklist):
-        reason, extra = "blacklisted_word", {"word": next(w for w in blacklist if find_word(w, inst))}
-    elif inst.startswith("Write a program"):
-        reason = "write_a_program"
-    elif inst[0] in string.punctuation:
-        reason = "starts_with_punctuation"
-    elif not inst[0].isascii():
-        reason = "starts_with_non_ascii"
-    return {"filter": "heuristics", "kept": not reason, "reason": reason, "words": words, **extra}
 
 
 # ---- 4. classification identification ---------------------------------------------------------------------------
@@ -330,6 +308,48 @@ def check_seed_count(n_seeds: int, sc: SelfInstructConfig) -> None:
 # ---- templates ---------------------------------------------------------------------------------------------------
 
 # Verbatim from yizhongw/self-instruct self_instruct/templates/clf_task_template.py (template_1).
+
+
+# ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
+
+STEERED = False  # a faithful baseline: it samples seeds uniformly, as published; its task weights are only logged
+
+
+@dataclass
+class State:
+    """What Self-Instruct carries from round to round."""
+    seeds: list[SeedTask]
+    machine: list[str]  # machine-written instructions kept so far
+    novelty: NoveltyFilter
+    embedder: object = None  # an Embedder for sedi's embedding distance, or None (ROUGE-L)
+    novelty_base: int = 0  # texts start() put in the novelty pool (a checkpoint keeps only those added later)
+
+    def to_json(self) -> dict:
+        return {"machine": self.machine, **novelty_json(self.novelty, self.novelty_base)}
+
+    def restore(self, saved: dict) -> None:
+        """Lay a checkpoint's to_json() over this freshly started state."""
+        self.machine = list(saved["machine"])
+        restore_novelty(self.novelty, saved)
+
+
+def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list, load_embedder: Callable) -> State:
+    """The seed tasks (self_instruct.seed_tasks; '' takes them from the pools); the novelty pool starts with the seeds shown."""
+    spec = g.self_instruct
+    seeds = load_seed_tasks(spec.seed_tasks, spec.seed_split) if spec.seed_tasks else seeds_from_pool(
+        [item for items in pool.values() for item in items])
+    # The reference's novelty pool is the seeds it shows: only classification ones under --use_clf_seed_tasks_only.
+    texts = [s.instruction for s in seeds if s.is_classification or not spec.classification_seeds_only]
+    novelty = NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text)
+    novelty.add(texts)
+    return State(seeds, [], novelty, load_embedder(), len(novelty.texts))
+
+
+def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,
+              rng: random.Random, closed_book: bool = True) -> tuple[list[dict], list[dict], RoundStats]:
+    return run_self_instruct_round(teacher, state.seeds, state.machine, state.novelty, g, round_idx, seed, rng, state.embedder)
+
+
 CLASSIFY_TEMPLATE = '''Can the following task be regarded as a classification task with finite output labels?
 
 Task: Given my personality and the job, tell me if I would be suitable.

@@ -28,11 +28,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from generation.config import DynosaurConfig, GenerationConfig
-from generation.corpus import DataError, read_jsonl
+from generation.data.corpus import DataError, read_jsonl
 from generation.rows import RoundStats, request_seed, teacher_failure
-from generation.teachers import Teacher, TeacherRequest
+from generation.teacher.backends import Teacher, TeacherRequest
 
 # Dynosaur code/instruction_generation/generate_tasks_with_description.py: system message, temperature 0.
 SYSTEM = "You are a helpful assistant for task design."
@@ -415,3 +416,32 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     for r in rejected:
         stats.reject(r["reason"])
     return kept, rejected, stats
+
+
+# ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
+
+STEERED = False  # a faithful baseline: the tasks come from the dataset's metadata; their weights are only logged
+
+
+@dataclass
+class State:
+    """What Dynosaur carries from round to round: the dataset, and the tasks proposed so far (never proposed twice)."""
+    meta: DatasetMeta
+    seen: set = field(default_factory=set)
+
+    def to_json(self) -> dict:
+        return {"seen": sorted(self.seen)}
+
+    def restore(self, saved: dict) -> None:
+        """Lay a checkpoint's to_json() over this freshly started state."""
+        self.seen = {(a, tuple(b), tuple(c)) for a, b, c in saved["seen"]}
+
+
+def start(g: GenerationConfig, pool: dict, chunks: list, load_embedder: Callable) -> State:
+    """The dataset and its metadata (generation.dynosaur.dataset); a bad file fails here, before any model loads."""
+    return State(load_dataset_meta(g.dynosaur))
+
+
+def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,
+              rng: random.Random, closed_book: bool = True) -> tuple[list[dict], list[dict], RoundStats]:
+    return run_dynosaur_round(teacher, state.meta, state.seen, g, round_idx, seed, rng)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass, field
+from typing import Callable
 
 from generation.config import GenerationConfig
-from generation.corpus import Chunk, sampling_weight
-from generation.diversity import filter_batch
-from generation.filters import NoveltyFilter, answer_problem, followed_task, instruction_problem, names_classes, rouge_l
-from generation.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline, judge_verdict,
+from generation.data.corpus import Chunk, sampling_weight
+from generation.filters.batch import filter_batch
+from generation.filters.rules import NoveltyFilter, answer_problem, followed_task, instruction_problem, names_classes, rouge_l
+from generation.filters.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline, judge_verdict,
                                   refers_to_passage, yes_no_mismatch)
-from generation.pool import PoolItem, sample_examples, sample_task
-from generation.rows import RoundStats, request_seed, teacher_failure  # noqa: F401 (RoundStats: older pickles name it here)
-from generation.teachers import Teacher, TeacherRequest
+from generation.data.pool import PoolItem, pool_from_refs, pool_refs, sample_examples, sample_task
+from generation.filters.novelty import novelty_json, restore_novelty
+from generation.rows import RoundStats, request_seed, teacher_failure
+from generation.teacher.backends import Teacher, TeacherRequest
 
 # The passage is the source of the topic and the examples only of the task type: the examples come from pools
 # about other things (a new user usually has no domain pool), so the prompt says so, and the filters check it.
@@ -336,4 +339,49 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
                 kept.append(row)
     for r in rejected:
         stats.reject(r["reason"])
+    return kept, rejected, stats
+
+
+# ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
+
+STEERED = True  # the task weights choose which task each request is about
+
+
+@dataclass
+class State:
+    """What DAIG carries from round to round."""
+    pool: dict[str, list[PoolItem]]
+    chunks: list[Chunk]
+    novelty: NoveltyFilter
+    embedder: object = None  # an Embedder for sedi's embedding distance, or None (ROUGE-L)
+    novelty_base: int = 0  # texts start() put in the novelty pool (a checkpoint keeps only those added later)
+    chunk_counts: dict[str, int] = field(default_factory=dict)  # kept rows per chunk so far (stratified sampling)
+    chunk_requests: dict[str, int] = field(default_factory=dict)  # requests per chunk so far (stratified sampling)
+
+    def to_json(self) -> dict:
+        return {"pool": pool_refs(self.pool), **novelty_json(self.novelty, self.novelty_base),
+                "chunk_counts": self.chunk_counts, "chunk_requests": self.chunk_requests}
+
+    def restore(self, saved: dict) -> None:
+        """Lay a checkpoint's to_json() over this freshly started state."""
+        self.pool = pool_from_refs(saved["pool"], self.pool)
+        restore_novelty(self.novelty, saved)
+        self.chunk_counts, self.chunk_requests = dict(saved["chunk_counts"]), dict(saved.get("chunk_requests", {}))
+
+
+def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chunk], load_embedder: Callable) -> State:
+    """The novelty pool starts with every pool instruction."""
+    novelty = NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text)
+    novelty.add([item.instruction for items in pool.values() for item in items])
+    return State(pool, chunks, novelty, load_embedder(), len(novelty.texts))
+
+
+def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,
+              rng: random.Random, closed_book: bool = True) -> tuple[list[dict], list[dict], RoundStats]:
+    plan = plan_requests(weights, state.pool, state.chunks, g, rng, state.chunk_counts, state.chunk_requests)
+    for _, _, chunk in plan:
+        state.chunk_requests[chunk.id] = state.chunk_requests.get(chunk.id, 0) + 1
+    kept, rejected, stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder, closed_book, tuple(state.pool))
+    for row in kept:
+        state.chunk_counts[row["chunk_id"]] = state.chunk_counts.get(row["chunk_id"], 0) + 1
     return kept, rejected, stats

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from generation.teachers import Teacher, TeacherReply, TeacherRequest
+from generation.teacher.backends import Teacher, TeacherReply, TeacherRequest
 
 BUDGET_EXHAUSTED = "budget_exhausted"
 log = logging.getLogger(__name__)

@@ -29,12 +29,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from generation.config import GenerationConfig
 from generation.rows import RoundStats, request_seed, teacher_failure
-from generation.pool import PoolItem, sample_task
-from generation.teachers import Teacher, TeacherReply, TeacherRequest
+from generation.data.pool import EvolvedItem, PoolItem, pool_from_refs, pool_refs, sample_task
+from generation.teacher.backends import Teacher, TeacherReply, TeacherRequest
 
 # The reference sends every call with this system message (Evol_Instruct/openai_access.py).
 SYSTEM = "You are a helpful assistant."
@@ -138,12 +138,6 @@ let's how what why which who whom whose when where is are can could would should
 """.split())
 REQUEST_PHRASES = re.compile(r"\b(please|can you|could you|would you|will you|help me|i need|i want|i would like|i'd like|"
                              r"your task|you are asked|you must|you should|you need to|you will)\b")
-
-
-@dataclass(frozen=True)
-class EvolvedItem(PoolItem):
-    """A pool item made by evolution; depth counts the evolutions from the original pool instruction."""
-    depth: int = 1
 
 
 def given_prompt(item: PoolItem) -> str:
@@ -356,3 +350,30 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
     for r in rejected:
         stats.reject(r["reason"])
     return kept, rejected, stats
+
+
+# ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
+
+STEERED = True  # the task weights choose which pool items are evolved
+
+
+@dataclass
+class State:
+    """What Evol-Instruct carries from round to round: the pool, which grows by the items it evolves."""
+    pool: dict[str, list[PoolItem]]
+
+    def to_json(self) -> dict:
+        return {"pool": pool_refs(self.pool)}
+
+    def restore(self, saved: dict) -> None:
+        """Lay a checkpoint's to_json() over this freshly started state."""
+        self.pool = pool_from_refs(saved["pool"], self.pool)
+
+
+def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list, load_embedder: Callable) -> State:
+    return State({t: list(items) for t, items in pool.items()})
+
+
+def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,
+              rng: random.Random, closed_book: bool = True) -> tuple[list[dict], list[dict], RoundStats]:
+    return run_evol_round(teacher, state.pool, weights, g, round_idx, seed, rng)

@@ -102,6 +102,9 @@ def test_every_method_module_has_the_contract_and_a_name():
 
     files = {p.stem for p in (REPO / "generation" / "methods").glob("*.py") if p.stem != "__init__"}
     assert {m.__name__.rsplit(".", 1)[1] for m in METHODS.values()} == files, "every method module is named in loop/methods.py"
+    from generation.config import METHODS as CONFIG_NAMES
+
+    assert tuple(METHODS) == CONFIG_NAMES, "the names generation.method accepts are the names loop/methods.py maps"
     for name, module in METHODS.items():
         assert isinstance(module.STEERED, bool), name
         assert list(inspect.signature(module.start).parameters) == ["g", "pool", "chunks", "load_embedder"], name

@@ -70,7 +70,7 @@ def main() -> None:
             for i in range(a.rows):
                 c = rng.choice(chunks)
                 rows.append({"id": f"r{r}-{i:05d}", "round": r, "task": "question_answering", "instruction": f"What does {c.id} say?",
-                             "input": "", "output": c.text[:400], "context": c.text, "chunk_id": c.id, "split": "train"})
+                             "input": "", "output": c.text[:400], "context": c.text, "provenance": {"chunk_id": c.id}, "split": "train"})
                 st.method.novelty.add([rows[-1]["instruction"]])
                 st.method.chunk_counts[c.id] = st.method.chunk_counts.get(c.id, 0) + 1
             st.rounds_rows.append(rows)

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from generation.filters.grounding import answer_support, instruction_grounding, refers_to_passage  # noqa: E402
+from generation.rows import chunk_id  # noqa: E402
 
 GROUNDING, SUPPORT = 0.5, 0.6  # the defaults of generation.grounding, fixed here so every code version is scored alike
 
@@ -86,9 +87,9 @@ def summarize(kept: list[dict], rejected: list[dict], run: dict, labels: dict[st
     summary = {"run": run, "kept": n, "candidates": run.get("requests") or len(rows), "kept_rate": n / max(1, run.get("requests") or len(rows)),
                "pass_share": {k: sum(c[k] for c in checks.values()) / n if n else None for k in names},
                "all_checks_pass": sum(all(c.values()) for c in checks.values()),
-               "chunks_requested": len({r["chunk_id"] for r in rows if "chunk_id" in r}),
-               "documents_requested": len({r["chunk_id"].rsplit("#", 1)[0] for r in rows if "chunk_id" in r}),
-               "chunks_kept": len({r["chunk_id"] for r in kept if "chunk_id" in r})}
+               "chunks_requested": len({chunk_id(r) for r in rows} - {None}),
+               "documents_requested": len({chunk_id(r).rsplit("#", 1)[0] for r in rows if chunk_id(r)}),
+               "chunks_kept": len({chunk_id(r) for r in kept} - {None})}
     calls = run.get("teacher_requests")
     summary["teacher_calls_per_kept"] = calls / n if calls and n else None
     if labels:
@@ -105,7 +106,7 @@ def reading_sheet(kept: list[dict]) -> str:
     parts = []
     for r in kept:
         c = proxy_checks(r)
-        parts.append(f"## {r['id']} [{r['task']}] chunk {r.get('chunk_id', '-')} ({r.get('heading', '')})\n"
+        parts.append(f"## {r['id']} [{r['task']}] chunk {chunk_id(r) or '-'} ({r['provenance'].get('heading', '')})\n"
                      f"checks: {', '.join(k for k, v in c.items() if not v) or 'all pass'}\n\n"
                      f"**Instruction:** {r['instruction']}\n\n" + (f"**Input:**\n```\n{r['input']}\n```\n\n" if r.get("input") and r.get("input") != r.get("context") else
                                                                    "**Input:** (the chunk)\n\n" if r.get("input") else "") +

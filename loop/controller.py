@@ -24,6 +24,7 @@ from eval.sets import load_eval_set
 from eval.stats import macro_mean, shrink
 from generation.data.corpus import DataError, load_corpus
 from generation.data.pool import build_pool, load_pool
+from generation.rows import chunk_id
 from generation.teacher.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
 from generation.teacher.backends import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
 from generation.filters.novelty import NoveltyFilter
@@ -539,8 +540,8 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
 
 def coverage(chunks: list, rounds_rows: list[list[dict]], stats) -> dict:
     """Which of the training chunks (and their documents) the kept rows so far are about; None without a corpus."""
-    covered = {x["chunk_id"] for rows in rounds_rows for x in rows if "chunk_id" in x}
-    before = {x["chunk_id"] for rows in rounds_rows[:-1] for x in rows if "chunk_id" in x}
+    covered = {chunk_id(x) for rows in rounds_rows for x in rows} - {None}
+    before = {chunk_id(x) for rows in rounds_rows[:-1] for x in rows}
     return {"chunks_covered": len(covered) if chunks else None, "chunks_total": len(chunks) or None,
             "round_chunks_requested": stats.chunks or None,  # DAIG: distinct chunks / documents this round asked about
             "round_documents_requested": stats.documents or None,

@@ -17,6 +17,7 @@ from generation.config import GenerationConfig
 from generation.data.corpus import Chunk
 from generation.methods.daig import plan_requests, run_daig_round
 from generation.data.pool import PoolItem
+from generation.rows import chunk_id
 
 log = logging.getLogger("daig")
 MAX_PASSES = 3  # teacher passes over the held-out chunks before a short task is accepted as short
@@ -35,7 +36,7 @@ def build_daig_sets(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]
     """{'validation': rows, 'test': rows} with per_task[name] rows of every pool task where the teacher gives that
     many, and what it took. With both sets asked for and two or more chunks, validation and test come from disjoint
     halves of the chunks (a seeded split), so passages that steer the run are not the ones it is reported on. Rows
-    are DAIG rows (chunk_id, filters, ...) with new ids."""
+    are DAIG rows (provenance, filters, ...) with new ids and their chunk_id on top, as eval/sets.py reads it."""
     wanted = [name for name in ("validation", "test") if per_task.get(name)]
     order = random.Random(seed).sample(chunks, len(chunks))
     halves = {"validation": order[: len(order) // 2], "test": order[len(order) // 2:]} if len(wanted) == 2 and len(chunks) >= 2 else {}
@@ -43,7 +44,7 @@ def build_daig_sets(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]
     info = {"requests": 0, "short_tasks": {}}
     for k, name in enumerate(wanted):
         rows, requests, short = gather(teacher, g, pool, halves.get(name, chunks), per_task[name], seed + 100 * k, closed_book)
-        sets[name] = [{**r, "id": f"{name}-{r['task']}-{i:03d}", "split": name} for i, r in enumerate(rows)]
+        sets[name] = [{**r, "id": f"{name}-{r['task']}-{i:03d}", "split": name, "chunk_id": chunk_id(r)} for i, r in enumerate(rows)]
         info["requests"] += requests
         if short:
             info["short_tasks"][name] = short

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from generation.data.pool import PoolItem
+from generation.rows import pool_ids
 from loop.config import FeedbackConfig
 
 
@@ -102,15 +103,6 @@ def active_uncertainty(uncertainty: dict[str, float | None], temperature: float,
     then loss_softmax. The paper picks the top tasks outright; a softmax with a floor keeps every task sampled.
     Tasks without a measure (None or NaN) get the mean, so they are neither favoured nor starved."""
     return loss_softmax(_centred(uncertainty), temperature, floor), {"prompt_uncertainty": dict(uncertainty)}
-
-
-def pool_ids(row: dict) -> list[str]:
-    """The pool examples a kept row was generated from: DAIG's 'example_ids', Evol-Instruct's provenance.parent_id;
-    other methods record none."""
-    if row.get("example_ids"):
-        return list(row["example_ids"])
-    parent = (row.get("provenance") or {}).get("parent_id")
-    return [parent] if parent else []
 
 
 def sedi_prune(pool: dict[str, list[PoolItem]], rows: list[dict], history: list[dict[str, float]],

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from generation.data.pool import pool_refs
-from generation.rows import RoundStats
+from generation.rows import RoundStats, upgrade
 from generation.teacher.cache import Ledger
 
 CONFIG = "config.yaml"
@@ -179,7 +179,7 @@ def _state_from_json(saved: dict, out: Path, method) -> LoopState:
     s = dict(saved)
     method.restore(s.pop("method"))
     rng = s.pop("rng")
-    rows = [read_jsonl(round_dir(out, r) / "data.jsonl", strict=True) for r in range(1, s.pop("rounds_with_rows") + 1)]
+    rows = [[upgrade(x) for x in read_jsonl(round_dir(out, r) / "data.jsonl", strict=True)] for r in range(1, s.pop("rounds_with_rows") + 1)]
     stats = s.pop("stats")
     s.pop("version")
     return LoopState(**{**s, "rng": (rng[0], tuple(rng[1]), rng[2]) if rng else (), "rounds_rows": rows, "method": method,

@@ -18,10 +18,10 @@ from pathlib import Path
 from generation.teacher.cache import CacheError, peek_replies
 from generation.data.corpus import DataError, load_corpus
 from generation.data.pool import load_pool
+from generation.rows import chunk_id, upgrade
 from loop.runfolder import METRICS, read_config, read_jsonl, round_dir, round_numbers
 
 log = logging.getLogger("daig")
-REQUEST_FIELDS = ("instruction_request", "answer_request")  # DAIG rows name their two requests at the top level
 
 
 class TraceError(LookupError):
@@ -35,7 +35,7 @@ def find_row(run: Path, example_id: str) -> tuple[dict, bool]:
         for name, kept in (("data.jsonl", True), ("rejected.jsonl", False)):
             for row in read_jsonl(round_dir(run, r) / name):
                 if row.get("id") == example_id:
-                    return row, kept
+                    return upgrade(row), kept
                 ids.append(str(row.get("id")))
     close = difflib.get_close_matches(example_id, ids, n=5, cutoff=0.5)
     hint = f"closest ids: {', '.join(close)}" if close else f"ids look like {ids[0]}" if ids else "the run has no rows yet"
@@ -88,13 +88,13 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
     g = config.get("generation") or {}
 
     requests = dict(row.get("requests") or {})
-    requests.update({f.removesuffix("_request"): row[f] for f in REQUEST_FIELDS if row.get(f)})
+    chunk_ref, example_ids = chunk_id(row), (row.get("provenance") or {}).get("example_ids")
     replies = cached_replies((g.get("teacher") or {}).get("cache_path", ""), list(requests.values()))
     chunk = row.get("context") or None
     chunk_source = "row context" if chunk else ""
-    if not chunk and row.get("chunk_id"):
+    if not chunk and chunk_ref:
         try:
-            chunk = find_chunk(row["chunk_id"], g.get("domain_path", ""), g.get("chunk_words", 0), g.get("domain_split", "train"),
+            chunk = find_chunk(chunk_ref, g.get("domain_path", ""), g.get("chunk_words", 0), g.get("domain_split", "train"),
                                g.get("domain_text_field", "text"))
             chunk_source = "re-chunked corpus" if chunk else "not found in the corpus named by config.yaml now"
         except DataError as e:
@@ -104,10 +104,10 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
         "task": row.get("task"), "split": row.get("split"),
         "instruction": row.get("instruction"), "input": row.get("input"), "output": row.get("output"),
         "reason": row.get("reason"), "stage": row.get("stage"), "raw": row.get("raw"),
-        "pool_examples": pool_examples(row["example_ids"], g.get("general_pool", ""), g.get("domain_pool", ""), g.get("pool_split", "train"))
-        if row.get("example_ids") else [],
+        "pool_examples": pool_examples(example_ids, g.get("general_pool", ""), g.get("domain_pool", ""), g.get("pool_split", "train"))
+        if example_ids else [],
         "provenance": row.get("provenance") or {},
-        "chunk_id": row.get("chunk_id"), "chunk": chunk, "chunk_source": chunk_source,
+        "chunk_id": chunk_ref, "chunk": chunk, "chunk_source": chunk_source,
         "teacher_model": row.get("teacher_model"),
         "requests": [{"stage": stage, "key": key, "cached_reply": replies.get(key)} for stage, key in requests.items()],
         "cache": (g.get("teacher") or {}).get("cache_path", ""),

@@ -77,7 +77,7 @@ def test_daig_built_sets_come_from_held_out_chunks_and_are_shared_byte_for_byte(
         assert not {r["chunk_id"] for r in val} & {r["chunk_id"] for r in test}  # disjoint halves of the held-out chunks
         assert max(sum(r["task"] == t for r in val) for t in {r["task"] for r in val}) == 1  # one row per task
         train = [json.loads(x) for x in (out / "rounds" / "1" / "data.jsonl").read_text().splitlines()]
-        assert train and not {r["chunk_id"] for r in train} & set(held)  # no held-out chunk reaches training
+        assert train and not {r["provenance"]["chunk_id"] for r in train} & set(held)  # no held-out chunk reaches training
         assert not {(r["instruction"], r["input"]) for r in train} & {(r["instruction"], r["input"]) for r in val + test}
         assert {r["split"] for r in train} == {"train"} and history[0]["eval_set"] == "validation"
         assert history[0]["eval_sets_from"] == "DAIG-built from held-out chunks (0.6 of the corpus)"

@@ -75,7 +75,7 @@ def test_daig_round_with_real_local_model_accounts_for_every_request(tiny_model)
     assert teacher.ledger.calls == len(plan) + len(kept) + sum(r["stage"] == "answer" for r in rejected)
     assert teacher.ledger.completion_tokens > 0 and teacher.ledger.prompt_tokens > 0
     for row in rejected:
-        assert row["reason"] and "raw" in row and row["chunk_id"] in {c.id for c in CHUNKS}
+        assert row["reason"] and "raw" in row and row["provenance"]["chunk_id"] in {c.id for c in CHUNKS}
 
 
 def test_local_teacher_batching_does_not_change_greedy_output(tiny_model):
@@ -95,9 +95,10 @@ def test_daig_round_over_openai_protocol_keeps_rows_with_provenance(fake_openai,
     kept, rejected, stats = run_daig_round(teacher, plan, cfg, round_idx=2, seed=7)
     assert len(kept) == 5 and not rejected
     row = kept[0]
-    assert row["round"] == 2 and row["chunk_id"] in {c.id for c in CHUNKS} and len(row["example_ids"]) == 3
+    assert row["round"] == 2 and row["provenance"]["chunk_id"] in {c.id for c in CHUNKS} and len(row["provenance"]["example_ids"]) == 3
     assert row["instruction"].startswith("What does the passage say about") and row["output"]
-    assert len(row["instruction_request"]) == 64 and len(row["answer_request"]) == 64 and row["teacher_model"] == "fake-teacher"
+    assert set(row["requests"]) == {"instruction", "answer"} and all(len(k) == 64 for k in row["requests"].values())
+    assert row["teacher_model"] == "fake-teacher"
     assert teacher.ledger.calls == 10 == len(fake_openai.requests)
     assert set(fake_openai.auth_headers) == {"Bearer sk-test-123"}
     sent = fake_openai.requests[0]

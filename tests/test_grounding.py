@@ -202,7 +202,7 @@ def test_round_rejects_off_topic_declined_and_invented_rows_with_reasons():
     number = next(r for r in rejected if r["reason"] == "answer_unsupported_number")
     assert number["filters"][-1]["unsupported_numbers"] == ["1760"]
     assert sent == 4 + 3  # the off-topic instruction cost no answer call
-    assert kept[0]["heading"] == "Advanced > Authentication" and kept[0]["filters"][-1]["support"] == 1.0
+    assert kept[0]["provenance"]["heading"] == "Advanced > Authentication" and kept[0]["filters"][-1]["support"] == 1.0
 
 
 def test_judges_are_teacher_calls_counted_at_the_server():

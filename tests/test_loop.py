@@ -61,7 +61,8 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
     rows = [json.loads(x) for x in (out / "rounds" / "1" / "data.jsonl").read_text().splitlines()]
     assert len(rows) == lines[0]["n_kept"] and {r["split"] for r in rows} == {"train", "eval"}
     for r in rows:
-        assert {"round", "task", "example_ids", "chunk_id", "teacher_model", "instruction_request", "answer_request"} <= set(r)
+        assert {"id", "round", "method", "task", "teacher_model", "requests", "provenance", "filters", "instruction", "input", "output"} <= set(r)
+        assert {"example_ids", "chunk_id"} <= set(r["provenance"]) and set(r["requests"]) == {"instruction", "answer"}
     assert (out / "rounds" / "1" / "rejected.jsonl").exists()
     assert (out / "config.yaml").exists()
 

@@ -32,6 +32,9 @@ def test_method_runs_one_round_of_the_loop(method, tmp_path):
     rejected = [json.loads(x) for x in (rdir / "rejected.jsonl").read_text().splitlines()]
     assert m["teacher_calls"] > 0 and m["n_kept"] == len(kept)
     assert kept or rejected, "a round must account for what the teacher wrote"
+    schema = ["id", "round", "method", "task", "teacher_model", "requests", "provenance", "filters"]  # generation/rows.py
+    for row in kept + rejected:
+        assert list(row)[:len(schema)] == schema and row["id"] and row["requests"], row
     for row in kept:
         assert row["method"] == method and row["task"] and row["instruction"] and row["output"]
         assert all({"filter", "kept", "reason"} <= set(d) and d["kept"] for d in row["filters"])

@@ -92,7 +92,7 @@ def _pool() -> dict[str, list[PoolItem]]:
 def _row(rid: str, task: str, round_idx: int, example_ids=None, parent_id=None) -> dict:
     row = {"id": rid, "task": task, "round": round_idx, "instruction": "x", "output": "y", "provenance": {}}
     if example_ids is not None:
-        row["example_ids"] = example_ids
+        row["provenance"] = {"example_ids": example_ids}
     if parent_id is not None:
         row["provenance"] = {"parent_id": parent_id}
     return row

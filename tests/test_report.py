@@ -112,14 +112,15 @@ def test_trace_kept_and_rejected_rows(ablation):
     for row, was_kept in ((kept, True), (rejected, False)):
         t = trace(run_dir, row["id"])
         assert (t["kept"], t["round"], t["task"], t["method"]) == (was_kept, row["round"], row["task"], "daig")
-        assert [e["id"] for e in t["pool_examples"]] == row["example_ids"]
-        assert [e["instruction"] for e in t["pool_examples"]] == [pool[i].instruction for i in row["example_ids"]]
-        assert t["chunk_id"] == row["chunk_id"] and t["chunk"] == chunks[row["chunk_id"]]
+        prov = row["provenance"]
+        assert [e["id"] for e in t["pool_examples"]] == prov["example_ids"]
+        assert [e["instruction"] for e in t["pool_examples"]] == [pool[i].instruction for i in prov["example_ids"]]
+        assert t["chunk_id"] == prov["chunk_id"] and t["chunk"] == chunks[prov["chunk_id"]]
         assert t["filters"] == row["filters"] and t["filters"][0]["filter"] == "instruction"
         assert [x["round"] for x in t["task_losses"]] == list(range(row["round"], 3))
         assert [x["task_eval_loss"] for x in t["task_losses"]] == [m["task_eval_loss"][row["task"]] for m in metrics[row["round"] - 1:]]
         stages = {r["stage"]: r for r in t["requests"]}
-        assert stages["instruction"]["key"] == row["instruction_request"]
+        assert stages["instruction"]["key"] == row["requests"]["instruction"]
         assert stages["instruction"]["cached_reply"].startswith(("Task: What does the passage say about", "Task: Classify"))
     assert t["chunk_source"] == "re-chunked corpus" and t["raw"] == stages["instruction"]["cached_reply"]  # the rejected row
     assert set(stages) == {"instruction"} and t["reason"] == rejected["reason"]
@@ -131,8 +132,8 @@ def test_trace_cli_text_json_and_unknown_id(ablation, capsys):
     assert main(["trace", str(run_dir), row["id"]]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"{row['id']}: round {row['round']}, method daig, task {row['task']}, kept")
-    for section in ("sampled pool examples:", f"domain chunk {row['chunk_id']} (row context):", "teacher requests (fake-teacher",
-                    "  answer: " + row["answer_request"], "filter decisions:", f"eval loss of task '{row['task']}' from round"):
+    for section in ("sampled pool examples:", f"domain chunk {row['provenance']['chunk_id']} (row context):", "teacher requests (fake-teacher",
+                    "  answer: " + row["requests"]["answer"], "filter decisions:", f"eval loss of task '{row['task']}' from round"):
         assert section in text, section
 
     assert main(["trace", str(run_dir), row["id"], "--json"]) == 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from generation.config import AlpacaConfig, GenerationConfig
-from generation.rows import RoundStats, request_seed, teacher_failure
+from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.filters.batch import filter_batch
 from generation.filters.heuristics import BLACKLIST, heuristic_verdict
 from generation.data.pool import PoolItem
@@ -118,34 +118,31 @@ def run_alpaca_round(teacher: Teacher, seeds: list[SeedTask], machine: list[str]
 
     rejected, candidates = [], []
     for p, (shown, req, reply) in enumerate(zip(plans, requests, replies)):
-        head = {"round": round_idx, "method": METHOD, "task": TASK_LABEL, "teacher_model": teacher.model,
-                "requests": {"instruction": req.key(teacher.model)},
-                "provenance": {"prompt": p, "prompt_instructions": [s.instruction for s in shown], "seed_ids": [s.id for s in shown]}}
+        head = new_row("", round_idx, METHOD, TASK_LABEL, teacher.model, {"instruction": req.key(teacher.model)},
+                       {"prompt": p, "prompt_instructions": [s.instruction for s in shown], "seed_ids": [s.id for s in shown]})
         if reply.error:
             reason = teacher_failure(reply)
-            rejected.append({**head, "stage": "instruction", "reason": reason, "raw": reply.text,
-                             "filters": [{"filter": "reply", "kept": False, "reason": reason}]})
+            rejected.append(rejected_row(head, "instruction", reason, reply.text, filters=[{"filter": "reply", "kept": False, "reason": reason}]))
             continue
         for block, item, reason in parse_reply(reply.text, ac.num_prompt_instructions, reply.finish_reason):
             stats.requests += 1
             if reason:
-                rejected.append({**head, "stage": "instruction", "reason": reason, "raw": block,
-                                 "filters": [{"filter": "parse", "kept": False, "reason": reason}]})
+                rejected.append(rejected_row(head, "instruction", reason, block, filters=[{"filter": "parse", "kept": False, "reason": reason}]))
                 continue
             verdict = heuristic_verdict(item["instruction"], ALPACA_BLACKLIST)
             if verdict["kept"]:
                 candidates.append((head, item, block, verdict))
             else:
-                rejected.append({**head, **item, "stage": "instruction", "reason": verdict["reason"], "raw": block, "filters": [verdict]})
+                rejected.append(rejected_row(head, "instruction", verdict["reason"], block, **item, filters=[verdict]))
 
     kept = []
     decisions = filter_batch([c[1]["instruction"] for c in candidates], novelty, cfg.novelty, embedder) if candidates else []
     for (head, item, block, verdict), decision in zip(candidates, decisions):
         if decision["kept"]:
             machine.append(item["instruction"])
-            kept.append({"id": f"r{round_idx}-{len(kept):05d}", **head, **item, "context": "", "filters": [verdict, decision]})
+            kept.append({**head, "id": f"r{round_idx}-{len(kept):05d}", **item, "context": "", "filters": [verdict, decision]})
         else:
-            rejected.append({**head, **item, "stage": "novelty", "reason": decision["reason"], "raw": block, "filters": [verdict, decision]})
+            rejected.append(rejected_row(head, "novelty", decision["reason"], block, **item, filters=[verdict, decision]))
     for j, row in enumerate(rejected):
         row["id"] = f"r{round_idx}-x{j:05d}"
         stats.reject(row["reason"])

@@ -20,7 +20,7 @@ from generation.filters.grounding import (DECLINE, answer_support, defers_to_pas
                                   refers_to_passage, yes_no_mismatch)
 from generation.data.pool import PoolItem, pool_from_refs, pool_refs, sample_examples, sample_task
 from generation.filters.novelty import novelty_json, restore_novelty
-from generation.rows import RoundStats, request_seed, teacher_failure
+from generation.rows import RoundStats, chunk_id, new_row, rejected_row, request_seed, teacher_failure
 from generation.teacher.backends import Teacher, TeacherRequest
 
 # The passage is the source of the topic and the examples only of the task type: the examples come from pools
@@ -273,19 +273,18 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
 
     rejected, pending = [], []
     for i, ((task, examples, chunk), req, reply) in enumerate(zip(plan, ins_requests, ins_replies)):
-        row = {"id": f"r{round_idx}-{i:05d}", "round": round_idx, "method": "daig", "task": task, "example_ids": [e.id for e in examples],
-               "chunk_id": chunk.id, "heading": chunk.heading, "teacher_model": teacher.model,
-               "instruction_request": req.key(teacher.model), "filters": []}
+        row = new_row(f"r{round_idx}-{i:05d}", round_idx, "daig", task, teacher.model, {"instruction": req.key(teacher.model)},
+                      {"example_ids": [e.id for e in examples], "chunk_id": chunk.id, "heading": chunk.heading})
         if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
-            rejected.append({**row, "stage": "instruction", "reason": teacher_failure(reply) or "instruction_truncated", "raw": reply.text})
+            rejected.append(rejected_row(row, "instruction", teacher_failure(reply) or "instruction_truncated", reply.text))
             continue
         instruction, input_text = parse_task(reply.text)
         reason, row["task"], input_text, decision = check_instruction(instruction, input_text, task, examples, chunk, cfg, closed_book, tasks)
         row["filters"] = [decision]
         if reason:
-            rejected.append({**row, "stage": "instruction", "reason": reason, "raw": reply.text, "instruction": instruction, "input": input_text})
+            rejected.append(rejected_row(row, "instruction", reason, reply.text, instruction=instruction, input=input_text))
         else:
-            row["requested_task"] = task
+            row["provenance"]["requested_task"] = task
             pending.append((row, instruction, input_text, chunk, reply.text))
 
     if novelty is not None:  # one batch, so SeDi can pick the most diverse subset
@@ -296,7 +295,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
             if d["kept"]:
                 survivors.append(item)
             else:
-                rejected.append({**item[0], "stage": "novelty", "reason": d["reason"], "raw": item[4], "instruction": item[1], "input": item[2]})
+                rejected.append(rejected_row(item[0], "novelty", d["reason"], item[4], instruction=item[1], input=item[2]))
         pending = survivors
 
     if gr.judge in ("instruction", "both"):
@@ -306,7 +305,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         for item, (reason, d, raw) in zip(pending, verdicts):
             item[0]["filters"].append(d)
             if reason:
-                rejected.append({**item[0], "stage": "instruction_judge", "reason": reason, "raw": raw, "instruction": item[1], "input": item[2]})
+                rejected.append(rejected_row(item[0], "instruction_judge", reason, raw, instruction=item[1], input=item[2]))
             else:
                 survivors.append(item)
         pending = survivors
@@ -317,12 +316,13 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
 
     answered = []
     for (row, instruction, input_text, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
-        row = {**row, "instruction": instruction, "input": input_text, "context": chunk.text, "answer_request": req.key(teacher.model)}
+        row = {**row, "instruction": instruction, "input": input_text, "context": chunk.text,
+               "requests": {**row["requests"], "answer": req.key(teacher.model)}}
         answer = parse_answer(reply.text)
         reason, decision = check_answer(answer, reply, instruction, input_text, chunk, cfg)
         row["filters"] = row["filters"] + [decision]
         if reason:
-            rejected.append({**row, "stage": "answer", "reason": reason, "raw": reply.text})
+            rejected.append(rejected_row(row, "answer", reason, reply.text))
         else:
             answered.append({**row, "output": answer})
 
@@ -334,7 +334,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         for row, (reason, d, raw) in zip(answered, verdicts):
             row["filters"] = row["filters"] + [d]
             if reason:
-                rejected.append({**row, "stage": "answer_judge", "reason": reason, "raw": raw})
+                rejected.append(rejected_row(row, "answer_judge", reason, raw))
             else:
                 kept.append(row)
     for r in rejected:
@@ -383,5 +383,5 @@ def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict
         state.chunk_requests[chunk.id] = state.chunk_requests.get(chunk.id, 0) + 1
     kept, rejected, stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder, closed_book, tuple(state.pool))
     for row in kept:
-        state.chunk_counts[row["chunk_id"]] = state.chunk_counts.get(row["chunk_id"], 0) + 1
+        state.chunk_counts[chunk_id(row)] = state.chunk_counts.get(chunk_id(row), 0) + 1
     return kept, rejected, stats

@@ -32,7 +32,7 @@ from typing import Callable
 
 from generation.config import DynosaurConfig, GenerationConfig
 from generation.data.corpus import DataError, read_jsonl
-from generation.rows import RoundStats, request_seed, teacher_failure
+from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.teacher.backends import Teacher, TeacherRequest
 
 # Dynosaur code/instruction_generation/generate_tasks_with_description.py: system message, temperature 0.
@@ -379,8 +379,8 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     stats, kept, rejected = RoundStats(), [], []
     next_id = itertools.count()
     for n, (idx, req, reply) in enumerate(zip(shown, requests, replies)):
-        head = {"round": round_idx, "method": "dynosaur", "teacher_model": teacher.model, "requests": {"tasks": req.key(teacher.model)}}
-        provenance = {"dataset": meta.name, "prompt_index": n, "shown_rows": idx}
+        head = new_row("", round_idx, "dynosaur", "", teacher.model, {"tasks": req.key(teacher.model)},
+                       {"dataset": meta.name, "prompt_index": n, "shown_rows": idx})
         tasks = None if reply.error else parse_tasks(reply.text)
         salvage = None
         if tasks is None and not reply.error and d.salvage_tasks:  # ours: the reference discards the whole reply
@@ -392,9 +392,8 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
         if not tasks:  # counted as one proposal, so the keep rate stays honest
             reason = teacher_failure(reply) or ("unparseable_tasks" if tasks is None else "no_tasks")
             stats.requests += 1
-            rejected.append({"id": f"r{round_idx}-{next(next_id):05d}", **head, "task": "", "provenance": provenance,
-                             "filters": [{"filter": "dynosaur_parse", "kept": False, "reason": reason}],
-                             "stage": "tasks", "reason": reason, "raw": reply.text})
+            rejected.append(rejected_row({**head, "id": f"r{round_idx}-{next(next_id):05d}"}, "tasks", reason, reply.text,
+                                         filters=[{"filter": "dynosaur_parse", "kept": False, "reason": reason}]))
             continue
         stats.requests += len(tasks)
         earlier: list[str] = []
@@ -404,13 +403,13 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
             if salvage:
                 p.filters.insert(0, dict(salvage))
             row = {**head, "task": slug(f"{meta.name} {p.outputs[0]}") if p.outputs else "", "instruction": p.instruction + p.label_space,
-                   "provenance": {**provenance, "task_index": t, "input_fields": p.inputs, "output_field": p.outputs}, "filters": p.filters}
+                   "provenance": {**head["provenance"], "task_index": t, "input_fields": p.inputs, "output_field": p.outputs}, "filters": p.filters}
             if p.reason:
-                rejected.append({"id": f"r{round_idx}-{next(next_id):05d}", **row, "stage": "task", "reason": p.reason, "raw": reply.text})
+                rejected.append(rejected_row({**row, "id": f"r{round_idx}-{next(next_id):05d}"}, "task", p.reason, reply.text))
                 continue
             for j in rng.sample(p.usable, min(d.rows_per_task, len(p.usable))):
                 r = meta.rows[j]
-                kept.append({"id": f"r{round_idx}-{next(next_id):05d}", **row, "input": format_input(r, p.inputs)[:INSTANCE_CHARS],
+                kept.append({**row, "id": f"r{round_idx}-{next(next_id):05d}", "input": format_input(r, p.inputs)[:INSTANCE_CHARS],
                              "output": str(r[p.outputs[0]]).strip()[:INSTANCE_CHARS], "context": "", "filters": list(p.filters),
                              "provenance": {**row["provenance"], "row_index": j, "proposed_instruction": p.instruction}})
     for r in rejected:

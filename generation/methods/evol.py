@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from generation.config import GenerationConfig
-from generation.rows import RoundStats, request_seed, teacher_failure
+from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.data.pool import EvolvedItem, PoolItem, pool_from_refs, pool_refs, sample_task
 from generation.teacher.backends import Teacher, TeacherReply, TeacherRequest
 
@@ -274,7 +274,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
     rejected: list[dict] = []
 
     def reject(row: dict, stage: str, reason: str, raw: str) -> None:
-        rejected.append({**row, "stage": stage, "reason": reason, "raw": raw})
+        rejected.append(rejected_row(row, stage, reason, raw))
 
     def ask(stage: str, desc: str, rows: list[dict], requests: list[TeacherRequest]) -> Iterator[tuple[dict, TeacherReply]]:
         """One request per row (its key recorded under `stage`); yields the answered rows in order, rejecting the
@@ -296,8 +296,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
                       "depth": (parent.depth if isinstance(parent, EvolvedItem) else 0) + 1}
         if fmt:
             provenance["input_format"] = fmt
-        row = {"id": f"r{round_idx}-{i:05d}", "round": round_idx, "method": "evol_instruct", "task": parent.task,
-               "teacher_model": teacher.model, "requests": {"evolve": req.key(teacher.model)}, "provenance": provenance, "filters": []}
+        row = new_row(f"r{round_idx}-{i:05d}", round_idx, "evol_instruct", parent.task, teacher.model, {"evolve": req.key(teacher.model)}, provenance)
         evolved = reply.text.strip()  # the reference uses the reply as is
         if reply.error or not evolved:
             reject(row, "evolve", teacher_failure(reply) or "empty_evolution", reply.text)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from generation.config import GenerationConfig, SelfInstructConfig
-from generation.rows import RoundStats, request_seed, teacher_failure
+from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.filters.batch import filter_batch
 from generation.filters.heuristics import heuristic_verdict
 from generation.data.pool import PoolItem
@@ -212,12 +212,10 @@ def run_self_instruct_round(teacher: Teacher, seeds: list[SeedTask], machine: li
 
     rejected, candidates = [], []
     for p, (shown, req, reply) in enumerate(zip(plans, requests, replies)):
-        head = {"round": round_idx, "method": METHOD, "teacher_model": teacher.model,
-                "requests": {"instruction": req.key(teacher.model)}, "provenance": prompt_provenance(p, shown)}
+        head = new_row("", round_idx, METHOD, "", teacher.model, {"instruction": req.key(teacher.model)}, prompt_provenance(p, shown))
         if reply.error or reply.finish_reason == "length":  # the reference drops a reply cut by length whole
             reason = teacher_failure(reply) or "reply_truncated"
-            rejected.append({**head, "stage": "instruction", "reason": reason, "raw": reply.text,
-                             "filters": [{"filter": "reply", "kept": False, "reason": reason}]})
+            rejected.append(rejected_row(head, "instruction", reason, reply.text, filters=[{"filter": "reply", "kept": False, "reason": reason}]))
             continue
         for inst in split_reply(reply.text):
             stats.requests += 1
@@ -225,8 +223,7 @@ def run_self_instruct_round(teacher: Teacher, seeds: list[SeedTask], machine: li
             if verdict["kept"]:
                 candidates.append((head, inst, reply.text, verdict))
             else:
-                rejected.append({**head, "instruction": inst, "stage": "instruction", "reason": verdict["reason"],
-                                 "raw": reply.text, "filters": [verdict]})
+                rejected.append(rejected_row(head, "instruction", verdict["reason"], reply.text, instruction=inst, filters=[verdict]))
 
     tasks = []
     decisions = filter_batch([c[1] for c in candidates], novelty, cfg.novelty, embedder) if candidates else []
@@ -235,8 +232,7 @@ def run_self_instruct_round(teacher: Teacher, seeds: list[SeedTask], machine: li
             machine.append(inst)
             tasks.append((head, inst, raw, [verdict, decision]))
         else:
-            rejected.append({**head, "instruction": inst, "stage": "novelty", "reason": decision["reason"], "raw": raw,
-                             "filters": [verdict, decision]})
+            rejected.append(rejected_row(head, "novelty", decision["reason"], raw, instruction=inst, filters=[verdict, decision]))
 
     kept, more = instances_for(teacher, tasks, sc, base, round_idx, rng)
     rejected += more
@@ -257,8 +253,8 @@ def instances_for(teacher: Teacher, tasks: list, sc: SelfInstructConfig, base: i
         head = {**head, "instruction": inst, "requests": {**head["requests"], "classify": req.key(teacher.model)},
                 "provenance": {**head["provenance"], "classify_reply": reply.text}}
         if reply.error:
-            rejected.append({**head, "stage": "classify", "reason": teacher_failure(reply), "raw": reply.text,
-                             "filters": filters + [{"filter": "classify", "kept": False, "reason": teacher_failure(reply)}]})
+            rejected.append(rejected_row(head, "classify", teacher_failure(reply), reply.text,
+                                         filters=filters + [{"filter": "classify", "kept": False, "reason": teacher_failure(reply)}]))
         else:
             pending.append((head, inst, is_classification_reply(reply.text), filters))
 
@@ -270,22 +266,19 @@ def instances_for(teacher: Teacher, tasks: list, sc: SelfInstructConfig, base: i
         head = {**head, "task": label, "requests": {**head["requests"], "instances": req.key(teacher.model)}}
         if reply.error:
             reason = teacher_failure(reply)
-            rejected.append({**head, "stage": "instances", "reason": reason, "raw": reply.text,
-                             "filters": filters + [{"filter": "instances", "kept": False, "reason": reason}]})
+            rejected.append(rejected_row(head, "instances", reason, reply.text, filters=filters + [{"filter": "instances", "kept": False, "reason": reason}]))
             continue
         pairs = parse_instances(reply.text, clf)
         good, dropped = clean_instances(pairs, reply.finish_reason == "length", sc.max_instances, rng)
         summary = {"filter": "instances", "kept": bool(good), "reason": "" if good else ("no_valid_instances" if pairs else "no_instances_parsed"),
                    "parsed": len(pairs), "kept_instances": len(good), "dropped": count_reasons(r for _, r in dropped)}
         if not pairs:
-            rejected.append({**head, "stage": "instances", "reason": "no_instances_parsed", "raw": reply.text, "filters": filters + [summary]})
+            rejected.append(rejected_row(head, "instances", "no_instances_parsed", reply.text, filters=filters + [summary]))
         for (inp, out), reason in dropped:
-            rejected.append({**head, "input": inp, "output": out, "stage": "instances", "reason": reason, "raw": reply.text,
-                             "filters": filters + [{**summary, "kept": False, "reason": reason}]})
+            rejected.append(rejected_row(head, "instances", reason, reply.text, input=inp, output=out,
+                                         filters=filters + [{**summary, "kept": False, "reason": reason}]))
         for inp, out in good:
-            kept.append({"id": f"r{round_idx}-{len(kept):05d}", "round": round_idx, "method": METHOD, "task": label,
-                         "instruction": inst, "input": inp, "output": out, "context": "", "teacher_model": head["teacher_model"],
-                         "requests": head["requests"], "provenance": head["provenance"], "filters": filters + [summary]})
+            kept.append({**head, "id": f"r{round_idx}-{len(kept):05d}", "input": inp, "output": out, "context": "", "filters": filters + [summary]})
     return kept, rejected
 
 

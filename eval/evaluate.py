@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -182,15 +183,30 @@ def generation_metrics(samples: list[dict]) -> dict:
     return out
 
 
-def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
-             num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty: dict | None = None,
-             test_rows: list[dict] = ()) -> dict:
-    """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
-    benchmark scored with the same loaded model when bench_rows are given; with `uncertainty` (keyword arguments of
-    eval.uncertainty.prompt_uncertainty but the model), the per-task prompt uncertainty too. With test_rows, their
-    per-task losses too ('test'), and the samples come from them: the test set is what is reported."""
-    from eval.uncertainty import prompt_uncertainty  # it builds on this module
+@dataclass
+class EvalResult:
+    """One evaluation of the student: per-task loss on the validation rows, greedy samples, and what was asked besides."""
+    task_loss: dict[str, float] = field(default_factory=dict)
+    task_tokens: dict[str, int] = field(default_factory=dict)
+    task_se: dict[str, float] = field(default_factory=dict)  # standard error of each task's mean per-row loss
+    task_n: dict[str, int] = field(default_factory=dict)  # rows per task
+    loss: float = math.nan  # token-weighted over every row
+    samples: list[dict] = field(default_factory=list)  # greedy answers (from the test rows when given)
+    sample_rouge_l: float = math.nan
+    generation_metrics: dict = field(default_factory=dict)
+    benchmark: dict | None = None  # rouge_l, bleu, samples
+    prompt_uncertainty: dict[str, float] | None = None
+    test: dict[str, dict] | None = None  # task -> loss, se, examples, tokens on the test rows
+    seconds: float = 0.0
 
+
+def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
+             num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty=None,
+             test_rows: list[dict] = ()) -> EvalResult:
+    """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
+    benchmark scored with the same loaded model when bench_rows are given; with `uncertainty` (an
+    eval.uncertainty.Uncertainty), the per-task prompt uncertainty too. With test_rows, their per-task losses too
+    ('test'), and the samples come from them: the test set is what is reported."""
     start = time.time()
     model, tokenizer = load_student(model_path, adapter_dir, num_threads)
     losses = task_losses(model, tokenizer, rows, cfg.batch_size, max_length, desc=desc)
@@ -202,17 +218,16 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
     picks = [rs[i] for i in range(max(map(len, by_task.values()), default=0)) for rs in by_task.values() if i < len(rs)]
     samples = sample_answers(model, tokenizer, picks[:cfg.generation_samples], cfg.max_new_tokens) if cfg.generation_samples else []
     tokens = sum(v["tokens"] for v in losses.values())
-    return {
-        "task_eval_loss": {t: v["loss"] for t, v in losses.items()},
-        "task_eval_tokens": {t: v["tokens"] for t, v in losses.items()},
-        "task_eval_se": {t: v["se"] for t, v in losses.items()},
-        "task_eval_n": {t: v["examples"] for t, v in losses.items()},
-        "eval_loss": sum(v["loss"] * v["tokens"] for v in losses.values()) / tokens if tokens else math.nan,
-        "samples": samples,
-        "sample_rouge_l": sum(s["rouge_l"] for s in samples) / len(samples) if samples else math.nan,
-        "generation_metrics": generation_metrics(samples),
-        "benchmark": score_benchmark(model, tokenizer, list(bench_rows), cfg.max_new_tokens) if bench_rows else None,
-        "prompt_uncertainty": prompt_uncertainty(model, tokenizer, **uncertainty) if uncertainty else None,
-        "test": test,
-        "seconds": round(time.time() - start, 2),
-    }
+    return EvalResult(
+        task_loss={t: v["loss"] for t, v in losses.items()},
+        task_tokens={t: v["tokens"] for t, v in losses.items()},
+        task_se={t: v["se"] for t, v in losses.items()},
+        task_n={t: v["examples"] for t, v in losses.items()},
+        loss=sum(v["loss"] * v["tokens"] for v in losses.values()) / tokens if tokens else math.nan,
+        samples=samples,
+        sample_rouge_l=sum(s["rouge_l"] for s in samples) / len(samples) if samples else math.nan,
+        generation_metrics=generation_metrics(samples),
+        benchmark=score_benchmark(model, tokenizer, list(bench_rows), cfg.max_new_tokens) if bench_rows else None,
+        prompt_uncertainty=uncertainty.measure(model, tokenizer) if uncertainty else None,
+        test=test,
+        seconds=round(time.time() - start, 2))

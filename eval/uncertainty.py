@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import dataclass
 
 from eval.evaluate import encode, sample_answers, sequence_nlls
 
@@ -54,6 +55,24 @@ def pick_rows(rows_by_task: dict[str, list[dict]], rows_per_task: int, seed: int
             rows = random.Random(f"{seed}:{task}").sample(rows, rows_per_task)
         picked += [{**r, "task": task} for r in rows]
     return picked
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """What to measure prompt uncertainty on, and how (the arguments of prompt_uncertainty but the model)."""
+    rows_by_task: dict[str, list[dict]]
+    n_perturb: int
+    p_drop: float
+    max_length: int
+    seed: int
+    batch_size: int
+    rows_per_task: int = 0
+    target: str = "reference"
+    max_new_tokens: int = 64
+
+    def measure(self, model, tokenizer) -> dict[str, float]:
+        return prompt_uncertainty(model, tokenizer, self.rows_by_task, self.n_perturb, self.p_drop, self.max_length, self.seed,
+                                  self.batch_size, self.rows_per_task, self.target, self.max_new_tokens)
 
 
 def prompt_uncertainty(model, tokenizer, rows_by_task: dict[str, list[dict]], n_perturb: int, p_drop: float,

@@ -15,13 +15,15 @@ import shutil
 import tempfile
 import time
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
-from eval.evaluate import benchmark, evaluate, load_benchmark
+from eval.evaluate import EvalResult, benchmark, evaluate, load_benchmark
 from eval.judge import judge_prompt, judge_score, parse_verdict
 from eval.sets import load_eval_set
 from eval.stats import macro_mean, shrink
+from eval.uncertainty import Uncertainty
 from generation.data.corpus import DataError, load_corpus
 from generation.data.pool import build_pool, load_pool
 from generation.rows import chunk_id
@@ -39,18 +41,9 @@ from loop.models import gguf_path, resolve_model
 from loop.preflight import PreflightError, check_models_and_services, output_folder
 from loop.tracking import Tracker
 from training.artifacts import data_hash, write_adapter_card
-from training.sft import check_hardware, mix_rows, train_adapter, train_adapter_launched
+from training.sft import check_hardware, mix_rows, student_row, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
-
-
-def student_row(row: dict, include_context: bool) -> dict:
-    """A kept example as a conversational prompt/completion row for trl and eval: [context,] instruction[, input]."""
-    context = row.get("context", "") if include_context else ""
-    parts = [context, row["instruction"], "" if row.get("input") == context else row.get("input", "")]  # the chunk once
-    prompt = "\n\n".join(p for p in parts if p)
-    return {"id": row["id"], "task": row["task"], "prompt": [{"role": "user", "content": prompt}],
-            "completion": [{"role": "assistant", "content": row["output"]}]}
 
 
 def split_per_task(rows: list[dict], fraction: float, min_heldout: int, rng: random.Random) -> None:
@@ -202,7 +195,7 @@ def sets_source(cfg: RunConfig, out: Path) -> str | None:
 
 
 def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int,
-               uncertainty: dict | None = None, sets: dict[str, list[dict]] | None = None) -> dict:
+               uncertainty: Uncertainty | None = None, sets: dict[str, list[dict]] | None = None) -> EvalResult:
     """Per-task loss on the validation rows (see eval_rows) with this round's adapter, the test set's when given;
     the benchmark with the same model load."""
     sets = sets or {}
@@ -210,8 +203,7 @@ def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: lis
     test = [student_row(x, cfg.training.include_context) for x in sets.get("test", [])]
     bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
     if not rows and not bench_rows and not test:
-        return {"task_eval_loss": {}, "task_eval_se": {}, "task_eval_n": {}, "samples": [], "eval_loss": math.nan, "sample_rouge_l": math.nan, "generation_metrics": {},
-                "benchmark": None, "prompt_uncertainty": None, "seconds": 0}
+        return EvalResult()
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
                     desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty, test_rows=test)
 
@@ -430,34 +422,57 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
 
 def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, tracker: Tracker, pool: dict, chunks: list,
                  bench_rows: list[dict], student: str, sets: dict[str, list[dict]] | None = None) -> None:
-    """Evaluate, reweight, log the round, and move the state to the next round's start."""
-    g, fb, r = cfg.generation, cfg.feedback, st.round
-    sets = sets or {}
-    rdir = round_dir(out, r)
-    kept = st.rounds_rows[-1]
+    """Evaluate, reweight, record and log the round, and move the state to the next round's start."""
+    sets, r = sets or {}, st.round
     all_rows = [x for rows in st.rounds_rows for x in rows]
     adapter = Path(st.adapter) if st.adapter else None
-    uncertainty = None
-    if fb.policy == "active_uncertainty":
-        by_task: dict[str, list[dict]] = {}
-        for x in eval_rows(all_rows, sets):
-            by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
-        uncertainty = {"rows_by_task": by_task, "n_perturb": fb.uncertainty_perturbations, "p_drop": fb.uncertainty_drop,
-                       "max_length": cfg.training.max_length, "seed": cfg.seed + r, "batch_size": cfg.eval.batch_size,
-                       "rows_per_task": fb.uncertainty_rows, "target": fb.uncertainty_target, "max_new_tokens": cfg.eval.max_new_tokens}
-    ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty, sets)
-    test = ev.get("test") or {}
+    ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty_settings(cfg, all_rows, sets, r), sets)
     judged = {}
-    if cfg.eval.judge and test and ev["samples"]:
-        judged = judge_samples(cfg, teacher, st.judge_ledger, ev["samples"], r)
+    if cfg.eval.judge and ev.test and ev.samples:
+        judged = judge_samples(cfg, teacher, st.judge_ledger, ev.samples, r)
         save_checkpoint(out, st, teacher.journal)  # the judge's paid calls are in the saved ledger before anything else can fail
-    bench = ev["benchmark"]
-    if bench:
-        write_jsonl(rdir / "benchmark_samples.jsonl", bench["samples"])
-    tasks = task_universe(g, pool, all_rows)
+    rw = reweight(cfg, st, ev, task_universe(cfg.generation, pool, all_rows))
+    metrics = round_metrics(cfg, st, out, teacher, ev, judged, rw, chunks, sets)
+    st.stopped = "budget" if teacher.exhausted else plateau(st.history + [metrics], cfg.plateau_rounds, cfg.plateau_min_delta)
+    metrics["stopped"] = st.stopped or None
+    record_round(cfg, st, round_dir(out, r), tracker, ev, rw, metrics)
+    st.weights, st.round, st.stage, st.train_stats = rw.next_weights, r + 1, "start", {}
+    st.round_ledger_start = teacher.ledger.copy()
+
+
+def uncertainty_settings(cfg: RunConfig, all_rows: list[dict], sets: dict[str, list[dict]], r: int) -> Uncertainty | None:
+    """What active_uncertainty measures prompt uncertainty on: the validation rows as the student sees them."""
+    fb = cfg.feedback
+    if fb.policy != "active_uncertainty":
+        return None
+    by_task: dict[str, list[dict]] = {}
+    for x in eval_rows(all_rows, sets):
+        by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
+    return Uncertainty(by_task, fb.uncertainty_perturbations, fb.uncertainty_drop, cfg.training.max_length, cfg.seed + r,
+                       cfg.eval.batch_size, fb.uncertainty_rows, fb.uncertainty_target, cfg.eval.max_new_tokens)
+
+
+@dataclass
+class Reweighting:
+    """What the feedback read and decided this round."""
+    tasks: list[str]
+    weights: dict[str, float]  # this round's
+    raw: dict[str, float]  # per-task validation loss, NaN where none
+    ses: dict[str, float]
+    losses: dict[str, float]  # what the policy read: shrunk toward the mean (loss_softmax, sedi_prune) or raw
+    own_weight: dict[str, float]  # the shrinkage weight of each task's own mean ({} unshrunk)
+    shrinking: bool
+    next_weights: dict[str, float]
+    evidence: dict
+
+
+def reweight(cfg: RunConfig, st: LoopState, ev: EvalResult, tasks: list[str]) -> Reweighting:
+    """Next round's task weights from this round's losses; logged only for the unsteered methods. Updates the loss
+    history and task counts, and (sedi_prune) prunes the method's pool."""
+    g, fb, kept = cfg.generation, cfg.feedback, st.rounds_rows[-1]
     weights = {t: st.weights.get(t, math.nan) for t in tasks}
-    raw = {t: ev["task_eval_loss"].get(t, math.nan) for t in tasks}
-    ses = {t: ev["task_eval_se"].get(t, math.nan) for t in tasks}
+    raw = {t: ev.task_loss.get(t, math.nan) for t in tasks}
+    ses = {t: ev.task_se.get(t, math.nan) for t in tasks}
     # Level-reading policies get the shrunk losses; the history keeps raw ones, since a shrinkage weight that grows
     # with the rows would read as a loss change to learning_progress and ucb.
     shrinking = fb.shrink and fb.policy in ("loss_softmax", "sedi_prune")
@@ -465,36 +480,43 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     for x in kept:
         st.task_counts[x["task"]] = st.task_counts.get(x["task"], 0) + 1
     policy = fb if steered(g.method) else _logged_only(fb, len(tasks))
-    unc = ev.get("prompt_uncertainty")
+    unc = ev.prompt_uncertainty
     new_weights, evidence = next_weights(losses, policy, st.loss_history, st.task_counts,
                                          uncertainty={t: unc.get(t, math.nan) for t in tasks} if unc is not None else None)
     st.loss_history.append(raw)
     if fb.policy == "sedi_prune" and steered(g.method):
         st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.examples_in_prompt)
-    round_ledger = teacher.ledger.minus(st.round_ledger_start)
-    train_stats, base_bench, stats = st.train_stats, st.base_bench, st.stats
-    metrics = {
-        "round": r,
-        "task_weights": _finite(weights),
-        "task_eval_loss": _finite(raw),
-        "task_eval_se": _finite(ses),
-        "task_eval_n": {t: ev["task_eval_n"].get(t, 0) for t in tasks},
-        "task_eval_loss_shrunk": _finite(losses) if shrinking else None,
-        "task_eval_own_weight": _finite(own_weight) if shrinking else None,
-        "next_task_weights": _finite(new_weights),
-        "feedback_evidence": _json_safe(evidence),
-        "eval_loss": _num(ev["eval_loss"]),
+    return Reweighting(tasks, weights, raw, ses, losses, own_weight, shrinking, new_weights, evidence)
+
+
+def round_metrics(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, ev: EvalResult, judged: dict,
+                  rw: Reweighting, chunks: list, sets: dict[str, list[dict]]) -> dict:
+    """The round's line of metrics.jsonl."""
+    kept, all_rows = st.rounds_rows[-1], [x for rows in st.rounds_rows for x in rows]
+    test, bench, base_bench, stats, train_stats = ev.test or {}, ev.benchmark, st.base_bench, st.stats, st.train_stats
+    shrinking = rw.shrinking
+    return {
+        "round": st.round,
+        "task_weights": _finite(rw.weights),
+        "task_eval_loss": _finite(rw.raw),
+        "task_eval_se": _finite(rw.ses),
+        "task_eval_n": {t: ev.task_n.get(t, 0) for t in rw.tasks},
+        "task_eval_loss_shrunk": _finite(rw.losses) if shrinking else None,
+        "task_eval_own_weight": _finite(rw.own_weight) if shrinking else None,
+        "next_task_weights": _finite(rw.next_weights),
+        "feedback_evidence": _json_safe(rw.evidence),
+        "eval_loss": _num(ev.loss),
         "eval_set": "validation" if sets.get("validation") else "heldout" if cfg.eval.rolling_heldout else None,  # what task_eval_loss was measured on
         "eval_sets_from": sets_source(cfg, out),
         "test_task_loss": _finite({t: v["loss"] for t, v in test.items()}) if test else None,
         "test_task_se": _finite({t: v["se"] for t, v in test.items()}) if test else None,
         "test_task_n": {t: v["examples"] for t, v in test.items()} if test else None,
         "test_macro_loss": macro_mean(v["loss"] for v in test.values()) if test else None,
-        "sample_rouge_l": _num(ev["sample_rouge_l"]),
-        "test_rouge_l": _num(ev["sample_rouge_l"]) if test else None,  # the samples come from the test set when there is one
-        "test_rouge_l_n": len(ev["samples"]) if test else None,
+        "sample_rouge_l": _num(ev.sample_rouge_l),
+        "test_rouge_l": _num(ev.sample_rouge_l) if test else None,  # the samples come from the test set when there is one
+        "test_rouge_l_n": len(ev.samples) if test else None,
         **judged,
-        "generation_metrics": ev["generation_metrics"],
+        "generation_metrics": ev.generation_metrics,
         "benchmark_rouge_l": _num(bench["rouge_l"]) if bench else None,
         "benchmark_bleu": _num(bench["bleu"]) if bench else None,
         "benchmark_rouge_l_base": _num(base_bench["rouge_l"]) if base_bench else None,
@@ -505,37 +527,41 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
         "n_eval": sum(x["split"] == "eval" for x in kept),
         "rejected": stats.rejected,
         **coverage(chunks, st.rounds_rows, stats),
-        **ledger_metrics(round_ledger, len(kept)),
+        **ledger_metrics(teacher.ledger.minus(st.round_ledger_start), len(kept)),
         **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
         "budget_exhausted": teacher.exhausted or None,
         "train_loss": train_stats.get("train_loss"),
         "train_steps": train_stats.get("steps", 0),
-        "adapter": str(adapter) if adapter else None,
+        "adapter": st.adapter,
         "generation_seconds": st.gen_seconds,
         "train_seconds": train_stats.get("seconds", 0),
-        "eval_seconds": ev["seconds"],
-        "seconds": round(st.gen_seconds + train_stats.get("seconds", 0) + ev["seconds"], 2),
+        "eval_seconds": ev.seconds,
+        "seconds": round(st.gen_seconds + train_stats.get("seconds", 0) + ev.seconds, 2),
     }
-    st.stopped = "budget" if teacher.exhausted else plateau(st.history + [metrics], cfg.plateau_rounds, cfg.plateau_min_delta)
-    metrics["stopped"] = st.stopped or None
-    table = [[r, t, _num(weights[t]), _num(raw[t]), new_weights[t]] for t in tasks]
+
+
+def record_round(cfg: RunConfig, st: LoopState, rdir: Path, tracker: Tracker, ev: EvalResult, rw: Reweighting, metrics: dict) -> None:
+    """The round's files (samples, benchmark samples, adapter card), its W&B entry, its metrics line and its log line."""
+    r, train_stats, adapter = st.round, st.train_stats, Path(st.adapter) if st.adapter else None
+    if ev.benchmark:
+        write_jsonl(rdir / "benchmark_samples.jsonl", ev.benchmark["samples"])
     if train_stats and adapter:
         write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
                                      "data_sha256": train_stats["data_sha256"],
                                      "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
                                      "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
-    write_jsonl(rdir / "eval_samples.jsonl", ev["samples"])
+    write_jsonl(rdir / "eval_samples.jsonl", ev.samples)
+    table = [[r, t, _num(rw.weights[t]), _num(rw.raw[t]), rw.next_weights[t]] for t in rw.tasks]
     artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats and adapter else [])
-    tracker.log_round(metrics, table, ev["samples"], train_stats.get("loss_history", []), artifacts)  # once per round, even after a kill
+    tracker.log_round(metrics, table, ev.samples, train_stats.get("loss_history", []), artifacts)  # once per round, even after a kill
     st.history.append(metrics)
+    stats = st.stats
     log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",
-             r, len(kept), stats.requests, stats.rejected or "none", round_ledger.calls, round_ledger.cache_hits,
+             r, metrics["n_kept"], stats.requests, stats.rejected or "none", metrics["teacher_calls"], metrics["cache_hits"],
              _fmt(metrics["train_loss"]), _fmt(metrics["eval_loss"]), metrics["seconds"],
-             ", ".join(f"{t}={w:.2f}" for t, w in new_weights.items()))
+             ", ".join(f"{t}={w:.2f}" for t, w in rw.next_weights.items()))
     if st.stopped == "plateau":
         log.info("eval loss improved by less than %s over the last %d rounds: stopping after round %d", cfg.plateau_min_delta, cfg.plateau_rounds, r)
-    st.weights, st.round, st.stage, st.train_stats = new_weights, r + 1, "start", {}
-    st.round_ledger_start = teacher.ledger.copy()
 
 
 def coverage(chunks: list, rounds_rows: list[list[dict]], stats) -> dict:

@@ -1,6 +1,5 @@
 """The repository's own rules: imports go one way, and the tests need nothing outside the repository."""
 import ast
-from pathlib import Path
 
 import pytest
 

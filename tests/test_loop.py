@@ -139,3 +139,14 @@ def test_training_step_under_accelerate_launch_two_cpu_processes(tmp_path, tiny_
     assert sorted(p.name for p in (tmp_path / "run" / "rounds" / "1").iterdir()) == [
         "adapter", "data.jsonl", "eval_samples.jsonl", "rejected.jsonl"], "no scratch folders left behind"
     assert any(v is not None for v in m["task_eval_loss"].values())
+
+
+def test_active_uncertainty_runs_through_the_loop(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):
+    """The controller builds eval.uncertainty.Uncertainty from the held-out rows and the policy reads what it measured."""
+    monkeypatch.setenv("DAIG_TEST_KEY", PLANTED)
+    cfg = _config(tmp_path, tiny_corpus, fake_openai.base_url, tiny_model, "rounds=1", "feedback.policy=active_uncertainty",
+                  "feedback.uncertainty_perturbations=2", "tracking.wandb=false")
+    (m,) = run(cfg, tmp_path / "run")
+    measured = m["feedback_evidence"]["prompt_uncertainty"]
+    assert set(measured) == set(m["task_weights"]) and any(v is not None and v >= 0 for v in measured.values())
+    assert math.isclose(sum(m["next_task_weights"].values()), 1.0)

@@ -102,9 +102,9 @@ def test_eval_loss_falls_after_training_on_the_same_rows(tiny_model, tmp_path):
     before = evaluate(tiny_model, None, ROWS, EvalConfig(generation_samples=2, max_new_tokens=4), 512, 1)
     _train(tiny_model, tmp_path / "a", max_steps=10)
     after = evaluate(tiny_model, str(tmp_path / "a"), ROWS, EvalConfig(generation_samples=2, max_new_tokens=4), 512, 1)
-    assert after["eval_loss"] < before["eval_loss"]
-    assert len(after["samples"]) == 2 and {s["task"] for s in after["samples"]} == {"qa", "summarization"}
-    assert all(0 <= s["rouge_l"] <= 1 for s in after["samples"])
+    assert after.loss < before.loss
+    assert len(after.samples) == 2 and {s["task"] for s in after.samples} == {"qa", "summarization"}
+    assert all(0 <= s["rouge_l"] <= 1 for s in after.samples)
 
 
 def test_benchmark_loader_and_batched_greedy_equals_one_by_one(tiny_model, tmp_path):

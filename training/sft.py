@@ -38,6 +38,15 @@ def mix_rows(rows_by_round: list[list[dict]], cfg: TrainConfig, continuing: bool
     return rng.sample(earlier, round(float(mix) * len(earlier))) + new
 
 
+def student_row(row: dict, include_context: bool) -> dict:
+    """A kept example as a conversational prompt/completion row for trl and eval: [context,] instruction[, input]."""
+    context = row.get("context", "") if include_context else ""
+    parts = [context, row["instruction"], "" if row.get("input") == context else row.get("input", "")]  # the chunk once
+    prompt = "\n\n".join(p for p in parts if p)
+    return {"id": row["id"], "task": row["task"], "prompt": [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": row["output"]}]}
+
+
 def load_student_for_training(model_path: str, cfg: TrainConfig):
     import torch
     from transformers import AutoModelForCausalLM

@@ -35,65 +35,39 @@ class ConfigError(ValueError):
 
 @dataclass
 class FeedbackConfig:
-    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval results set next round's task sampling weights: 'uniform' (the control); 'loss_softmax' (softmax of loss / temperature, with a floor); 'learning_progress' (favour tasks whose loss fell least or rose, smoothed); 'ucb' (UCB1 bandit over tasks, reward = |loss change|); 'active_uncertainty' (Active Instruction Tuning: favour tasks whose answers the student's likelihood changes most when instruction words are dropped); 'sedi_prune' (SeDi-style: drop pool examples whose generated children did not lower their task's eval loss; task weights as loss_softmax)."})
-    temperature: float = field(default=0.5, metadata={"help": "loss_softmax, learning_progress, ucb: lower sharpens toward the top task (learning_progress and ucb scale their scores to [-1, 1] first)."})
-    floor: float = field(default=0.05, metadata={"help": "Minimum weight of every task, so none starves (must be < 1 / number of tasks)."})
-    smoothing: float = field(default=0.5, metadata={"help": "learning_progress: weight of the newest loss change in the moving average (1: newest only)."})
-    ucb_c: float = field(default=1.0, metadata={"help": "ucb: exploration constant of the sqrt(2 ln N / n) bonus."})
-    uncertainty_perturbations: int = field(default=10, metadata={"help": "active_uncertainty: perturbed instructions per row (the paper's README runs 10)."})
-    uncertainty_drop: float = field(default=0.2, metadata={"help": "active_uncertainty: probability of dropping each instruction word (the paper's 0.2)."})
-    uncertainty_rows: int = field(default=10, metadata={"help": "active_uncertainty: held-out rows measured per task, a seeded sample (the paper's 10); 0 for all."})
-    uncertainty_target: str = field(default="reference", metadata={"help": "active_uncertainty: the answer whose likelihood is compared: 'reference' (the row's teacher answer; no generation, cheap on CPU; the paper code's 'HL' variant) or 'prediction' (the student's greedy answer to the original prompt, the paper's reported 'NL' setting; one generation of eval.max_new_tokens per row)."})
+    policy: str = field(default="loss_softmax", metadata={"help": "How per-task eval results set next round's task sampling weights: 'uniform' (the control); 'loss_softmax' (softmax of loss / temperature, with a floor); 'learning_progress' (favour tasks whose loss fell least or rose, smoothed); 'ucb' (UCB1 bandit over tasks, reward = |loss change|); 'active_uncertainty' (Active Instruction Tuning: favour tasks whose answers the student's likelihood changes most when instruction words are dropped); 'sedi_prune' (SeDi-style: drop pool examples whose generated children did not lower their task's eval loss; task weights as loss_softmax).", "choices": POLICIES})
+    temperature: float = field(default=0.5, metadata={"help": "loss_softmax, learning_progress, ucb: lower sharpens toward the top task (learning_progress and ucb scale their scores to [-1, 1] first).", "check": "> 0"})
+    floor: float = field(default=0.05, metadata={"help": "Minimum weight of every task, so none starves (must be < 1 / number of tasks).", "check": "[0, 1)"})
+    smoothing: float = field(default=0.5, metadata={"help": "learning_progress: weight of the newest loss change in the moving average (1: newest only).", "check": "(0, 1]"})
+    ucb_c: float = field(default=1.0, metadata={"help": "ucb: exploration constant of the sqrt(2 ln N / n) bonus.", "check": ">= 0"})
+    uncertainty_perturbations: int = field(default=10, metadata={"help": "active_uncertainty: perturbed instructions per row (the paper's README runs 10).", "check": ">= 1"})
+    uncertainty_drop: float = field(default=0.2, metadata={"help": "active_uncertainty: probability of dropping each instruction word (the paper's 0.2).", "check": "(0, 1)"})
+    uncertainty_rows: int = field(default=10, metadata={"help": "active_uncertainty: held-out rows measured per task, a seeded sample (the paper's 10); 0 for all.", "check": ">= 0"})
+    uncertainty_target: str = field(default="reference", metadata={"help": "active_uncertainty: the answer whose likelihood is compared: 'reference' (the row's teacher answer; no generation, cheap on CPU; the paper code's 'HL' variant) or 'prediction' (the student's greedy answer to the original prompt, the paper's reported 'NL' setting; one generation of eval.max_new_tokens per row).", "choices": UNCERTAINTY_TARGETS})
     shrink: bool = field(default=True, metadata={"help": "loss_softmax and sedi_prune: before the policy reads the per-task eval losses, shrink each toward the mean over tasks by its standard error (empirical Bayes: weight tau^2 / (tau^2 + se^2)). A loss from a single row has no standard error and counts as the mean, so weights do not swing on one row's loss. Raw and shrunk losses are both logged. learning_progress and ucb read changes of the raw losses."})
-    sedi_min_per_task: int = field(default=0, metadata={"help": "sedi_prune: never prune a task below this many pool examples; 0 uses generation.examples_in_prompt (the prompt shows that many)."})
-
-    def __post_init__(self):
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy: unknown policy {self.policy!r}; use one of {', '.join(POLICIES)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
-        if not 0 <= self.floor < 1:
-            raise ValueError(f"floor: must be in [0, 1), got {self.floor}")
-        if not 0 < self.smoothing <= 1:
-            raise ValueError(f"smoothing: must be in (0, 1], got {self.smoothing}")
-        if self.ucb_c < 0:
-            raise ValueError(f"ucb_c: must be >= 0, got {self.ucb_c}")
-        if self.uncertainty_perturbations < 1:
-            raise ValueError(f"uncertainty_perturbations: must be >= 1, got {self.uncertainty_perturbations}")
-        if not 0 < self.uncertainty_drop < 1:
-            raise ValueError(f"uncertainty_drop: must be in (0, 1), got {self.uncertainty_drop}")
-        if self.uncertainty_rows < 0:
-            raise ValueError(f"uncertainty_rows: must be >= 0 (0 for all), got {self.uncertainty_rows}")
-        if self.uncertainty_target not in UNCERTAINTY_TARGETS:
-            raise ValueError(f"uncertainty_target: use one of {', '.join(UNCERTAINTY_TARGETS)}, got {self.uncertainty_target!r}")
-        if self.sedi_min_per_task < 0:
-            raise ValueError(f"sedi_min_per_task: must be >= 0 (0 for generation.examples_in_prompt), got {self.sedi_min_per_task}")
+    sedi_min_per_task: int = field(default=0, metadata={"help": "sedi_prune: never prune a task below this many pool examples; 0 uses generation.examples_in_prompt (the prompt shows that many).", "check": ">= 0"})
 
 
 @dataclass
 class TrackingConfig:
     wandb: bool = field(default=True, metadata={"help": "Log to Weights & Biases (config, per-round metrics, weights table). metrics.jsonl is always written."})
-    mode: str = field(default="auto", metadata={"help": "W&B mode: 'auto' follows WANDB_MODE if set, else online when WANDB_API_KEY is set, else offline; or online, offline, disabled."})
+    mode: str = field(default="auto", metadata={"help": "W&B mode: 'auto' follows WANDB_MODE if set, else online when WANDB_API_KEY is set, else offline; or online, offline, disabled.", "choices": WANDB_MODES})
     project: str = field(default="daig", metadata={"help": "W&B project."})
     entity: str = field(default="", metadata={"help": "W&B entity (team or user); empty for your default."})
     group: str = field(default="", metadata={"help": "W&B group, e.g. an ablation name."})
     run_name: str = field(default="", metadata={"help": "W&B run name; empty uses the output folder's name."})
     tags: list[str] = field(default_factory=list, metadata={"help": "W&B tags."})
 
-    def __post_init__(self):
-        if self.mode not in WANDB_MODES:
-            raise ValueError(f"mode: {self.mode!r} is not one of {', '.join(WANDB_MODES)}")
-
 
 @dataclass
 class RunConfig:
-    rounds: int = field(default=2, metadata={"help": "Generate-train-evaluate-reweight rounds."})
+    rounds: int = field(default=2, metadata={"help": "Generate-train-evaluate-reweight rounds.", "check": ">= 1"})
     seed: int = field(default=0, metadata={"help": "Seed for sampling, splits, training and teacher requests."})
     student: str = field(default="smollm2-135m-instruct", metadata={"help": "Student model: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id."})
-    num_threads: int = field(default=2, metadata={"help": "torch threads for teacher and student (they run one after the other). Use 1 per process when two share 2 cores."})
+    num_threads: int = field(default=2, metadata={"help": "torch threads for teacher and student (they run one after the other). Use 1 per process when two share 2 cores.", "check": ">= 1"})
     cache_dir: str = field(default="~/.cache/daig", metadata={"help": "Where packaged models are unpacked and converted (shared by runs)."})
-    plateau_rounds: int = field(default=0, metadata={"help": "Stop early when the best eval loss of the last N rounds beats the best before them by less than plateau_min_delta (0: never; the run also stops at `rounds` or a teacher budget cap)."})
-    plateau_min_delta: float = field(default=0.01, metadata={"help": "Smallest eval-loss improvement over plateau_rounds rounds that counts as progress."})
+    plateau_rounds: int = field(default=0, metadata={"help": "Stop early when the best eval loss of the last N rounds beats the best before them by less than plateau_min_delta (0: never; the run also stops at `rounds` or a teacher budget cap).", "check": ">= 0"})
+    plateau_min_delta: float = field(default=0.01, metadata={"help": "Smallest eval-loss improvement over plateau_rounds rounds that counts as progress.", "check": ">= 0"})
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation stage."})
     training: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training stage."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
@@ -101,12 +75,6 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "Experiment tracking."})
 
     def __post_init__(self):
-        if self.rounds < 1:
-            raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
-        if self.plateau_rounds < 0 or self.plateau_min_delta < 0:
-            raise ValueError("plateau_rounds and plateau_min_delta: must be >= 0 (plateau_rounds=0 turns the rule off)")
-        if self.num_threads < 1:
-            raise ValueError(f"num_threads: must be >= 1, got {self.num_threads}")
         if not self.student:
             raise ValueError("student: empty; set a packaged model name, a folder or a Hub id")
         if not self.generation.domain_path and self.generation.method == "daig":
@@ -164,6 +132,7 @@ def build(cls, data: dict | None, prefix: str = ""):
                 kwargs[name] = _check_type(value, tp, prefix + name)
         except ConfigError as e:
             problems += e.problems
+    problems += field_problems(cls, kwargs, prefix)
     if problems:
         raise ConfigError(problems)
     try:
@@ -172,6 +141,31 @@ def build(cls, data: dict | None, prefix: str = ""):
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{prefix}{e}") from None
+
+
+def field_problems(cls, values: dict, prefix: str = "") -> list[str]:
+    """Every field of cls whose value (given, else its default) breaks the field's own rule: metadata 'check' (">= 1",
+    "> 0", "[0, 2]", "(0, 1]", ...) or 'choices'. One checker for every config section; __post_init__ keeps only the
+    checks that read several fields."""
+    problems = []
+    for f in dataclasses.fields(cls):
+        rule, choices = f.metadata.get("check"), f.metadata.get("choices")
+        if not rule and not choices:
+            continue
+        value = values[f.name] if f.name in values else f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if choices and value not in choices:
+            problems.append(f"{prefix}{f.name}: {value!r} is not one of {', '.join(choices)}")
+        elif rule and not _within(value, rule):
+            problems.append(f"{prefix}{f.name}: must be {rule if rule[0] in '<>' else 'in ' + rule}, got {value}")
+    return problems
+
+
+def _within(value: float, rule: str) -> bool:
+    if rule[0] in "<>":
+        op, bound = rule.split()
+        return {">=": value >= float(bound), ">": value > float(bound), "<=": value <= float(bound), "<": value < float(bound)}[op]
+    low, high = (float(x) for x in rule[1:-1].split(","))
+    return (low <= value if rule[0] == "[" else low < value) and (value <= high if rule[-1] == "]" else value < high)
 
 
 def _nested_keys(cls, key: str, prefix: str) -> list[str]:

@@ -158,9 +158,10 @@ def test_no_request_reaches_the_server_while_the_breaker_is_open(fake_openai, ca
 
 def test_outage_knobs_are_validated():
     from generation.config import TeacherConfig
+    from loop.config import build
 
     with pytest.raises(ValueError, match=r"outage_failures: must be >= 1, got 0"):
-        TeacherConfig(outage_failures=0)
+        build(TeacherConfig, {"outage_failures": 0})
     with pytest.raises(ValueError, match=r"outage_wait_s: must be >= 0"):
-        TeacherConfig(outage_wait_s=-1.0)
+        build(TeacherConfig, {"outage_wait_s": -1.0})
     assert TeacherConfig(outage_wait_s=0.0).outage_failures == 8

@@ -336,5 +336,7 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="input_formats"):
         EvolConfig(input_formats=[])
     EvolConfig(operators=["deepen"], input_formats=[])  # no complicate_input: no formats needed
-    with pytest.raises(ValueError, match="top_p"):
-        EvolConfig(top_p=0)
+    from loop.config import build
+
+    with pytest.raises(ValueError, match=r"top_p: must be in \(0, 1\], got 0"):
+        build(EvolConfig, {"top_p": 0.0})

@@ -69,14 +69,11 @@ def test_sedi_prune_weights_tasks_like_loss_softmax():
 
 
 def test_new_config_fields_are_validated():
-    with pytest.raises(ValueError, match="uncertainty_drop"):
-        FeedbackConfig(uncertainty_drop=1.0)
-    with pytest.raises(ValueError, match="uncertainty_target"):
-        FeedbackConfig(uncertainty_target="label")
-    with pytest.raises(ValueError, match="uncertainty_perturbations"):
-        FeedbackConfig(uncertainty_perturbations=0)
-    with pytest.raises(ValueError, match="sedi_min_per_task"):
-        FeedbackConfig(sedi_min_per_task=-1)
+    from loop.config import ConfigError, build
+
+    with pytest.raises(ConfigError) as e:  # every problem at once
+        build(FeedbackConfig, {"uncertainty_drop": 1.0, "uncertainty_target": "label", "uncertainty_perturbations": 0, "sedi_min_per_task": -1})
+    assert [p.split(":")[0] for p in e.value.problems] == ["uncertainty_perturbations", "uncertainty_drop", "uncertainty_target", "sedi_min_per_task"]
 
 
 # ---------------------------------------------------------------- sedi_prune

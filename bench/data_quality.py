@@ -52,7 +52,7 @@ def generate(args) -> tuple[list[dict], list[dict], dict]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(REPO / args.config, [f"generation.domain_path={Path(args.corpus).resolve()}", "generation.domain_pool=",
                                            "generation.general_pool=builtin", f"generation.method={args.method}",
-                                           f"generation.examples_per_round={args.requests}", "tracking.wandb=false",
+                                           f"generation.daig.examples_per_round={args.requests}", "tracking.wandb=false",
                                            f"generation.teacher.cache_path={out / 'teacher_cache.sqlite'}", *args.override])
     g = cfg.generation
     chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field)

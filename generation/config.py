@@ -36,11 +36,6 @@ class TeacherConfig:
     n_ctx: int = field(default=4096, metadata={"help": "llamacpp backend: context tokens per slot (the server allocates n_ctx x max_concurrency)."})
     batch_size: int = field(default=16, metadata={"help": "Local backend: prompts per generate() call (sorted by length to limit padding).", "check": ">= 1"})
     num_threads: int = field(default=0, metadata={"help": "Local backend: torch threads; 0 means the run's num_threads.", "check": ">= 0"})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for instruction writing (answers use answer_temperature).", "check": "[0, 2]"})
-    answer_temperature: float = field(default=0.2, metadata={"help": "Sampling temperature for the ground-truth answers (low: faithful to the chunk).", "check": "[0, 2]"})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling top_p.", "check": "(0, 1]"})
-    instruction_max_tokens: int = field(default=64, metadata={"help": "Max new tokens for a generated instruction.", "check": ">= 1"})
-    answer_max_tokens: int = field(default=160, metadata={"help": "Max new tokens for a generated answer; answers cut by this limit are rejected.", "check": ">= 1"})
 
     def __post_init__(self):
         """Checks across fields; each field's own range is its metadata 'check' (loop/config.py applies them all)."""
@@ -126,6 +121,33 @@ class DynosaurConfig:
 
 
 @dataclass
+class DaigConfig:
+    """method daig: how each request is made (task, examples, chunk), how it is sampled, and its per-row checks."""
+    examples_per_round: int = field(default=24, metadata={"help": "New instructions requested from the teacher per round (before filtering).", "check": ">= 1"})
+    examples_in_prompt: int = field(default=3, metadata={"help": "Pool examples shown to the teacher per request (k).", "check": ">= 1"})
+    domain_share: float = field(default=0.5, metadata={"help": "Probability that each shown example is drawn from the domain pool rather than the general pool (when the task has both).", "check": "[0, 1]"})
+    examples_shown: str = field(default="instruction", metadata={"help": "DAIG: what the prompt shows of each pool example: 'instruction' only (less for the teacher to copy a topic from, shorter prompts) or 'whole' (instruction, input and output). The copy filter compares a candidate with everything shown.", "choices": ("instruction", "whole")})
+    chunk_sampling: str = field(default="stratified", metadata={"help": "How DAIG picks the domain chunk of each request: 'stratified' (spread requests over documents first, then over each document's chunks, fewest requests so far first, across rounds), 'under_covered' (weight 1 / (1 + kept rows from that chunk so far)) or 'uniform'. Every mode applies code_chunks.", "choices": CHUNK_SAMPLING})
+    code_chunks: str = field(default="downweight", metadata={"help": "How DAIG samples chunks that are mostly code or logs (code_share > max_code_share): 'keep' (like any chunk), 'downweight' (a quarter of the weight) or 'skip' (never).", "choices": ("keep", "downweight", "skip")})
+    max_code_share: float = field(default=0.8, metadata={"help": "A chunk whose share of words in code fences or log lines is above this counts as mostly code (see code_chunks); in [0, 1].", "check": "[0, 1]"})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for instruction writing (answers use answer_temperature).", "check": "[0, 2]"})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling top_p.", "check": "(0, 1]"})
+    instruction_max_tokens: int = field(default=64, metadata={"help": "Max new tokens for a generated instruction.", "check": ">= 1"})
+    answer_temperature: float = field(default=0.2, metadata={"help": "Sampling temperature for the ground-truth answers (low: faithful to the chunk).", "check": "[0, 2]"})
+    answer_max_tokens: int = field(default=160, metadata={"help": "Max new tokens for a generated answer; answers cut by this limit are rejected.", "check": ">= 1"})
+    min_instruction_words: int = field(default=3, metadata={"help": "Reject instructions with fewer words.", "check": ">= 1"})
+    max_instruction_words: int = field(default=150, metadata={"help": "Reject instructions with more words."})
+    max_answer_words: int = field(default=400, metadata={"help": "Reject answers with more words."})
+    max_example_similarity: float = field(default=0.7, metadata={"help": "Reject an instruction whose ROUGE-L F1 with any shown example exceeds this (a copy, not a new task).", "check": "(0, 1]"})
+    dangling_reference: str = field(default="input", metadata={"help": "DAIG, closed book (training.include_context false): an instruction that points at 'the passage', 'this API' or 'the code above' with no input of its own either gets its chunk as its input ('input', so the student sees what it is pointed at) or is rejected ('reject').", "choices": ("input", "reject")})
+    task_mismatch: str = field(default="relabel", metadata={"help": "DAIG: when an instruction clearly reads as another pool task than the one asked for (e.g. 'Summarize...' asked as classification; checked by cue words for classification, summarization, extraction and rewriting), 'relabel' it to the task it follows, 'reject' it, or 'keep' the asked label. The decision is on the row either way.", "choices": ("relabel", "reject", "keep")})
+
+    def __post_init__(self):
+        if self.max_instruction_words < self.min_instruction_words:
+            raise ValueError("max_instruction_words: must be >= min_instruction_words")
+
+
+@dataclass
 class GroundingConfig:
     min_instruction_grounding: float = field(default=0.5, metadata={"help": "DAIG: reject an instruction when less than this share of its content words (stop words and task words such as 'explain' or 'passage' left out, each cut to 6 characters) occurs in its chunk: a topic taken from a shown example scores near 0. 0 turns the check off.", "check": "[0, 1]"})
     min_answer_support: float = field(default=0.6, metadata={"help": "DAIG: reject an answer when less than this share of its content words occurs in the chunk, the instruction or the input (an answer from memory, not from the passage). 0 turns the check off.", "check": "[0, 1]"})
@@ -140,24 +162,12 @@ class GenerationConfig:
     domain_split: str = field(default="train", metadata={"help": "Split to read when domain_path is a `datasets` dataset."})
     domain_text_field: str = field(default="text", metadata={"help": "Field that holds the text in JSONL rows or dataset rows."})
     chunk_words: int = field(default=120, metadata={"help": "Target passage length in words; paragraphs are packed up to this size (a longer paragraph is split).", "check": ">= 1"})
-    code_chunks: str = field(default="downweight", metadata={"help": "How DAIG samples chunks that are mostly code or logs (code_share > max_code_share): 'keep' (like any chunk), 'downweight' (a quarter of the weight) or 'skip' (never).", "choices": ("keep", "downweight", "skip")})
-    max_code_share: float = field(default=0.8, metadata={"help": "A chunk whose share of words in code fences or log lines is above this counts as mostly code (see code_chunks); in [0, 1].", "check": "[0, 1]"})
     general_pool: str = field(default="builtin", metadata={"help": "General-purpose task pool: 'builtin' (ships with the package), '' for none, a .jsonl path, or a `datasets` name/folder. Rows need 'task' and 'instruction'."})
     domain_pool: str = field(default="", metadata={"help": "Domain-specific example tasks in the same format ('' for none)."})
     pool_split: str = field(default="train", metadata={"help": "Split to read when a pool is a `datasets` dataset."})
     tasks: list[str] = field(default_factory=list, metadata={"help": "Restrict to these task names (empty: every task found in the pools)."})
-    examples_per_round: int = field(default=24, metadata={"help": "New instructions requested from the teacher per round (before filtering).", "check": ">= 1"})
-    examples_in_prompt: int = field(default=3, metadata={"help": "Pool examples shown to the teacher per request (k).", "check": ">= 1"})
-    chunk_sampling: str = field(default="stratified", metadata={"help": "How DAIG picks the domain chunk of each request: 'stratified' (spread requests over documents first, then over each document's chunks, fewest requests so far first, across rounds), 'under_covered' (weight 1 / (1 + kept rows from that chunk so far)) or 'uniform'. Every mode applies code_chunks.", "choices": CHUNK_SAMPLING})
-    examples_shown: str = field(default="instruction", metadata={"help": "DAIG: what the prompt shows of each pool example: 'instruction' only (less for the teacher to copy a topic from, shorter prompts) or 'whole' (instruction, input and output). The copy filter compares a candidate with everything shown.", "choices": ("instruction", "whole")})
-    dangling_reference: str = field(default="input", metadata={"help": "DAIG, closed book (training.include_context false): an instruction that points at 'the passage', 'this API' or 'the code above' with no input of its own either gets its chunk as its input ('input', so the student sees what it is pointed at) or is rejected ('reject').", "choices": ("input", "reject")})
-    task_mismatch: str = field(default="relabel", metadata={"help": "DAIG: when an instruction clearly reads as another pool task than the one asked for (e.g. 'Summarize...' asked as classification; checked by cue words for classification, summarization, extraction and rewriting), 'relabel' it to the task it follows, 'reject' it, or 'keep' the asked label. The decision is on the row either way.", "choices": ("relabel", "reject", "keep")})
-    domain_share: float = field(default=0.5, metadata={"help": "Probability that each shown example is drawn from the domain pool rather than the general pool (when the task has both).", "check": "[0, 1]"})
-    min_instruction_words: int = field(default=3, metadata={"help": "Reject instructions with fewer words.", "check": ">= 1"})
-    max_instruction_words: int = field(default=150, metadata={"help": "Reject instructions with more words."})
-    max_answer_words: int = field(default=400, metadata={"help": "Reject answers with more words."})
-    max_example_similarity: float = field(default=0.7, metadata={"help": "Reject an instruction whose ROUGE-L F1 with any shown example exceeds this (a copy, not a new task).", "check": "(0, 1]"})
     method: str = field(default="daig", metadata={"help": f"How data is made: {', '.join(METHODS)}. Every method runs through the same teacher, cache, ledger and outputs, so an ablation is a config change.", "choices": METHODS})
+    daig: DaigConfig = field(default_factory=DaigConfig, metadata={"help": "method daig: requests, sampling and per-row checks."})
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig, metadata={"help": "Novelty filter against the pool of instructions so far."})
     self_instruct: SelfInstructConfig = field(default_factory=SelfInstructConfig, metadata={"help": "method self_instruct (defaults: the published Self-Instruct values)."})
     alpaca: AlpacaConfig = field(default_factory=AlpacaConfig, metadata={"help": "method alpaca (defaults: Stanford Alpaca's published values)."})
@@ -169,7 +179,5 @@ class GenerationConfig:
     def __post_init__(self):
         if self.method == "dynosaur" and not self.dynosaur.dataset:
             raise ValueError("dynosaur.dataset: method dynosaur needs a dataset (a `datasets` folder or name, or a .jsonl)")
-        if self.max_instruction_words < self.min_instruction_words:
-            raise ValueError("max_instruction_words: must be >= min_instruction_words")
         if not self.general_pool and not self.domain_pool:
             raise ValueError("general_pool: both pools are empty; set general_pool: builtin or a domain_pool path")

@@ -135,16 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             print(open(os.path.join(args.out, "summary.md"), encoding="utf-8").read())
             return 0 if all(r["status"] == "done" for r in rows) else 1
         if args.command == "resume":
-            import yaml
-
             from loop.config import build, RunConfig
+            from loop.runfolder import read_config
 
             cfg_path = os.path.join(args.run_dir, "config.yaml")
             if not os.path.isfile(cfg_path):
                 print(f"error: {args.run_dir} has no config.yaml; pass the folder a `daig run --out` made", file=sys.stderr)
                 return 2
-            with open(cfg_path, encoding="utf-8") as f:
-                cfg = build(RunConfig, yaml.safe_load(f))
+            cfg = build(RunConfig, read_config(args.run_dir))
         else:
             cfg = load_config(args.config, args.overrides)
         from training.sft import check_hardware

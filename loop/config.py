@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import types
 import typing
@@ -22,6 +23,15 @@ from training.config import TrainConfig
 POLICIES = ("loss_softmax", "uniform", "learning_progress", "ucb", "active_uncertainty", "sedi_prune")
 UNCERTAINTY_TARGETS = ("reference", "prediction")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+log = logging.getLogger("daig")
+# Keys that moved: DAIG's knobs left the generation section and the teacher (transport, budget and local-backend
+# settings only now) for generation.daig. A config written with the old names still loads, with a warning.
+_DAIG_FROM_GENERATION = ("examples_per_round", "examples_in_prompt", "domain_share", "examples_shown", "chunk_sampling", "code_chunks",
+                         "max_code_share", "min_instruction_words", "max_instruction_words", "max_answer_words", "max_example_similarity",
+                         "dangling_reference", "task_mismatch")
+_DAIG_FROM_TEACHER = ("temperature", "top_p", "instruction_max_tokens", "answer_temperature", "answer_max_tokens")
+RENAMED = {**{f"generation.{k}": f"generation.daig.{k}" for k in _DAIG_FROM_GENERATION},
+           **{f"generation.teacher.{k}": f"generation.daig.{k}" for k in _DAIG_FROM_TEACHER}}
 
 
 class ConfigError(ValueError):
@@ -45,7 +55,7 @@ class FeedbackConfig:
     uncertainty_rows: int = field(default=10, metadata={"help": "active_uncertainty: held-out rows measured per task, a seeded sample (the paper's 10); 0 for all.", "check": ">= 0"})
     uncertainty_target: str = field(default="reference", metadata={"help": "active_uncertainty: the answer whose likelihood is compared: 'reference' (the row's teacher answer; no generation, cheap on CPU; the paper code's 'HL' variant) or 'prediction' (the student's greedy answer to the original prompt, the paper's reported 'NL' setting; one generation of eval.max_new_tokens per row).", "choices": UNCERTAINTY_TARGETS})
     shrink: bool = field(default=True, metadata={"help": "loss_softmax and sedi_prune: before the policy reads the per-task eval losses, shrink each toward the mean over tasks by its standard error (empirical Bayes: weight tau^2 / (tau^2 + se^2)). A loss from a single row has no standard error and counts as the mean, so weights do not swing on one row's loss. Raw and shrunk losses are both logged. learning_progress and ucb read changes of the raw losses."})
-    sedi_min_per_task: int = field(default=0, metadata={"help": "sedi_prune: never prune a task below this many pool examples; 0 uses generation.examples_in_prompt (the prompt shows that many).", "check": ">= 0"})
+    sedi_min_per_task: int = field(default=0, metadata={"help": "sedi_prune: never prune a task below this many pool examples; 0 uses generation.daig.examples_in_prompt (the prompt shows that many).", "check": ">= 0"})
 
 
 @dataclass
@@ -207,6 +217,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     data = _read_yaml(Path(path)) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
+        if key in RENAMED:
+            log.warning("%s is now %s; this override uses the old name", key, RENAMED[key])
+            key = RENAMED[key]
         if key in _PATH_KEYS and isinstance(value, str):
             value = _resolve(value, Path.cwd())
         set_dotted(data, key, value)
@@ -225,6 +238,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping of sections")
     here = path.resolve().parent
+    data = renamed(data, str(path))
     _resolve_paths(data, here)
     parent = data.pop("base", None)
     if parent is None:
@@ -233,6 +247,25 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if parent_path in seen:
         raise ConfigError(f"config file {path}: 'base: {parent}' makes a cycle; remove one of the base keys")
     return _merge(_read_yaml(parent_path, seen + (parent_path,)), data)
+
+
+def renamed(data: dict, source: str) -> dict:
+    """data with every key of RENAMED at its new place (a warning names each; the new name wins if both are given)."""
+    data = _merge({}, data)  # a copy, nested sections included
+    for old, new in RENAMED.items():
+        *sections, key = old.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            value = node.pop(key)
+            log.warning("%s: %s is now %s; the value is read from there", source, old, new)
+            *new_sections, new_key = new.split(".")
+            target = data
+            for section in new_sections:
+                target = target.setdefault(section, {})
+            target.setdefault(new_key, value)
+    return data
 
 
 def _merge(base: dict, over: dict) -> dict:

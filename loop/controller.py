@@ -485,7 +485,7 @@ def reweight(cfg: RunConfig, st: LoopState, ev: EvalResult, tasks: list[str]) ->
                                          uncertainty={t: unc.get(t, math.nan) for t in tasks} if unc is not None else None)
     st.loss_history.append(raw)
     if fb.policy == "sedi_prune" and steered(g.method):
-        st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.examples_in_prompt)
+        st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.daig.examples_in_prompt)
     return Reweighting(tasks, weights, raw, ses, losses, own_weight, shrinking, new_weights, evidence)
 
 

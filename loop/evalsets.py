@@ -67,7 +67,7 @@ def gather(teacher, g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks
         weights = {t: (1.0 / len(short) if t in short else 0.0) for t in tasks}
         # about twice the rows still missing: half of DAIG's requests are rejected on an unseen corpus (LOG.md)
         missing = sum(need - len(gathered[t]) for t in short)
-        g_n = dataclasses.replace(g, examples_per_round=max(len(short), 2 * missing))
+        g_n = dataclasses.replace(g, daig=dataclasses.replace(g.daig, examples_per_round=max(len(short), 2 * missing)))
         plan = plan_requests(weights, pool, chunks, g_n, random.Random(seed + n))
         kept, _, _ = run_daig_round(teacher, plan, g_n, 0, seed + n, None, None, closed_book, tuple(tasks))
         requests += len(plan)

@@ -387,7 +387,7 @@ def run_summary(run: RunData) -> list[tuple[str, str]]:
     return [("method", g.get("method", "daig")), ("feedback policy", fb.get("policy", "")),
             ("student", run.config.get("student", "")), ("teacher", (g.get("teacher") or {}).get("model", "")),
             ("rounds done", f"{len(run.metrics)} of {run.config.get('rounds', '?')}"),
-            ("examples per round", g.get("examples_per_round", "")), ("novelty filter", (g.get("novelty") or {}).get("filter", "")),
+            ("examples per round", (g.get("daig") or {}).get("examples_per_round", "")), ("novelty filter", (g.get("novelty") or {}).get("filter", "")),
             ("seed", run.config.get("seed", "")), ("eval sets", m.get("eval_sets_from") or "none"),
             ("run teacher calls", m.get("run_teacher_calls", "")),
             ("run teacher tokens", m.get("run_teacher_tokens", "")), ("run cost USD", m.get("run_cost_usd", ""))]

@@ -31,6 +31,7 @@ import yaml
 from generation.data.pool import pool_refs
 from generation.rows import RoundStats, upgrade
 from generation.teacher.cache import Ledger
+from loop.config import renamed
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -88,10 +89,11 @@ def round_numbers(out: Path) -> list[int]:
     return sorted(int(d.name) for d in (out / "rounds").iterdir() if d.name.isdigit()) if (out / "rounds").is_dir() else []
 
 
-def read_config(out: Path) -> dict:
-    """The run's saved config as a dict ({} when there is none)."""
-    path = out / CONFIG
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.exists() else {}
+def read_config(out: Path | str) -> dict:
+    """The run's saved config as a dict ({} when there is none), keys an older version named differently moved to
+    their current place."""
+    path = Path(out) / CONFIG
+    return renamed(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path)) if path.exists() else {}
 
 
 def save_config(out: Path, config: dict) -> None:

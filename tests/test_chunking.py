@@ -118,10 +118,10 @@ def test_nul_bytes_are_rejected_with_one_line(tmp_path):
 
 
 def test_code_chunks_config_is_validated():
-    assert GenerationConfig(domain_path="x").code_chunks == "downweight"
+    assert GenerationConfig(domain_path="x").daig.code_chunks == "downweight"
     from loop.config import build
 
-    with pytest.raises(ValueError, match="code_chunks: 'drop' is not one of keep, downweight, skip"):
-        build(GenerationConfig, {"code_chunks": "drop"})
-    with pytest.raises(ValueError, match=r"max_code_share: must be in \[0, 1\], got 1.5"):
-        build(GenerationConfig, {"max_code_share": 1.5})
+    with pytest.raises(ValueError, match="daig.code_chunks: 'drop' is not one of keep, downweight, skip"):
+        build(GenerationConfig, {"daig": {"code_chunks": "drop"}})
+    with pytest.raises(ValueError, match=r"daig.max_code_share: must be in \[0, 1\], got 1.5"):
+        build(GenerationConfig, {"daig": {"max_code_share": 1.5}})

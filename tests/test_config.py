@@ -57,7 +57,7 @@ def test_unknown_key_names_the_key_and_suggests(tmp_path):
     ("training.adapter_mode=sideways", "training.adapter_mode: 'sideways' is not one of restart, continue"),
     ("feedback.policy=best", "feedback.policy: 'best' is not one of loss_softmax, uniform"),
     ("generation.teacher.backend=vllm", "generation.teacher.backend: 'vllm' is not one of local, openai, llamacpp"),
-    ("generation.domain_share=1.5", "generation.domain_share: must be in [0, 1]"),
+    ("generation.daig.domain_share=1.5", "generation.daig.domain_share: must be in [0, 1]"),
     ("rounds=0", "rounds: must be >= 1"),
     ("training", "expected key=value"),
 ])
@@ -109,7 +109,7 @@ def test_base_key_overlays_a_config_and_resolves_paths_per_file(tmp_path):
     over = tmp_path / "sub" / "over.yaml"
     over.write_text(yaml.safe_dump({"base": "../c.yaml", "generation": {"examples_per_round": 7}, "training": {"lora_alpha": 32}}))
     cfg = load_config(over)
-    assert cfg.rounds == 3 and cfg.generation.examples_per_round == 7
+    assert cfg.rounds == 3 and cfg.generation.daig.examples_per_round == 7
     assert cfg.training.lora_r == 4 and cfg.training.lora_alpha == 32
     assert Path(cfg.generation.domain_path) == tmp_path / "data"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"base": "sub/over.yaml"}))
@@ -151,9 +151,9 @@ def test_every_problem_in_every_section_is_reported_at_once():
     from loop.config import ConfigError, load_config
 
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["lora_r=8", "training.lora_alpha=abc", "generation.teacher.top_p=3", "eval.nope=1"])
+        load_config(None, ["lora_r=8", "training.lora_alpha=abc", "generation.daig.top_p=3", "eval.nope=1"])
     assert len(e.value.problems) == 4 and str(e.value).startswith("4 problems:")
-    for needle in ("'training.lora_r'", "training.lora_alpha: expected int", "generation.teacher.top_p: must be in (0, 1]", "'eval.nope'"):
+    for needle in ("'training.lora_r'", "training.lora_alpha: expected int", "generation.daig.top_p: must be in (0, 1]", "'eval.nope'"):
         assert needle in str(e.value), needle
 
 
@@ -171,7 +171,7 @@ def test_every_field_rule_parses_and_every_default_meets_it():
 
     found = list(sections(RunConfig))
     ruled = [f for cls, _ in found for f in dataclasses.fields(cls) if "check" in f.metadata or "choices" in f.metadata]
-    assert len(found) == 13 and len(ruled) > 80
+    assert len(found) == 14 and len(ruled) > 80
     for cls, prefix in found:
         assert field_problems(cls, {}, prefix) == [], cls.__name__
 
@@ -179,7 +179,22 @@ def test_every_field_rule_parses_and_every_default_meets_it():
 def test_bad_values_in_every_section_are_reported_together(tmp_path):
     p = write(tmp_path, {"generation": {"domain_path": str(tmp_path)}})
     with pytest.raises(ConfigError) as e:
-        load_config(p, ["rounds=0", "training.lora_r=0", "generation.teacher.top_p=0", "feedback.policy=best",
+        load_config(p, ["rounds=0", "training.lora_r=0", "generation.daig.top_p=0", "feedback.policy=best",
                         "generation.novelty.threshold=2", "eval.heldout_fraction=1"])
     assert sorted(x.split(":")[0] for x in e.value.problems) == sorted([
-        "rounds", "training.lora_r", "generation.teacher.top_p", "feedback.policy", "generation.novelty.threshold", "eval.heldout_fraction"])
+        "rounds", "training.lora_r", "generation.daig.top_p", "feedback.policy", "generation.novelty.threshold", "eval.heldout_fraction"])
+
+
+def test_a_config_with_the_old_daig_key_names_still_loads_and_says_where_they_went(tmp_path, caplog):
+    old = write(tmp_path, {"generation": {"domain_path": str(tmp_path), "examples_per_round": 7, "chunk_sampling": "uniform",
+                                          "teacher": {"answer_max_tokens": 99, "temperature": 0.3, "backend": "openai"}}})
+    with caplog.at_level("WARNING", logger="daig"):
+        cfg = load_config(old, ["generation.examples_in_prompt=2"])
+    d = cfg.generation.daig
+    assert (d.examples_per_round, d.chunk_sampling, d.answer_max_tokens, d.temperature, d.examples_in_prompt) == (7, "uniform", 99, 0.3, 2)
+    assert cfg.generation.teacher.backend == "openai"
+    said = caplog.text
+    for old_key, new_key in (("generation.examples_per_round", "generation.daig.examples_per_round"),
+                             ("generation.teacher.answer_max_tokens", "generation.daig.answer_max_tokens"),
+                             ("generation.examples_in_prompt", "generation.daig.examples_in_prompt")):
+        assert f"{old_key} is now {new_key}" in said

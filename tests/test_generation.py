@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from generation.config import GenerationConfig, TeacherConfig
+from generation.config import DaigConfig, GenerationConfig, TeacherConfig
 from generation.data.corpus import Chunk
 from generation.methods.daig import DIRECTIVE, parse_answer, parse_instruction, plan_requests, run_daig_round
 from generation.filters.rules import answer_problem, instruction_problem, rouge_l
@@ -59,7 +59,7 @@ def test_request_key_depends_on_what_changes_the_output_only():
 
 
 def _plan(n=6, seed=0):
-    cfg = GenerationConfig(domain_path="x", examples_per_round=n)
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=n))
     pool = build_pool(load_pool("builtin", "general"), [], [])
     weights = {t: 1 / len(pool) for t in pool}
     return cfg, plan_requests(weights, pool, CHUNKS, cfg, random.Random(seed))
@@ -102,7 +102,7 @@ def test_daig_round_over_openai_protocol_keeps_rows_with_provenance(fake_openai,
     assert teacher.ledger.calls == 10 == len(fake_openai.requests)
     assert set(fake_openai.auth_headers) == {"Bearer sk-test-123"}
     sent = fake_openai.requests[0]
-    assert sent["model"] == "fake-teacher" and sent["temperature"] == cfg.teacher.temperature and sent["seed"] is not None
+    assert sent["model"] == "fake-teacher" and sent["temperature"] == cfg.daig.temperature and sent["seed"] is not None
 
 
 def test_faults_become_counted_rejections(fake_openai, monkeypatch):
@@ -126,9 +126,13 @@ def test_missing_key_and_unreachable_endpoint_fail_clearly(monkeypatch):
         teacher.check_reachable()
 
 
-def test_teacher_config_validation():
-    with pytest.raises(ValueError, match="top_p"):
-        TeacherConfig(top_p=0)
+def test_teacher_and_daig_config_validation():
+    from loop.config import build
+
+    with pytest.raises(ValueError, match="model: empty"):
+        TeacherConfig(model="")
+    with pytest.raises(ValueError, match=r"top_p: must be in \(0, 1\], got 0"):
+        build(DaigConfig, {"top_p": 0.0})
 
 
 def test_local_teacher_stop_sequences_cut_the_reply_as_openai_does(tiny_model):
@@ -180,14 +184,16 @@ def test_under_covered_chunk_sampling_favours_chunks_that_produced_nothing():
     weights = {t: 1 / len(pool) for t in pool}
     chunks = [Chunk(f"c{i}", "doc.md", f"text {i}") for i in range(4)]
     counts = {"c0": 20, "c1": 20, "c2": 20}  # c3 never produced a kept row
-    cfg = GenerationConfig(domain_path="x", examples_per_round=400, chunk_sampling="under_covered")
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=400, chunk_sampling="under_covered"))
     picked = [c.id for _, _, c in plan_requests(weights, pool, chunks, cfg, random.Random(0), counts)]
     assert picked.count("c3") > 0.8 * len(picked)  # weight 1 vs 1/21 each: about 88%
-    uniform = GenerationConfig(domain_path="x", examples_per_round=400)
+    uniform = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=400))
     picked = [c.id for _, _, c in plan_requests(weights, pool, chunks, uniform, random.Random(0), counts)]
     assert 0.15 < picked.count("c3") / len(picked) < 0.35
-    with pytest.raises(ValueError, match="chunk_sampling"):
-        GenerationConfig(domain_path="x", chunk_sampling="rare_first")
+    from loop.config import build
+
+    with pytest.raises(ValueError, match="chunk_sampling: 'rare_first' is not one of"):
+        build(DaigConfig, {"chunk_sampling": "rare_first"})
 
 
 def test_local_sampling_depends_only_on_each_request_not_on_its_batch(tiny_model):

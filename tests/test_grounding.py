@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from generation.config import GenerationConfig, GroundingConfig
+from generation.config import DaigConfig, GenerationConfig, GroundingConfig
 from generation.data.corpus import Chunk
 from generation.methods.daig import DIRECTIVE, answer_messages, check_answer, check_instruction, parse_task, plan_requests, run_daig_round
 from generation.filters.rules import followed_task, instruction_problem
@@ -43,7 +43,7 @@ def test_copy_filter_compares_with_everything_the_prompt_showed():
     reason, score, _ = instruction_problem(pasted, [EXAMPLE.instruction, EXAMPLE.input, EXAMPLE.output], d, 3, 150, 0.7)
     assert reason == "copy_of_example" and score > 0.85
     # The same through the DAIG check, with examples shown whole, and a copy hidden in the parsed input.
-    cfg = GenerationConfig(domain_path="x", examples_shown="whole")
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_shown="whole"))
     reason, *_ = check_instruction("Explain when this happened.", EXAMPLE.input, "question_answering", [EXAMPLE], AUTH, cfg, True)
     assert reason == "copy_of_example"
 
@@ -52,12 +52,12 @@ def test_dangling_reference_gets_the_chunk_as_input_or_is_rejected():
     ins = "Summarize the passage in two sentences."
     assert refers_to_passage(ins) and refers_to_passage("What does this API return?")
     assert not refers_to_passage("What does refresh_token() return?")
-    cfg = GenerationConfig(domain_path="x", task_mismatch="keep")
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(task_mismatch="keep"))
     reason, _, inp, d = check_instruction(ins, "", "summarization", [], AUTH, cfg, closed_book=True)
     assert reason == "" and inp == AUTH.text and d["input_from"] == "chunk"
     reason, _, inp, _ = check_instruction(ins, "", "summarization", [], AUTH, cfg, closed_book=False)
     assert reason == "" and inp == ""  # open book: the student sees the chunk anyway
-    strict = GenerationConfig(domain_path="x", dangling_reference="reject")
+    strict = GenerationConfig(domain_path="x", daig=DaigConfig(dangling_reference="reject"))
     assert check_instruction(ins, "", "summarization", [], AUTH, strict, closed_book=True)[0] == "dangling_reference"
 
 
@@ -71,7 +71,7 @@ def test_names_of_a_worked_example_and_unnamed_things_get_the_chunk_as_input():
     assert example_names("What is the `MyInt` type, and what does `Model` print?", EXAMPLE_CODE.text) == ["MyInt", "Model"]
     assert example_names("Which `BaseModel` subclass validates the data?", EXAMPLE_CODE.text) == []  # imported, not defined here
     assert example_names("How are forward annotations resolved for a model?", EXAMPLE_CODE.text) == []  # plain words never count
-    cfg = GenerationConfig(domain_path="x", task_mismatch="keep")
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(task_mismatch="keep"))
     reason, _, inp, d = check_instruction("What is the `MyInt` type?", "", "question_answering", [], EXAMPLE_CODE, cfg, True)
     assert reason == "" and inp == EXAMPLE_CODE.text and d["example_names"] == ["MyInt"]
     assert refers_to_passage("What is the name of the YAML file?") and refers_to_passage("Summarize the factory function.")
@@ -160,7 +160,7 @@ def test_task_followed_is_checked_by_cue_words():
     _, task, _, d = check_instruction("Summarize how refresh_token() refreshes the token.", "", "classification", [], AUTH, cfg, True,
                                       ("classification", "summarization"))
     assert task == "summarization" and d["relabelled_from"] == "classification"
-    reject = GenerationConfig(domain_path="x", task_mismatch="reject")
+    reject = GenerationConfig(domain_path="x", daig=DaigConfig(task_mismatch="reject"))
     assert check_instruction("Summarize how refresh_token() works.", "", "classification", [], AUTH, reject, True)[0] == "task_mismatch"
 
 
@@ -185,7 +185,7 @@ class ScriptedDocsServer(FakeOpenAI):
 
 
 def _round(server, **overrides):
-    cfg = GenerationConfig(domain_path="x", examples_per_round=4, grounding=GroundingConfig(**overrides))
+    cfg = GenerationConfig(domain_path="x", grounding=GroundingConfig(**overrides), daig=DaigConfig(examples_per_round=4))
     plan = [("question_answering", [EXAMPLE], AUTH)] * 4
     teacher = OpenAITeacher("fake-teacher", server.base_url, "", 2, 10, 0)
     return run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
@@ -220,7 +220,7 @@ def test_judges_are_teacher_calls_counted_at_the_server():
 
 def test_cut_off_instruction_is_rejected():
     with FakeOpenAI(faults=["length"]) as server:
-        cfg = GenerationConfig(domain_path="x", examples_per_round=1)
+        cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=1))
         kept, rejected, _ = run_daig_round(OpenAITeacher("fake-teacher", server.base_url, "", 1, 10, 0),
                                            [("question_answering", [EXAMPLE], AUTH)], cfg, 1, 0)
         assert len(server.requests) == 1  # no answer was paid for half an instruction
@@ -233,7 +233,7 @@ def test_stratified_sampling_spreads_requests_over_documents_then_chunks():
     # One big document (12 chunks) and two small ones: uniform sampling would give the big one 80% of requests.
     chunks = [Chunk(f"big.md#{i}", "big.md", f"text {i}") for i in range(12)] + [Chunk("a.md#0", "a.md", "a"), Chunk("b.md#0", "b.md", "b"),
                                                                               Chunk("b.md#1", "b.md", "b1")]
-    cfg = GenerationConfig(domain_path="x", examples_per_round=9)
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=9))
     picked = [c for _, _, c in plan_requests(weights, pool, chunks, cfg, random.Random(0))]
     assert [sum(c.source == d for c in picked) for d in ("big.md", "a.md", "b.md")] == [3, 3, 3]
     assert len({c.id for c in picked if c.source == "big.md"}) == 3 and {c.id for c in picked if c.source == "b.md"} == {"b.md#0", "b.md#1"}
@@ -247,17 +247,17 @@ def test_code_heavy_chunks_are_skipped_or_downweighted():
     pool = build_pool(load_pool("builtin", "general"), [], [])
     weights = {t: 1 / len(pool) for t in pool}
     chunks = [Chunk("d.md#0", "d.md", "prose"), Chunk("d.md#1", "d.md", "```\nlog\n```", code_share=1.0)]
-    skip = GenerationConfig(domain_path="x", examples_per_round=50, code_chunks="skip", chunk_sampling="uniform")
+    skip = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=50, code_chunks="skip", chunk_sampling="uniform"))
     assert {c.id for _, _, c in plan_requests(weights, pool, chunks, skip, random.Random(0))} == {"d.md#0"}
-    down = GenerationConfig(domain_path="x", examples_per_round=400, chunk_sampling="uniform")
+    down = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=400, chunk_sampling="uniform"))
     share = sum(c.id == "d.md#1" for _, _, c in plan_requests(weights, pool, chunks, down, random.Random(0))) / 400
     assert 0.12 < share < 0.28  # weight 0.25 against 1: a fifth
 
 
 def test_grounding_config_is_validated():
-    with pytest.raises(ValueError, match="judge"):
-        GroundingConfig(judge="always")
-    with pytest.raises(ValueError, match="min_answer_support"):
-        GroundingConfig(min_answer_support=1.5)
-    with pytest.raises(ValueError, match="examples_shown"):
-        GenerationConfig(domain_path="x", examples_shown="outputs")
+    from loop.config import build
+
+    with pytest.raises(ValueError) as e:
+        build(GenerationConfig, {"domain_path": "x", "grounding": {"judge": "always", "min_answer_support": 1.5},
+                                 "daig": {"examples_shown": "outputs"}})
+    assert sorted(p.split(":")[0] for p in e.value.problems) == ["daig.examples_shown", "grounding.judge", "grounding.min_answer_support"]

@@ -11,12 +11,12 @@ pytestmark = pytest.mark.integration
 
 def test_one_round_on_packaged_smollm2(tmp_path, tiny_corpus):
     cfg = load_config(None, [f"generation.domain_path={tiny_corpus}", "generation.teacher.model=smollm2-135m-instruct",
-                             "student=smollm2-135m-instruct", "rounds=1", "generation.examples_per_round=8",
-                             "generation.teacher.answer_max_tokens=96", "generation.tasks=[question_answering]", "training.max_steps=2", "eval.generation_samples=1",
-                             "eval.max_new_tokens=16", "tracking.wandb=false", "eval.validation_per_task=0", "eval.test_per_task=0", "eval.rolling_heldout=true", "generation.max_example_similarity=1.0",
+                             "student=smollm2-135m-instruct", "rounds=1", "generation.daig.examples_per_round=8",
+                             "generation.daig.answer_max_tokens=96", "generation.tasks=[question_answering]", "training.max_steps=2", "eval.generation_samples=1",
+                             "eval.max_new_tokens=16", "tracking.wandb=false", "eval.validation_per_task=0", "eval.test_per_task=0", "eval.rolling_heldout=true", "generation.daig.max_example_similarity=1.0",
                              # Plumbing with a 135M teacher: its rows fail the grounding gates (tested in test_grounding.py).
                              "generation.grounding.min_instruction_grounding=0", "generation.grounding.min_answer_support=0",
-                             "generation.grounding.reject_unsupported_numbers=false", "generation.teacher.instruction_max_tokens=128", "generation.novelty.filter=none",
+                             "generation.grounding.reject_unsupported_numbers=false", "generation.daig.instruction_max_tokens=128", "generation.novelty.filter=none",
                              f"generation.teacher.cache_path={tmp_path / 'cache.sqlite'}"])
     out = tmp_path / "run"
     (m,) = run(cfg, out)

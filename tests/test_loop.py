@@ -17,7 +17,7 @@ PLANTED = "sk-planted-SECRET-4242"
 def _config(tmp_path, tiny_corpus, base_url, tiny_model, *extra):
     return load_config(None, [f"generation.domain_path={tiny_corpus}", "generation.teacher.backend=openai",
                               f"generation.teacher.base_url={base_url}", "generation.teacher.model=fake-teacher",
-                              "generation.teacher.api_key_env=DAIG_TEST_KEY", "generation.examples_per_round=12",
+                              "generation.teacher.api_key_env=DAIG_TEST_KEY", "generation.daig.examples_per_round=12",
                               f"student={tiny_model}", "rounds=2", "num_threads=1", "training.max_steps=3",
                               "training.learning_rate=0.005", "training.logging_steps=1", "eval.generation_samples=2", "eval.max_new_tokens=4",
                               "eval.rolling_heldout=true", "eval.validation_per_task=0", "eval.test_per_task=0",

@@ -10,7 +10,7 @@ from loop.controller import run
 pytestmark = pytest.mark.integration
 METHODS = Path(__file__).resolve().parents[1] / "configs" / "methods"
 SMALL = {  # shrink each method's round so the whole file takes a few minutes on 2 cores
-    "daig": ["generation.examples_per_round=4", "generation.teacher.answer_max_tokens=64"],
+    "daig": ["generation.daig.examples_per_round=4", "generation.daig.answer_max_tokens=64"],
     "self_instruct": ["generation.self_instruct.prompts_per_round=1", "generation.self_instruct.max_tokens=160",
                       "generation.self_instruct.gen_instance_max_tokens=64", "generation.self_instruct.clf_instance_max_tokens=64"],
     "alpaca": ["generation.alpaca.prompts_per_round=1", "generation.alpaca.max_tokens=256"],

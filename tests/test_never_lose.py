@@ -22,7 +22,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPAT
 def overrides(corpus, base_url, model, cache, *extra) -> list[str]:
     return [f"generation.domain_path={corpus}", "generation.teacher.backend=openai", f"generation.teacher.base_url={base_url}",
             "generation.teacher.model=fake-teacher", "generation.teacher.api_key_env=", "generation.teacher.max_concurrency=2",
-            "generation.examples_per_round=8", "generation.novelty.filter=none", f"student={model}", "rounds=2", "num_threads=1",
+            "generation.daig.examples_per_round=8", "generation.novelty.filter=none", f"student={model}", "rounds=2", "num_threads=1",
             "training.max_steps=2", "eval.generation_samples=2", "eval.max_new_tokens=4", "tracking.wandb=false",
             "eval.rolling_heldout=true", "eval.validation_per_task=0", "eval.test_per_task=0", f"generation.teacher.cache_path={cache}",
             "generation.teacher.backoff_s=0.05", "generation.teacher.max_backoff_s=0.2", *extra]
@@ -320,13 +320,13 @@ def test_soak_twenty_random_kills_with_injected_faults(tmp_path, tiny_corpus, ti
         rounds = (1, 2, 3)
         (tmp_path / "ref").mkdir()
         ref_cfg = write_config(tmp_path / "ref" / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "ref.sqlite", "rounds=3",
-                               "generation.examples_per_round=48")
+                               "generation.daig.examples_per_round=48")
         began = time.time()
         assert daig("run", ref_cfg, "--out", tmp_path / "ref" / "run").returncode == 0
         took = time.time() - began  # the kill windows scale with it, so a faster machine gets as many kills in
         start = len(read_log(server.log))
         cfg = write_config(tmp_path / "c.yaml", tiny_corpus, server.base_url, tiny_model, tmp_path / "c.sqlite", "rounds=3",
-                           "generation.examples_per_round=48")
+                           "generation.daig.examples_per_round=48")
         out, rng, kill_times, states = tmp_path / "run", random.Random(20261206), [], set()
 
         def working_for(seconds: float):  # true once the process has held the run folder's lock this long

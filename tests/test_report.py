@@ -33,7 +33,7 @@ def ablation(tmp_path_factory, tiny_model):
             f"generation.domain_path={corpus}", "generation.teacher.backend=openai", f"generation.teacher.base_url={server.base_url}",
             "generation.teacher.model=fake-teacher", "generation.teacher.api_key_env=", f"generation.teacher.cache_path={root / 'cache.sqlite'}",
             # the loopback teacher's instructions differ by one word: this threshold keeps some and rejects others
-            "generation.examples_per_round=12", "generation.novelty.threshold=0.92", f"student={tiny_model}", "rounds=2", "num_threads=1",
+            "generation.daig.examples_per_round=12", "generation.novelty.threshold=0.92", f"student={tiny_model}", "rounds=2", "num_threads=1",
             "training.max_steps=2", "eval.generation_samples=1", "eval.max_new_tokens=4", "eval.validation_per_task=2",
             "eval.test_per_task=2", "generation.chunk_words=25",
             f"eval.benchmark_path={TEST_DATA / 'self_instruct_user_oriented_instructions.jsonl'}", "eval.benchmark_size=2", "tracking.wandb=false"])

@@ -22,7 +22,7 @@ def _config(tmp_path, tiny_corpus, base_url, tiny_model, cache):
     return load_config(None, [f"generation.domain_path={tiny_corpus}", "generation.teacher.backend=openai",
                               f"generation.teacher.base_url={base_url}", "generation.teacher.model=fake-teacher",
                               "generation.teacher.api_key_env=", "generation.teacher.max_concurrency=1",
-                              "generation.examples_per_round=8", "generation.novelty.filter=none", f"student={tiny_model}",
+                              "generation.daig.examples_per_round=8", "generation.novelty.filter=none", f"student={tiny_model}",
                               "rounds=2", "num_threads=1", "training.max_steps=2", "eval.generation_samples=2",
                               "eval.max_new_tokens=4", "eval.heldout_fraction=0.3", "tracking.wandb=false", "eval.rolling_heldout=true",
                               "eval.validation_per_task=0", "eval.test_per_task=0",

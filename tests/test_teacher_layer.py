@@ -221,7 +221,7 @@ def test_vllm_config_drives_a_round_over_the_openai_protocol(fake_openai, tmp_pa
 
     cfg = load_config(REPO / "configs" / "vllm_teacher.yaml", [f"generation.teacher.base_url={fake_openai.base_url}",
                                                               f"generation.teacher.cache_path={tmp_path / 'c.sqlite'}",
-                                                              "generation.examples_per_round=6"])
+                                                              "generation.daig.examples_per_round=6"])
     g = cfg.generation
     assert g.teacher.backend == "openai" and g.teacher.api_key_env == ""
     teacher = make_teacher(cfg)
@@ -236,12 +236,12 @@ def test_vllm_config_drives_a_round_over_the_openai_protocol(fake_openai, tmp_pa
 def _round_inputs(n):
     import random
 
-    from generation.config import GenerationConfig
+    from generation.config import DaigConfig, GenerationConfig
     from generation.data.corpus import Chunk
     from generation.methods.daig import plan_requests
     from generation.data.pool import build_pool, load_pool
 
-    cfg = GenerationConfig(domain_path="x", examples_per_round=n)
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=n))
     pool = build_pool(load_pool("builtin", "general"), [], [])
     chunks = [Chunk(f"c#{i}", "c", f"The Ferncast controller number {i} waters eight zones and resets in ten seconds.") for i in range(3)]
     return cfg, plan_requests({t: 1 / len(pool) for t in pool}, pool, chunks, cfg, random.Random(0))

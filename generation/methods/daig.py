@@ -148,23 +148,23 @@ def plan_requests(weights: dict[str, float], pool: dict[str, list[PoolItem]], ch
     """(task, shown examples, chunk) for each new instruction of the round.
 
     chunk_counts: kept rows per chunk id so far (for 'under_covered'); requested: requests per chunk id in earlier
-    rounds (for 'stratified'). Chunks that are mostly code or logs get cfg.code_chunks' weight (0 skips them).
+    rounds (for 'stratified'). Chunks that are mostly code or logs get cfg.daig.code_chunks' weight (0 skips them).
     """
-    weight = {c.id: sampling_weight(c, cfg.code_chunks, cfg.max_code_share) for c in chunks}
+    weight = {c.id: sampling_weight(c, cfg.daig.code_chunks, cfg.daig.max_code_share) for c in chunks}
     if not any(weight.values()):  # a corpus of nothing but code under 'skip': better used than empty
         weight = dict.fromkeys(weight, 1.0)
     eligible = [c for c in chunks if weight[c.id] > 0]
-    if cfg.chunk_sampling == "stratified":
+    if cfg.daig.chunk_sampling == "stratified":
         pick = _stratified(eligible, weight, dict(requested or {}), rng)
-    elif cfg.chunk_sampling == "under_covered":
+    elif cfg.daig.chunk_sampling == "under_covered":
         cover = [weight[c.id] / (1 + (chunk_counts or {}).get(c.id, 0)) for c in eligible]
         pick = lambda: rng.choices(eligible, weights=cover)[0]  # noqa: E731
     else:
         pick = lambda: rng.choices(eligible, weights=[weight[c.id] for c in eligible])[0]  # noqa: E731
     plan = []
-    for _ in range(cfg.examples_per_round):
+    for _ in range(cfg.daig.examples_per_round):
         task = sample_task(weights, rng)
-        examples = sample_examples(pool[task], cfg.examples_in_prompt, cfg.domain_share, rng)
+        examples = sample_examples(pool[task], cfg.daig.examples_in_prompt, cfg.daig.domain_share, rng)
         plan.append((task, examples, pick()))
     return plan
 
@@ -204,14 +204,14 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
                       cfg: GenerationConfig, closed_book: bool, tasks: tuple[str, ...] = ()) -> tuple[str, str, str, dict]:
     """Per-request checks of a parsed instruction, cheapest first: ('' or reason, task label, input, decision).
     tasks: the pool's task names; an instruction is relabelled only to one of them."""
-    shown = [t for e in examples for t in shown_texts(e, cfg.examples_shown)]
-    reason, sim, echo = instruction_problem(instruction, shown, DIRECTIVE.format(task=task_label(task)), cfg.min_instruction_words,
-                                            cfg.max_instruction_words, cfg.max_example_similarity, input_text)
+    shown = [t for e in examples for t in shown_texts(e, cfg.daig.examples_shown)]
+    reason, sim, echo = instruction_problem(instruction, shown, DIRECTIVE.format(task=task_label(task)), cfg.daig.min_instruction_words,
+                                            cfg.daig.max_instruction_words, cfg.daig.max_example_similarity, input_text)
     followed = followed_task(instruction, task)
     grounding = instruction_grounding(f"{instruction} {input_text}", f"{chunk.heading} {chunk.text}")
     decision = {"filter": "instruction", "kept": False, "reason": reason, "score": round(sim, 4), "max_example_rouge_l": round(sim, 4),
                 "prompt_echo_rouge_l": round(echo, 4), "grounding": round(grounding, 4), "followed_task": followed}
-    if not reason and followed != task and cfg.task_mismatch == "reject":
+    if not reason and followed != task and cfg.daig.task_mismatch == "reject":
         reason = "task_mismatch"
     if not reason and followed == "classification" and not names_classes(instruction):
         reason = "classes_not_named"
@@ -222,11 +222,11 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
         if local:
             decision["example_names"] = local
         if local or refers_to_passage(instruction):
-            if cfg.dangling_reference == "reject":
+            if cfg.daig.dangling_reference == "reject":
                 reason = "dangling_reference"
             else:  # the student cannot see the passage (or the example code) it is pointed at: give it the passage
                 input_text, decision["input_from"] = chunk.text, "chunk"
-    if not reason and followed != task and cfg.task_mismatch == "relabel" and followed in tasks:
+    if not reason and followed != task and cfg.daig.task_mismatch == "relabel" and followed in tasks:
         decision["relabelled_from"] = task
         task = followed
     decision.update(kept=not reason, reason=reason)
@@ -244,7 +244,7 @@ def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: C
         reason = "answer_defers"
     if not reason and (yes_no_mismatch(f"{instruction} {input_text}", answer) or rouge_l(answer, instruction) >= 0.9):
         reason = "answer_not_task"  # a bare yes/no to another kind of task, or the task said back
-    reason = reason or answer_problem(answer, reply.finish_reason, cfg.max_answer_words)
+    reason = reason or answer_problem(answer, reply.finish_reason, cfg.daig.max_answer_words)
     if not reason and support < cfg.grounding.min_answer_support:
         reason = "answer_unsupported"
     if not reason and numbers and cfg.grounding.reject_unsupported_numbers:
@@ -264,10 +264,10 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     closed_book: the student will not see the chunk (training.include_context false), so an instruction that
     points at "the passage" needs the passage as its input. tasks: the pool's task names (for task_mismatch).
     """
-    t, gr = cfg.teacher, cfg.grounding
+    dc, gr = cfg.daig, cfg.grounding
     base = request_seed(seed, round_idx)
     stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
-    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, cfg.examples_shown), t.instruction_max_tokens, t.temperature, t.top_p, base + i)
+    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, cfg.daig.examples_shown), dc.instruction_max_tokens, dc.temperature, dc.top_p, base + i)
                     for i, (task, ex, chunk) in enumerate(plan)]
     ins_replies = teacher.generate(ins_requests, desc=f"round {round_idx} instructions")
 
@@ -310,7 +310,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
                 survivors.append(item)
         pending = survivors
 
-    ans_requests = [TeacherRequest(answer_messages(ins, chunk, inp), t.answer_max_tokens, t.answer_temperature, t.top_p, base + 500009 + n)
+    ans_requests = [TeacherRequest(answer_messages(ins, chunk, inp), dc.answer_max_tokens, dc.answer_temperature, dc.top_p, base + 500009 + n)
                     for n, (_, ins, inp, chunk, _) in enumerate(pending)]
     ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
 

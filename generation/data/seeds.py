@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from generation.data.corpus import DataError, load_rows, read_jsonl
 from generation.data.pool import PoolItem
+from generation.filters.novelty import NoveltyFilter, novelty_json, restore_novelty
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,29 @@ def _seed_from_row(row, where: str, default_id: str) -> SeedTask:
         raise DataError(f"{where}: a pool-format row needs 'task' (or give Self-Instruct 'instances'); fix that row")
     instance = {"input": str(row.get("input") or ""), "output": str(row.get("output") or "")}
     return SeedTask(str(row.get("id") or default_id), str(row["task"]).strip(), row["instruction"].strip(), [instance], is_clf)
+
+
+@dataclass
+class SeedState:
+    """What a seed-bootstrapping method (Self-Instruct, Alpaca) carries from round to round."""
+    seeds: list[SeedTask]
+    machine: list[str]  # machine-written instructions kept so far
+    novelty: NoveltyFilter
+    embedder: object = None  # an Embedder for sedi's embedding distance, or None (ROUGE-L)
+    novelty_base: int = 0  # texts the start put in the novelty pool (a checkpoint keeps only those added later)
+
+    def to_json(self) -> dict:
+        return {"machine": self.machine, **novelty_json(self.novelty, self.novelty_base)}
+
+    def restore(self, saved: dict) -> None:
+        """Lay a checkpoint's to_json() over this freshly started state."""
+        self.machine = list(saved["machine"])
+        restore_novelty(self.novelty, saved)
+
+
+def start_from_seeds(seed_tasks: str, seed_split: str, pool: dict[str, list[PoolItem]], novelty: NoveltyFilter,
+                     load_embedder: Callable, shown: Callable[[SeedTask], bool] = lambda s: True) -> SeedState:
+    """The seed tasks (seed_tasks; '' takes them from the pools); the novelty pool starts with the seeds shown."""
+    seeds = load_seed_tasks(seed_tasks, seed_split) if seed_tasks else seeds_from_pool([item for items in pool.values() for item in items])
+    novelty.add([s.instruction for s in seeds if shown(s)])
+    return SeedState(seeds, [], novelty, load_embedder(), len(novelty.texts))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 from typing import Callable
 
 from generation.config import GenerationConfig, SelfInstructConfig
@@ -26,8 +25,8 @@ from generation.rows import RoundStats, new_row, rejected_row, request_seed, tea
 from generation.filters.batch import filter_batch
 from generation.filters.heuristics import heuristic_verdict
 from generation.data.pool import PoolItem
-from generation.data.seeds import SeedTask, load_seed_tasks, seeds_from_pool
-from generation.filters.novelty import NoveltyFilter, novelty_json, restore_novelty
+from generation.data.seeds import SeedState, SeedTask, start_from_seeds
+from generation.filters.novelty import NoveltyFilter
 from generation.teacher.backends import Teacher, TeacherRequest
 
 METHOD = "self_instruct"
@@ -308,34 +307,13 @@ def check_seed_count(n_seeds: int, sc: SelfInstructConfig) -> None:
 STEERED = False  # a faithful baseline: it samples seeds uniformly, as published; its task weights are only logged
 
 
-@dataclass
-class State:
-    """What Self-Instruct carries from round to round."""
-    seeds: list[SeedTask]
-    machine: list[str]  # machine-written instructions kept so far
-    novelty: NoveltyFilter
-    embedder: object = None  # an Embedder for sedi's embedding distance, or None (ROUGE-L)
-    novelty_base: int = 0  # texts start() put in the novelty pool (a checkpoint keeps only those added later)
-
-    def to_json(self) -> dict:
-        return {"machine": self.machine, **novelty_json(self.novelty, self.novelty_base)}
-
-    def restore(self, saved: dict) -> None:
-        """Lay a checkpoint's to_json() over this freshly started state."""
-        self.machine = list(saved["machine"])
-        restore_novelty(self.novelty, saved)
+State = SeedState  # seeds, machine-written instructions, novelty pool (generation/data/seeds.py)
 
 
 def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list, load_embedder: Callable) -> State:
-    """The seed tasks (self_instruct.seed_tasks; '' takes them from the pools); the novelty pool starts with the seeds shown."""
-    spec = g.self_instruct
-    seeds = load_seed_tasks(spec.seed_tasks, spec.seed_split) if spec.seed_tasks else seeds_from_pool(
-        [item for items in pool.values() for item in items])
     # The reference's novelty pool is the seeds it shows: only classification ones under --use_clf_seed_tasks_only.
-    texts = [s.instruction for s in seeds if s.is_classification or not spec.classification_seeds_only]
-    novelty = NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text)
-    novelty.add(texts)
-    return State(seeds, [], novelty, load_embedder(), len(novelty.texts))
+    return start_from_seeds(g.self_instruct.seed_tasks, g.self_instruct.seed_split, pool, NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text),
+                            load_embedder, shown=lambda s: s.is_classification or not g.self_instruct.classification_seeds_only)
 
 
 def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,

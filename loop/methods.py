@@ -1,6 +1,7 @@
 """The generation methods, by the name the config gives (generation.method).
 
 Each module in generation/methods/ has the same small surface:
+- Config: its config dataclass, the generation.<section> of the run config;
 - STEERED: whether the task weights steer it (the others are faithful baselines that sample as published; their
   task weights are logged for comparison only);
 - start(g, pool, chunks, load_embedder) -> State, its own state, with to_json() and restore(saved) for the checkpoint;

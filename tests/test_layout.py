@@ -97,6 +97,10 @@ def test_a_key_without_its_section_and_an_override_without_equals_say_what_to_wr
 def test_every_method_module_has_the_contract_and_a_name():
     import inspect
 
+    import dataclasses
+    import typing
+
+    from generation.config import GenerationConfig
     from loop.methods import METHODS
 
     files = {p.stem for p in (REPO / "generation" / "methods").glob("*.py") if p.stem != "__init__"}
@@ -106,6 +110,8 @@ def test_every_method_module_has_the_contract_and_a_name():
     assert tuple(METHODS) == CONFIG_NAMES, "the names generation.method accepts are the names loop/methods.py maps"
     for name, module in METHODS.items():
         assert isinstance(module.STEERED, bool), name
+        section = {"evol_instruct": "evol"}.get(name, name)  # the method's config section is generation.<section>
+        assert dataclasses.is_dataclass(module.Config) and typing.get_type_hints(GenerationConfig)[section] is module.Config, name
         assert list(inspect.signature(module.start).parameters) == ["g", "pool", "chunks", "load_embedder"], name
         assert list(inspect.signature(module.run_round).parameters) == ["teacher", "state", "g", "weights", "round_idx", "seed",
                                                                          "rng", "closed_book"], name

@@ -155,6 +155,7 @@ def alpaca_request(shown: list[SeedTask], ac: AlpacaConfig, seed: int) -> Teache
 
 # ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
 
+Config = AlpacaConfig  # its section of the run config: generation.alpaca
 STEERED = False  # a faithful baseline: it samples seeds uniformly, as published; its task weights are only logged
 
 

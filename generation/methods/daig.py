@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from generation.config import GenerationConfig
+from generation.config import DaigConfig, GenerationConfig
 from generation.data.corpus import Chunk, sampling_weight
 from generation.filters.batch import filter_batch
 from generation.filters.rules import NoveltyFilter, answer_problem, followed_task, instruction_problem, names_classes, rouge_l
@@ -344,6 +344,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
 
 # ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
 
+Config = DaigConfig  # its section of the run config: generation.daig
 STEERED = True  # the task weights choose which task each request is about
 
 

@@ -419,6 +419,7 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
 
 # ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
 
+Config = DynosaurConfig  # its section of the run config: generation.dynosaur
 STEERED = False  # a faithful baseline: the tasks come from the dataset's metadata; their weights are only logged
 
 

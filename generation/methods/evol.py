@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from generation.config import GenerationConfig
+from generation.config import EvolConfig, GenerationConfig
 from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.data.pool import EvolvedItem, PoolItem, pool_from_refs, pool_refs, sample_task
 from generation.teacher.backends import Teacher, TeacherReply, TeacherRequest
@@ -353,6 +353,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
 
 # ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
 
+Config = EvolConfig  # its section of the run config: generation.evol
 STEERED = True  # the task weights choose which pool items are evolved
 
 

@@ -304,6 +304,7 @@ def check_seed_count(n_seeds: int, sc: SelfInstructConfig) -> None:
 
 # ---- the method contract (loop/methods.py) -------------------------------------------------------------------------
 
+Config = SelfInstructConfig  # its section of the run config: generation.self_instruct
 STEERED = False  # a faithful baseline: it samples seeds uniformly, as published; its task weights are only logged
 
 

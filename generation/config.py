@@ -158,11 +158,11 @@ class GroundingConfig:
 
 @dataclass
 class GenerationConfig:
-    domain_path: str = field(default="", metadata={"help": "Your domain data: a folder of .txt/.md files, a .jsonl file (field domain_text_field), a `datasets` save_to_disk folder, or a `datasets` Hub name. Relative paths in a YAML file are relative to that file."})
+    domain_path: str = field(default="", metadata={"help": "Your domain data: a folder of .txt/.md files, a .jsonl, .json, .csv or .parquet file of rows (text in domain_text_field), a `datasets` save_to_disk folder, or a `datasets` Hub name. Relative paths in a YAML file are relative to that file."})
     domain_split: str = field(default="train", metadata={"help": "Split to read when domain_path is a `datasets` dataset."})
     domain_text_field: str = field(default="text", metadata={"help": "Field that holds the text in JSONL rows or dataset rows."})
     chunk_words: int = field(default=120, metadata={"help": "Target passage length in words; paragraphs are packed up to this size (a longer paragraph is split).", "check": ">= 1"})
-    general_pool: str = field(default="builtin", metadata={"help": "General-purpose task pool: 'builtin' (ships with the package), '' for none, a .jsonl path, or a `datasets` name/folder. Rows need 'task' and 'instruction'."})
+    general_pool: str = field(default="builtin", metadata={"help": "General-purpose task pool: 'builtin' (ships with the package), '' for none, a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder. Rows need 'task' and 'instruction'."})
     domain_pool: str = field(default="", metadata={"help": "Domain-specific example tasks in the same format ('' for none)."})
     pool_split: str = field(default="train", metadata={"help": "Split to read when a pool is a `datasets` dataset."})
     tasks: list[str] = field(default_factory=list, metadata={"help": "Restrict to these task names (empty: every task found in the pools)."})

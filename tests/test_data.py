@@ -87,3 +87,38 @@ def test_sampling_follows_weights_and_domain_share(tmp_path):
     for _ in range(2000):
         counts[sample_task({"a": 0.9, "b": 0.1}, rng)] += 1
     assert 0.85 < counts["a"] / 2000 < 0.95
+
+
+def test_pools_seeds_and_corpora_read_csv_parquet_and_json_like_jsonl(tmp_path):
+    """A Dolly-style export as CSV or Parquet serves as it is, with empty cells as empty inputs."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    from generation.data.seeds import load_seed_tasks
+
+    rows = [{"id": "a1", "task": "qa", "instruction": "What is E07?", "input": "", "output": "The rain sensor."},
+            {"id": "a2", "task": "summarization", "instruction": "Summarize the reset steps.", "input": "Hold Mode.", "output": "Hold it."}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    table = pa.Table.from_pylist(rows)
+    pyarrow.csv.write_csv(table, tmp_path / "p.csv")
+    pyarrow.parquet.write_table(table, tmp_path / "p.parquet")
+    want = load_pool(str(tmp_path / "p.jsonl"), "domain")
+    for suffix in ("json", "csv", "parquet"):
+        assert load_pool(str(tmp_path / f"p.{suffix}"), "domain") == want, suffix
+        assert [s.instruction for s in load_seed_tasks(str(tmp_path / f"p.{suffix}"))] == [r["instruction"] for r in rows]
+    docs = pa.Table.from_pylist([{"text": "Hold the Mode button for ten seconds to reset."}, {"text": "Error E07: rain sensor."}])
+    pyarrow.parquet.write_table(docs, tmp_path / "docs.parquet")
+    assert [c.text for c in load_corpus(str(tmp_path / "docs.parquet"), 50)] == ["Hold the Mode button for ten seconds to reset.",
+                                                                                 "Error E07: rain sensor."]
+    with pytest.raises(DataError, match=r"no column 'body' \(columns: text\); set generation.domain_text_field"):
+        load_corpus(str(tmp_path / "docs.parquet"), 50, text_field="body")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=r"bad.parquet could not be read as .parquet"):
+        load_pool(str(tmp_path / "bad.parquet"), "general")
+    (tmp_path / "p.tsv").write_text("task\tinstruction\n")
+    with pytest.raises(DataError, match=r"unsupported file type '.tsv'; use .jsonl, .json, .csv, .parquet"):
+        load_pool(str(tmp_path / "p.tsv"), "general")

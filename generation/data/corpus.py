@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEXT_SUFFIXES = (".txt", ".md")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # files of rows (read_table)
 
 
 class DataError(ValueError):
@@ -46,8 +47,14 @@ def load_documents(path: str, split: str = "train", text_field: str = "text") ->
         return [(p.name, _read_text(p))]
     if p.is_file() and p.suffix.lower() == ".jsonl":
         return [(f"{p.name}:{i}", text) for i, text in enumerate(_jsonl_field(p, text_field))]
+    if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
+        rows = read_table(p)
+        if rows and text_field not in rows[0]:
+            raise DataError(f"{p} has no column {text_field!r} (columns: {', '.join(rows[0])}); set generation.domain_text_field")
+        return [(f"{p.name}:{i}", str(r[text_field])) for i, r in enumerate(rows)]
     if p.is_file():
-        raise DataError(f"domain data {p}: unsupported file type {p.suffix!r}; use a folder of .txt/.md files, a .jsonl file or a dataset")
+        raise DataError(f"domain data {p}: unsupported file type {p.suffix!r}; use a folder of .txt/.md files, a .jsonl, .json, "
+                        ".csv or .parquet file, or a dataset")
     rows = load_rows(path, split)
     if rows and text_field not in rows[0]:
         raise DataError(f"dataset {path} has no field {text_field!r} (fields: {', '.join(rows[0])}); set generation.domain_text_field")
@@ -100,6 +107,31 @@ def read_jsonl(p: Path) -> list[tuple[int, dict]]:
             raise DataError(f"{p}:{n}: each line must be a JSON object of fields")
         rows.append((n, row))
     return rows
+
+
+def read_table(p: Path) -> list[dict]:
+    """The rows of a .jsonl, .json (a list of objects), .csv or .parquet file. pyarrow (installed with `datasets`) reads
+    CSV and Parquet in memory, with no cache folder written; an empty CSV cell reads as None."""
+    suffix = p.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{p}: unsupported file type {p.suffix!r}; use {', '.join(TABLE_SUFFIXES)}, or a `datasets` folder or name")
+    if suffix == ".jsonl":
+        return [row for _, row in read_jsonl(p)]
+    try:
+        if suffix == ".json":
+            rows = json.loads(_read_text(p))
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise DataError(f"{p}: a .json file must hold a list of objects (one per row); use .jsonl for one object per line")
+            return rows
+        import pyarrow.csv
+        import pyarrow.parquet
+
+        table = pyarrow.csv.read_csv(p) if suffix == ".csv" else pyarrow.parquet.read_table(p)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file: the user needs one line naming it
+        raise DataError(f"{p} could not be read as {suffix} ({type(e).__name__}: {str(e)[:200]}); check the file") from None
+    return table.to_pylist()
 
 
 def _jsonl_field(p: Path, text_field: str) -> list[str]:

@@ -10,7 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from generation.data.corpus import DataError, load_rows, read_jsonl
+from generation.data.corpus import DataError, load_rows, read_table
 
 BUILTIN_GENERAL_POOL = Path(__file__).parent / "general_tasks.jsonl"
 
@@ -46,12 +46,12 @@ def pool_from_refs(refs: dict[str, list], pool: dict[str, list[PoolItem]]) -> di
 
 
 def load_pool(spec: str, kind: str, split: str = "train") -> list[PoolItem]:
-    """Load one pool: 'builtin', a .jsonl path or a `datasets` name/folder. '' gives an empty pool."""
+    """Load one pool: 'builtin', a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder. '' gives an empty pool."""
     if not spec:
         return []
     path = BUILTIN_GENERAL_POOL if spec == "builtin" else Path(spec).expanduser()
     if path.is_file():
-        rows = [row for _, row in read_jsonl(path)]
+        rows = read_table(path)
         name = path.name
     else:
         rows, name = load_rows(spec, split), Path(spec).name

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from generation.data.corpus import DataError, load_rows, read_jsonl
+from generation.data.corpus import DataError, load_rows, read_table
 from generation.data.pool import PoolItem
 from generation.filters.novelty import NoveltyFilter, novelty_json, restore_novelty
 
@@ -30,11 +30,11 @@ BUILTIN_SEEDS = Path(__file__).parent / "self_instruct_seed_tasks.jsonl"  # the 
 
 
 def load_seed_tasks(spec: str, split: str = "train") -> list[SeedTask]:
-    """Seed tasks: 'builtin' (Self-Instruct's 175), a .jsonl file or a `datasets` name/folder; a bad row raises
+    """Seed tasks: 'builtin' (Self-Instruct's 175), a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder; a bad row raises
     DataError naming it and the fix."""
     path = BUILTIN_SEEDS if spec == "builtin" else Path(spec).expanduser()
     if path.is_file():
-        rows, name = [row for _, row in read_jsonl(path)], path.name
+        rows, name = read_table(path), path.name
     else:
         rows, name = load_rows(spec, split), Path(spec).name
     seeds = [_seed_from_row(row, f"{name} row {n}", f"seed-{n}") for n, row in enumerate(rows, 1)]

@@ -492,7 +492,7 @@ def reweight(cfg: RunConfig, st: LoopState, ev: EvalResult, tasks: list[str]) ->
 def round_metrics(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, ev: EvalResult, judged: dict,
                   rw: Reweighting, chunks: list, sets: dict[str, list[dict]]) -> dict:
     """The round's line of metrics.jsonl."""
-    kept, all_rows = st.rounds_rows[-1], [x for rows in st.rounds_rows for x in rows]
+    kept, n_rows = st.rounds_rows[-1], sum(len(rows) for rows in st.rounds_rows)
     test, bench, base_bench, stats, train_stats = ev.test or {}, ev.benchmark, st.base_bench, st.stats, st.train_stats
     shrinking = rw.shrinking
     return {
@@ -528,7 +528,7 @@ def round_metrics(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeach
         "rejected": stats.rejected,
         **coverage(chunks, st.rounds_rows, stats),
         **ledger_metrics(teacher.ledger.minus(st.round_ledger_start), len(kept)),
-        **ledger_metrics(teacher.ledger, len(all_rows), prefix="run_"),
+        **ledger_metrics(teacher.ledger, n_rows, prefix="run_"),
         "budget_exhausted": teacher.exhausted or None,
         "train_loss": train_stats.get("train_loss"),
         "train_steps": train_stats.get("steps", 0),

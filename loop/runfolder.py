@@ -215,7 +215,8 @@ class _LegacyUnpickler(pickle.Unpickler):
 
 def _legacy_json(st: LoopState) -> dict:
     """An older pickled LoopState in checkpoint.json's form (its novelty pool whole: no start count was kept)."""
-    for obj in (st, st.ledger, st.round_ledger_start, getattr(st, "judge_ledger", Ledger()), *([st.stats] if st.stats else [])):
+    fill_defaults(st)  # first, so a missing judge_ledger is a fresh Ledger before the ledgers get their missing fields
+    for obj in (st.ledger, st.round_ledger_start, st.judge_ledger, *([st.stats] if st.stats else [])):
         fill_defaults(obj)
     m = st.method.__dict__
     novelty = m.get("novelty")

@@ -114,7 +114,7 @@ def test_pools_seeds_and_corpora_read_csv_parquet_and_json_like_jsonl(tmp_path):
     pyarrow.parquet.write_table(docs, tmp_path / "docs.parquet")
     assert [c.text for c in load_corpus(str(tmp_path / "docs.parquet"), 50)] == ["Hold the Mode button for ten seconds to reset.",
                                                                                  "Error E07: rain sensor."]
-    with pytest.raises(DataError, match=r"no column 'body' \(columns: text\); set generation.domain_text_field"):
+    with pytest.raises(DataError, match=r"no field 'body' \(fields: text\); set generation.domain_text_field"):
         load_corpus(str(tmp_path / "docs.parquet"), 50, text_field="body")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match=r"bad.parquet could not be read as .parquet"):

@@ -47,18 +47,13 @@ def load_documents(path: str, split: str = "train", text_field: str = "text") ->
         return [(p.name, _read_text(p))]
     if p.is_file() and p.suffix.lower() == ".jsonl":
         return [(f"{p.name}:{i}", text) for i, text in enumerate(_jsonl_field(p, text_field))]
-    if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
-        rows = read_table(p)
-        if rows and text_field not in rows[0]:
-            raise DataError(f"{p} has no column {text_field!r} (columns: {', '.join(rows[0])}); set generation.domain_text_field")
-        return [(f"{p.name}:{i}", str(r[text_field])) for i, r in enumerate(rows)]
-    if p.is_file():
+    if p.is_file() and p.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"domain data {p}: unsupported file type {p.suffix!r}; use a folder of .txt/.md files, a .jsonl, .json, "
                         ".csv or .parquet file, or a dataset")
-    rows = load_rows(path, split)
+    rows = read_table(p) if p.is_file() else load_rows(path, split)
     if rows and text_field not in rows[0]:
-        raise DataError(f"dataset {path} has no field {text_field!r} (fields: {', '.join(rows[0])}); set generation.domain_text_field")
-    return [(f"{Path(path).name}:{i}", str(r[text_field])) for i, r in enumerate(rows)]
+        raise DataError(f"{path} has no field {text_field!r} (fields: {', '.join(rows[0])}); set generation.domain_text_field")
+    return [(f"{p.name}:{i}", str(r[text_field])) for i, r in enumerate(rows)]
 
 
 def load_rows(name_or_path: str, split: str) -> list[dict]:

@@ -378,39 +378,53 @@ def test_soak_twenty_random_kills_with_injected_faults(tmp_path, tiny_corpus, ti
         server.stop()
 
 
-def test_a_round_a_kill_kept_from_wandb_is_logged_on_resume(tmp_path, monkeypatch):
-    """The kill lands after round 2's metrics line and before W&B got it: the resumed run's tracker logs it, once."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    from loop.config import TrackingConfig
-    from loop.tracking import Tracker, append_jsonl
+TRACKER_STEP = """
+import json, sys
+from pathlib import Path
+from loop.config import TrackingConfig
+from loop.tracking import Tracker, append_jsonl
+out, step, run_id = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+metrics = [{"round": r, "task_weights": {"qa": 1.0}, "task_eval_loss": {"qa": 3.0 - r}, "next_task_weights": {"qa": 1.0},
+            "eval_loss": 3.0 - r, "n_kept": 1, "adapter": None} for r in (1, 2)]
+t = Tracker(TrackingConfig(wandb=True, mode="offline", project="daig-test"), out, {}, run_id)
+if step == "first":
+    t.log_round(metrics[0], [], [], [], [("data-round1", "dataset", out / "rounds" / "1" / "data.jsonl")])
+    append_jsonl(out / "metrics.jsonl", metrics[1])  # ... and here the process died
+    print(json.dumps(t.run.id))
+elif step == "again":
+    caught = [t.catch_up(out), t.catch_up(out)]
+    t.log_round(metrics[1], [], [], [], [])  # the resumed loop finishing round 2 again logs nothing twice
+    print(json.dumps(caught))
+else:
+    print(json.dumps([t.catch_up(out, recorded=False), t.catch_up(out)]))
+t.finish()
+"""
 
+
+def test_a_round_a_kill_kept_from_wandb_is_logged_on_resume(tmp_path):
+    """The kill lands after round 2's metrics line and before W&B got it: the resumed run's tracker logs it, once.
+    Each tracker runs in its own process, as a killed run and its resume do (one process re-opening a W&B run id it
+    has just finished races W&B's own service: the new stream can lose its records)."""
     out = tmp_path / "run"
-    metrics = []
     for r in (1, 2):
         (out / "rounds" / str(r)).mkdir(parents=True)
         (out / "rounds" / str(r) / "data.jsonl").write_text(json.dumps({"id": f"r{r}-00000", "round": r}) + "\n")
-        metrics.append({"round": r, "task_weights": {"qa": 1.0}, "task_eval_loss": {"qa": 3.0 - r}, "next_task_weights": {"qa": 1.0},
-                        "eval_loss": 3.0 - r, "n_kept": 1, "adapter": None})
-    cfg = TrackingConfig(wandb=True, mode="offline", project="daig-test")
-    first = Tracker(cfg, out, {}, "")
-    first.log_round(metrics[0], [], [], [], [("data-round1", "dataset", out / "rounds" / "1" / "data.jsonl")])
-    append_jsonl(out / "metrics.jsonl", metrics[1])  # ... and here the process died
-    run_id = first.run.id
-    first.finish()
 
-    again = Tracker(cfg, out, {}, run_id)
-    assert again.catch_up(out) == [2] and again.catch_up(out) == []
-    again.log_round(metrics[1], [], [], [], [])  # the resumed loop finishing round 2 again logs nothing twice
-    again.finish()
+    def step(name, run_id=""):
+        proc = subprocess.run([sys.executable, "-c", TRACKER_STEP, str(out), name, run_id], env={**ENV, "WANDB_MODE": "offline"},
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    run_id = step("first")
+    assert step("again", run_id) == [[2], []]
     assert [json.loads(x)["round"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert [json.loads(x)["round"] for x in (out / "wandb_rounds.jsonl").read_text().splitlines()] == [1, 2]
     logged = b"".join(f.read_bytes() for f in (out / "wandb").glob(f"offline-run-*{run_id}*/run-{run_id}.wandb"))
     assert b"data-round2" in logged and b"data-round1" in logged
     # a run folder from before the record existed: its rounds count as logged, nothing is sent again
     (out / "wandb_rounds.jsonl").unlink()
-    older = Tracker(cfg, out, {}, run_id)
-    assert older.catch_up(out, recorded=False) == [] and older.catch_up(out) == []
-    older.finish()
+    assert step("older", run_id) == [[], []]
 
 
 def test_the_checkpoint_restores_evolved_and_same_id_pool_items(tmp_path):

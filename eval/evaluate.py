@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from eval.config import EvalConfig
+from eval.sets import EvalSetError
 from eval.stats import ratio_se
 
 
@@ -127,23 +128,14 @@ def sample_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batc
 BUILTIN_BENCHMARK = Path(__file__).parent / "data" / "user_oriented_instructions.jsonl"  # Self-Instruct's 252 (data/README.md)
 
 
-def load_benchmark(path: str, size: int) -> list[dict]:
-    """Held-out tasks in the Self-Instruct format ({instruction, instances: [{input, output}]}) or flat
-    ({instruction, input?, output}), from a .jsonl path or a `datasets` save_to_disk folder; the first `size`."""
-    import json
-
-    p = BUILTIN_BENCHMARK if path == "builtin" else Path(path).expanduser()
-    if p.is_file():
-        raw = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif p.is_dir():
-        import datasets
-
-        raw = [dict(r) for r in datasets.load_from_disk(str(p))]
-    else:
-        raise FileNotFoundError(f"eval.benchmark_path {path} not found; give a .jsonl file or a datasets folder, or '' to skip")
+def benchmark_rows(raw: list[dict], size: int) -> list[dict]:
+    """The first `size` held-out tasks, in the Self-Instruct format ({instruction, instances: [{input, output}]}) or
+    flat ({instruction, input?, output}), as prompt/completion rows (loop/evalsets.py reads the file or dataset)."""
     rows = []
     for n, r in enumerate(raw[:size]):
         inst = (r.get("instances") or [r])[0]
+        if not isinstance(inst, dict) or not r.get("instruction") or inst.get("output") is None:
+            raise EvalSetError(f"eval.benchmark_path row {n + 1}: needs an instruction and an output (or instances[0].output); fix the benchmark")
         prompt = r["instruction"] + (f"\n\n{inst['input']}" if inst.get("input") else "")
         rows.append({"id": r.get("id", f"bench-{n}"), "task": "benchmark", "prompt": [{"role": "user", "content": prompt}],
                      "completion": [{"role": "assistant", "content": inst["output"]}]})

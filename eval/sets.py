@@ -1,11 +1,8 @@
 """Fixed eval sets a user brings: rows with task, instruction, input and output, e.g. human-written questions about
-their documents. Read once at the start of a run and copied into the run folder, so a resumed run scores the same
-rows; never trained on.
+their documents. Read once at the start of a run (by loop/evalsets.py, in any format the corpus takes) and copied
+into the run folder, so a resumed run scores the same rows; never trained on.
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 FIELDS = ("task", "instruction", "output")
 
@@ -14,26 +11,9 @@ class EvalSetError(ValueError):
     """An eval set that cannot be used; the message names the file, the row and the fix."""
 
 
-def load_eval_set(spec: str, name: str) -> list[dict]:
-    """Rows {id, task, instruction, input, output} from a .jsonl file or a `datasets` save_to_disk folder. name is the
-    config field (for messages): every problem is reported at once, by row number."""
-    p = Path(spec).expanduser()
-    if p.is_file():
-        raw, problems = [], []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    raw.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    problems.append(f"line {n}: not JSON ({e.msg})")
-        if problems:
-            raise EvalSetError(_listed(name, spec, problems))
-    elif p.is_dir():
-        import datasets
-
-        raw = [dict(r) for r in datasets.load_from_disk(str(p))]
-    else:
-        raise EvalSetError(f"{name}={spec}: not found; give a .jsonl file or a `datasets` folder of rows with task, instruction, input, output")
+def eval_set_rows(raw: list, spec: str, name: str) -> list[dict]:
+    """Rows {id, task, instruction, input, output} of an eval set's raw rows (loop/evalsets.py reads the file or dataset).
+    spec names the source and name the config field (for messages): every problem is reported at once, by row number."""
     rows, problems = [], []
     for n, r in enumerate(raw, 1):
         missing = [f for f in FIELDS if not isinstance(r, dict) or not str(r.get(f) or "").strip()]

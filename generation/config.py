@@ -36,6 +36,11 @@ class TeacherConfig:
     n_ctx: int = field(default=4096, metadata={"help": "llamacpp backend: context tokens per slot (the server allocates n_ctx x max_concurrency)."})
     batch_size: int = field(default=16, metadata={"help": "Local backend: prompts per generate() call (sorted by length to limit padding).", "check": ">= 1"})
     num_threads: int = field(default=0, metadata={"help": "Local backend: torch threads; 0 means the run's num_threads.", "check": ">= 0"})
+    system_prompt: str = field(default="", metadata={"help": "Every backend: a system message sent first with every teacher request ('' for none). A request that has a system message of its own (Evol's and DAIG's answers, Dynosaur) gets this text before it, in one message. Part of the cache key when set."})
+    extra_body: dict = field(default_factory=dict, metadata={"help": "OpenAI and llamacpp backends: fields merged at the top level of every request's JSON body (the openai client's extra_body=), for server options the OpenAI protocol lacks: {chat_template_kwargs: {enable_thinking: false}} for a Qwen3 model on vLLM, {reasoning_effort: low} for an OpenAI reasoning model, vLLM's {guided_json: {...}}, Ollama's {options: {num_ctx: 8192}}. A YAML mapping; on the command line generation.teacher.extra_body.chat_template_kwargs.enable_thinking=false, or a whole mapping as generation.teacher.extra_body='{top_k: 20}'. Fields each request sets itself (temperature, max_tokens, stop, ...) are refused. Part of the cache key when set."})
+    response_format: dict = field(default_factory=dict, metadata={"help": "OpenAI and llamacpp backends: the response_format sent with every request ({} for none): {type: json_object} (JSON mode; OpenAI refuses it unless a message says 'JSON', e.g. the system_prompt) or {type: json_schema, json_schema: {name: ..., schema: {...}}} (structured outputs). It applies to every request of the teacher, answers and judges included, while the methods' prompts ask for plain text. Part of the cache key when set."})
+    token_limit_param: str = field(default="max_tokens", metadata={"help": "OpenAI and llamacpp backends: the name each request's reply-length limit is sent under, 'max_tokens' or 'max_completion_tokens' (OpenAI's reasoning models, o-series and gpt-5, refuse max_tokens). A reasoning model spends that limit on its hidden reasoning too, so raise the method's max_tokens settings with it. Part of the cache key when not max_tokens.", "choices": ("max_tokens", "max_completion_tokens")})
+    sampling_params: str = field(default="send", metadata={"help": "OpenAI and llamacpp backends: 'send' each request's temperature, top_p, presence_penalty and stop, or 'omit' them all (reasoning models refuse them: the endpoint then samples at its own defaults, and stop strings are cut from the reply here). Part of the cache key when omit.", "choices": ("send", "omit")})
 
     def __post_init__(self):
         """Checks across fields; each field's own range is its metadata 'check' (loop/config.py applies them all)."""
@@ -43,6 +48,43 @@ class TeacherConfig:
             raise ValueError("model: empty; set a packaged model name, a folder, a Hub id or the endpoint's model name")
         if self.max_cost_usd and not (self.usd_per_m_prompt_tokens or self.usd_per_m_completion_tokens):
             raise ValueError("max_cost_usd: set usd_per_m_prompt_tokens / usd_per_m_completion_tokens too, or the cost is always 0")
+        if problem := self._wire_problem():
+            raise ValueError(problem)
+
+    # Fields of the request body that each request or the teacher sets, and where to change them instead of extra_body.
+    _OWN_FIELDS = {"model": "generation.teacher.model", "messages": "the method's prompts and system_prompt", "stream": "replies are read whole",
+                   "max_tokens": "the method's max_tokens settings; token_limit_param picks the name",
+                   "max_completion_tokens": "the method's max_tokens settings; token_limit_param picks the name",
+                   "temperature": "the method's settings; sampling_params: omit leaves it out", "top_p": "the method's settings; sampling_params: omit leaves it out",
+                   "presence_penalty": "the method's settings; sampling_params: omit leaves it out", "stop": "the method's prompts; sampling_params: omit cuts it here",
+                   "seed": "generation follows the run's seed", "response_format": "use generation.teacher.response_format"}
+
+    def _wire_problem(self) -> str:
+        """The first problem with the options that shape the HTTP request ('' if none), as 'field: what; fix'."""
+        import json
+
+        for name in ("extra_body", "response_format"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                return f"{name}: expected a mapping, got {value!r}; e.g. {'{type: json_object}' if name == 'response_format' else '{top_k: 20}'}, or {{}} for none"
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as e:
+                return f"{name}: not JSON ({e}); use strings, numbers, booleans, lists and mappings only"
+        if own := next((k for k in self.extra_body if k in self._OWN_FIELDS), None):
+            return f"extra_body: {own!r} is set by each request ({self._OWN_FIELDS[own]}); remove it from extra_body"
+        kind = self.response_format.get("type") if self.response_format else "text"
+        if kind not in ("text", "json_object", "json_schema"):
+            return f"response_format: type {kind!r} is not one of text, json_object, json_schema; e.g. {{type: json_object}}"
+        schema = self.response_format.get("json_schema")
+        if kind == "json_schema" and not (isinstance(schema, dict) and schema.get("name") and isinstance(schema.get("schema"), dict)):
+            return "response_format: type json_schema needs json_schema: {name: ..., schema: {...}} (a JSON Schema mapping)"
+        if self.backend == "local":
+            wire = {"extra_body": self.extra_body, "response_format": self.response_format,
+                    "token_limit_param": self.token_limit_param != "max_tokens", "sampling_params": self.sampling_params != "send"}
+            if name := next((k for k, v in wire.items() if v), None):
+                return f"{name}: the local backend runs the model in process and cannot honour it; remove it, or use backend openai or llamacpp"
+        return ""
 
 
 @dataclass
@@ -157,6 +199,20 @@ class GroundingConfig:
 
 
 @dataclass
+class PoolFields:
+    """Which column of a pool file or dataset holds what, so a Dolly- or Orca-style set serves as it is."""
+    task: str = field(default="task", metadata={"help": "Column with the task name (Dolly: category). '' when the set has none (e.g. OpenOrca): every row is default_task."})
+    instruction: str = field(default="instruction", metadata={"help": "Column with the instruction (OpenOrca: question)."})
+    input: str = field(default="input", metadata={"help": "Column with the optional input (Dolly: context); '' for none."})
+    output: str = field(default="output", metadata={"help": "Column with the example answer (Dolly and OpenOrca: response); '' for none."})
+    id: str = field(default="id", metadata={"help": "Column with a unique row id; rows without one get '<kind>-<row number>'."})
+    default_task: str = field(default="general", metadata={"help": "The task of every row when task is ''."})
+
+
+DATASET_OPTIONS = ("config", "revision", "data_files")
+
+
+@dataclass
 class GenerationConfig:
     domain_path: str = field(default="", metadata={"help": "Your domain data: a folder of .txt/.md files, a .jsonl, .json, .csv or .parquet file of rows (text in domain_text_field), a `datasets` save_to_disk folder, or a `datasets` Hub name. Relative paths in a YAML file are relative to that file."})
     domain_split: str = field(default="train", metadata={"help": "Split to read when domain_path is a `datasets` dataset."})
@@ -165,6 +221,9 @@ class GenerationConfig:
     general_pool: str = field(default="builtin", metadata={"help": "General-purpose task pool: 'builtin' (ships with the package), '' for none, a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder. Rows need 'task' and 'instruction'."})
     domain_pool: str = field(default="", metadata={"help": "Domain-specific example tasks in the same format ('' for none)."})
     pool_split: str = field(default="train", metadata={"help": "Split to read when a pool is a `datasets` dataset."})
+    general_pool_fields: PoolFields = field(default_factory=PoolFields, metadata={"help": "Columns of the general pool (defaults: task, instruction, input, output, id)."})
+    domain_pool_fields: PoolFields = field(default_factory=PoolFields, metadata={"help": "Columns of the domain pool."})
+    datasets: dict = field(default_factory=dict, metadata={"help": "load_dataset options for Hub datasets named anywhere in the config (corpus, pools, seed tasks, Dynosaur's dataset, eval sets, benchmark), by id: {'databricks/databricks-dolly-15k': {'revision': '<commit>', 'config': '<name>', 'data_files': ['<file or glob>']}}. Pin a revision for a reproducible run."})
     tasks: list[str] = field(default_factory=list, metadata={"help": "Restrict to these task names (empty: every task found in the pools)."})
     method: str = field(default="daig", metadata={"help": f"How data is made: {', '.join(METHODS)}. Every method runs through the same teacher, cache, ledger and outputs, so an ablation is a config change.", "choices": METHODS})
     daig: DaigConfig = field(default_factory=DaigConfig, metadata={"help": "method daig: requests, sampling and per-row checks."})
@@ -181,3 +240,9 @@ class GenerationConfig:
             raise ValueError("dynosaur.dataset: method dynosaur needs a dataset (a `datasets` folder or name, or a .jsonl)")
         if not self.general_pool and not self.domain_pool:
             raise ValueError("general_pool: both pools are empty; set general_pool: builtin or a domain_pool path")
+        for name, options in self.datasets.items():
+            if not isinstance(options, dict):
+                raise ValueError(f"datasets.{name}: got {options!r}; give a mapping of {', '.join(DATASET_OPTIONS)}")
+            unknown = sorted(set(options) - set(DATASET_OPTIONS))
+            if unknown:
+                raise ValueError(f"datasets.{name}: unknown options {unknown}; use {', '.join(DATASET_OPTIONS)}")

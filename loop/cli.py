@@ -1,4 +1,5 @@
-"""Command line: `daig run CONFIG --out DIR [key=value ...]`, `daig config`, `daig models`, `daig report`, `daig trace`."""
+"""Command line: `daig run CONFIG --out DIR [key=value ...]`, `daig config`, `daig models`, `daig export`, `daig export-data`,
+`daig report`, `daig trace`."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     exp_p.add_argument("--out", required=True)
     exp_p.add_argument("--round", type=int, help="round number (default: the last with an adapter)")
     exp_p.add_argument("--merge", action="store_true", help="merge into the base model and save a full model")
-    exp_p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the exported folder (token from HF_TOKEN or huggingface-cli login)")
+    _hub_flags(exp_p, "the exported folder")
+    dat_p = sub.add_parser("export-data", help="a run's rows as a Hugging Face dataset (train, validation, test, rejected)",
+                           description="daig export-data runs/quickstart --out my-data [--push-to-hub user/name] [--public] [--license cc-by-4.0]")
+    dat_p.add_argument("run_dir")
+    dat_p.add_argument("--out", required=True, help="folder to write (new or empty): save_to_disk folder, data/*.parquet, README.md, config.yaml")
+    dat_p.add_argument("--license", default="unknown", metavar="ID",
+                       help="the card's licence field, a Hub licence id such as cc-by-4.0 (default: unknown); the rows quote your documents and the teacher")
+    _hub_flags(dat_p, "the card, config.yaml and data/*.parquet")
     rep_p = sub.add_parser("report", help="write an HTML report (plots and tables) of a run or an ablation",
                            description="daig report runs/quickstart [--out report.html]")
     rep_p.add_argument("path", help="a run folder (daig run --out) or an ablation folder (daig ablate)")
@@ -51,6 +59,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     tr_p.add_argument("example_id", help="the row's id, e.g. r1-00003")
     tr_p.add_argument("--json", action="store_true", help="print the lineage as JSON")
     return parser, sub
+
+
+def _hub_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--push-to-hub", metavar="USER/NAME", help=f"upload {what} to this Hub repo (token from HF_TOKEN or `hf auth login`, never stored)")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="private", action="store_true", default=True,
+                     help="create the Hub repo private (the default, so nothing goes public by accident)")
+    vis.add_argument("--public", dest="private", action="store_false", help="create the Hub repo public; an existing repo keeps its visibility either way")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -81,21 +97,44 @@ def main(argv: list[str] | None = None) -> int:
             from loop.models import PACKAGED
 
             for name, m in PACKAGED.items():
-                print(f"{name}: {m.note}; from {', '.join(f'{d}=={v}' for d, v, _ in m.parts[:2])}{' ...' if len(m.parts) > 2 else ''}; licence {m.licence}")
+                print(f"{name}: {m.note}; upstream {m.hub_id}; from {', '.join(f'{d}=={v}' for d, v, _ in m.parts[:2])}{' ...' if len(m.parts) > 2 else ''}; licence {m.licence}")
             return 0
         if args.command == "export":
             _setup_logging()
-            from loop.export import export, push_to_hub
+            from loop.export import check_repo_id, export, push_to_hub
 
             try:
-                folder = export(args.run_dir, args.out, args.round, args.merge)
-            except (FileNotFoundError, FileExistsError) as e:
+                if args.push_to_hub:
+                    check_repo_id(args.push_to_hub)
+                folder = export(args.run_dir, args.out, args.round, args.merge, repo_id=args.push_to_hub)
+            except (FileNotFoundError, FileExistsError, ValueError) as e:
+                if args.debug:
+                    raise
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             print(f"exported to {folder}")
-            if args.push_to_hub:
-                print(f"pushed: {push_to_hub(folder, args.push_to_hub)}")
-            return 0
+            again = f"`hf upload {args.push_to_hub} {folder} {'--private' if args.private else '--no-private'}`"
+            return _push(args, folder, lambda: push_to_hub(folder, args.push_to_hub, args.private), again)
+        if args.command == "export-data":
+            _setup_logging()
+            import datasets
+
+            from loop.export import check_repo_id, push_to_hub
+            from loop.export_data import export_data, upload_paths
+
+            datasets.disable_progress_bars()  # a few hundred rows: bars would only clutter the output
+            try:
+                if args.push_to_hub:
+                    check_repo_id(args.push_to_hub)
+                folder = export_data(args.run_dir, args.out, args.push_to_hub, args.license)
+            except (FileNotFoundError, FileExistsError, ValueError) as e:
+                if args.debug:
+                    raise
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"dataset written to {folder} (datasets.load_from_disk reads it; Parquet in {folder / 'data'})")
+            return _push(args, folder, lambda: push_to_hub(folder, args.push_to_hub, args.private, "dataset", upload_paths(folder)),
+                         "the same command with a new --out")
         if args.command == "report":
             from loop.report import write_report
 
@@ -152,15 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
-    from loop.models import is_local
-
-    # Local models need no hub; without this, transformers retries a hub for ~46 s before failing.
-    if is_local(cfg.student) and (cfg.generation.teacher.backend == "openai" or is_local(cfg.generation.teacher.model)):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Hub access is the user's environment's: HF_HUB_OFFLINE is not set for them, so a Hub dataset id works beside the
+    # packaged models (which load from local folders and make no Hub call; measured 2026-12-07, LOG.md).
     _setup_logging()
     import sqlite3
 
     from generation.teacher.cache import CacheError
+    from eval.sets import EvalSetError
     from generation.data.corpus import DataError
     from generation.teacher.backends import TeacherError, TeacherUnavailable
     from loop.runfolder import CHECKPOINT, CheckpointError
@@ -168,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     from loop.models import ModelError
     from loop.preflight import PreflightError
 
-    known = (DataError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, FileExistsError, FileNotFoundError)
+    known = (DataError, EvalSetError, TeacherError, ModelError, CacheError, CheckpointError, PreflightError, ConfigError, FileExistsError,
+             FileNotFoundError)
     try:
         if args.command == "resume":
             resume(args.run_dir, allow_pickle=args.allow_pickle)
@@ -188,6 +226,23 @@ def main(argv: list[str] | None = None) -> int:
         detail = str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}"  # an unforeseen one names its type
         print(f"error: {detail}{hint} (--debug shows the traceback)", file=sys.stderr)
         return code
+    return 0
+
+
+def _push(args: argparse.Namespace, folder, push, again: str) -> int:
+    """Run a --push-to-hub upload; a failure (no login, no network, no rights) is one line, the export kept."""
+    if not args.push_to_hub:
+        return 0
+    try:
+        url = push()
+    except Exception as e:  # noqa: BLE001 - huggingface_hub raises many kinds (auth, HTTP, offline); each gets one line
+        if args.debug:
+            raise
+        print(f"error: pushing {folder} to {args.push_to_hub} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"the export is complete; log in with `hf auth login` or set HF_TOKEN, then push with {again}",
+              file=sys.stderr)
+        return 2
+    print(f"pushed ({'private' if args.private else 'public'} repo {args.push_to_hub}): {url}")
     return 0
 
 

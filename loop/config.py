@@ -61,7 +61,8 @@ class FeedbackConfig:
 @dataclass
 class TrackingConfig:
     wandb: bool = field(default=True, metadata={"help": "Log to Weights & Biases (config, per-round metrics, weights table). metrics.jsonl is always written."})
-    mode: str = field(default="auto", metadata={"help": "W&B mode: 'auto' follows WANDB_MODE if set, else online when WANDB_API_KEY is set, else offline; or online, offline, disabled.", "choices": WANDB_MODES})
+    mode: str = field(default="auto", metadata={"help": "W&B mode: 'auto' follows WANDB_MODE if set, else online when wandb has credentials (WANDB_API_KEY, or `wandb login`'s entry in ~/.netrc; a sweep agent's runs inherit them), else offline, never a login prompt; or online, offline, disabled.", "choices": WANDB_MODES})
+    job_type: str = field(default="generate-train", metadata={"help": "W&B job_type of the run (`daig ablate` arms keep it), for filtering runs in a project."})
     project: str = field(default="daig", metadata={"help": "W&B project."})
     entity: str = field(default="", metadata={"help": "W&B entity (team or user); empty for your default."})
     group: str = field(default="", metadata={"help": "W&B group, e.g. an ablation name."})

@@ -19,28 +19,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from eval.evaluate import EvalResult, benchmark, evaluate, load_benchmark
+from eval.evaluate import EvalResult, benchmark, evaluate
 from eval.judge import judge_prompt, judge_score, parse_verdict
-from eval.sets import load_eval_set
 from eval.stats import macro_mean, shrink
 from eval.uncertainty import Uncertainty
 from generation.data.corpus import DataError, load_corpus
-from generation.data.pool import build_pool, load_pool
+from generation.data.pool import load_pools
 from generation.rows import chunk_id
 from generation.teacher.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
-from generation.teacher.backends import LocalTeacher, OpenAITeacher, Teacher, TeacherRequest
+from generation.teacher.backends import LocalTeacher, OpenAITeacher, Teacher, TeacherOptions, TeacherRequest
 from generation.filters.novelty import NoveltyFilter
 from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, clean_stale, read_checkpoint, read_config, round_dir,
                             save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)
 from loop.config import ConfigError, RunConfig, build, to_dict
-from loop.evalsets import build_daig_sets, heldout_chunk_ids, read_heldout, write_heldout
+from loop.evalsets import build_daig_sets, heldout_chunk_ids, load_benchmark, load_eval_set, read_heldout, write_heldout
 from loop.feedback import next_weights, sedi_prune
 from loop.methods import generate_round, start_method, steered, task_universe
 from generation.teacher.llamacpp import LlamaCppServer
-from loop.models import gguf_path, resolve_model
+from loop.models import gguf_path, hub_id, resolve_model
 from loop.preflight import PreflightError, check_models_and_services, output_folder
 from loop.tracking import Tracker
-from training.artifacts import data_hash, write_adapter_card
+from training.artifacts import data_hash, set_adapter_base, write_adapter_card
 from training.sft import check_hardware, mix_rows, student_row, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
@@ -63,21 +62,30 @@ def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = T
     """journal: the run's record of paid calls (OUT/teacher_calls.jsonl); None outside a run (benchmarks).
     check: ask an OpenAI endpoint first whether it answers (a run's preflight has just done so)."""
     t = cfg.generation.teacher
+    options = TeacherOptions(t.system_prompt, t.extra_body, t.response_format, t.token_limit_param, t.sampling_params)
     if t.backend == "openai":
         teacher: Teacher = OpenAITeacher(t.model, t.base_url, t.api_key_env, t.max_concurrency, t.timeout_s, t.max_retries,
                                          t.rpm, t.tpm, t.backoff_s, t.max_backoff_s,
-                                         outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s)
+                                         outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
         if check:
             teacher.check_reachable()
     elif t.backend == "llamacpp":
         server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx, n_parallel=t.max_concurrency)
         teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
                                 t.rpm, t.tpm, t.backoff_s, t.max_backoff_s, on_close=server.stop,
-                                outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s)
-    else:
-        teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads)
+                                outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
+    else:  # TeacherConfig refuses the other options for the local backend
+        teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads, t.system_prompt)
     budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens)
     return CachedTeacher(teacher, TeacherCache(t.cache_path) if t.cache_path else None, budget, journal)
+
+
+def _slug(source: str) -> str:
+    """A W&B artifact name for a path or Hub id: its last part, safe characters only, and a short hash of the whole."""
+    import hashlib
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source).name or "source")[:40] + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
 
 
 def ledger_metrics(led: Ledger, n_kept: int, prefix: str = "") -> dict:
@@ -156,9 +164,9 @@ def load_sets(cfg: RunConfig, out: Path) -> dict[str, list[dict]]:
     for name in ("validation", "test"):
         spec, copy = getattr(cfg.eval, f"{name}_path"), out / "eval" / f"{name}.jsonl"
         if copy.exists():
-            sets[name] = load_eval_set(str(copy), f"eval.{name}_path")
+            sets[name] = load_eval_set(str(copy), f"eval.{name}_path", name)
         elif spec:
-            sets[name] = load_eval_set(spec, f"eval.{name}_path")
+            sets[name] = load_eval_set(spec, f"eval.{name}_path", name, cfg.generation.datasets.get(spec))
             write_jsonl(copy, sets[name])
     return sets
 
@@ -303,11 +311,12 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
     g = cfg.generation
     problems = []
     try:
-        chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field) if g.domain_path else []
+        chunks = load_corpus(g.domain_path, g.chunk_words, g.domain_split, g.domain_text_field, g.datasets.get(g.domain_path)) \
+            if g.domain_path else []
     except DataError as e:
         problems, chunks = [str(e)], []
     try:
-        pool = build_pool(load_pool(g.general_pool, "general", g.pool_split), load_pool(g.domain_pool, "domain", g.pool_split), g.tasks)
+        pool = load_pools(g)
     except DataError as e:
         problems, pool = problems + [str(e)], {}
     if problems:  # with every other problem the services have, so one attempt shows them all
@@ -336,7 +345,8 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
     train_chunks = [c for c in chunks if c.id not in held_set]
     method = start_method(g, pool, train_chunks, cfg.cache_dir, cfg.num_threads)
     st = LoopState(method=method) if fresh else state_from_json(saved, out, method)
-    bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size) if cfg.eval.benchmark_path else []
+    bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size, g.datasets.get(cfg.eval.benchmark_path)) \
+        if cfg.eval.benchmark_path else []
     sets = load_sets(cfg, out)
     unknown = sorted({r["task"] for r in sets.get("validation", [])} - set(pool)) if steered(g.method) else []
     if unknown:
@@ -363,6 +373,8 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
     student = resolve_model(cfg.student, cfg.cache_dir)
     tracker = Tracker(cfg.tracking, out, to_dict(cfg), run_id=st.wandb_id)
     st.wandb_id = tracker.run.id if tracker.run is not None else ""
+    if fresh:
+        tracker.use_inputs([(f"corpus-{_slug(g.domain_path)}", "corpus", g.domain_path)] if g.domain_path else [])
     try:  # from here on, whatever happens, the teacher (a llama.cpp server, maybe) and the tracker are closed
         if not fresh:
             tracker.catch_up(out, recorded=current)
@@ -546,14 +558,18 @@ def record_round(cfg: RunConfig, st: LoopState, rdir: Path, tracker: Tracker, ev
     if ev.benchmark:
         write_jsonl(rdir / "benchmark_samples.jsonl", ev.benchmark["samples"])
     if train_stats and adapter:
-        write_adapter_card(adapter, {"base_model": cfg.student, "round": r, "rows": train_stats["rows_trained"],
+        base = hub_id(cfg.student)  # the upstream Hub id where there is one, in the card and adapter_config.json (not a local path)
+        if base:
+            set_adapter_base(adapter, base)
+        write_adapter_card(adapter, {"base_model": base or cfg.student, "round": r, "rows": train_stats["rows_trained"],
                                      "data_sha256": train_stats["data_sha256"],
                                      "train": {**to_dict(cfg.training), **{k: v for k, v in train_stats.items() if k != "loss_history"}},
                                      "metrics": {k: metrics[k] for k in ("task_eval_loss", "eval_loss", "sample_rouge_l")}})
     write_jsonl(rdir / "eval_samples.jsonl", ev.samples)
     table = [[r, t, _num(rw.weights[t]), _num(rw.raw[t]), rw.next_weights[t]] for t in rw.tasks]
-    artifacts = [(f"data-round{r}", "dataset", rdir / "data.jsonl")] + ([(f"adapter-round{r}", "model", adapter)] if train_stats and adapter else [])
-    tracker.log_round(metrics, table, ev.samples, train_stats.get("loss_history", []), artifacts)  # once per round, even after a kill
+    artifacts = [("data", "dataset", rdir / "data.jsonl")] + ([("adapter", "model", adapter)] if train_stats and adapter else [])
+    used = ["adapter"] if cfg.training.adapter_mode == "continue" and r > 1 else []
+    tracker.log_round(metrics, table, ev.samples, train_stats.get("loss_history", []), artifacts, used)  # once per round, even after a kill
     st.history.append(metrics)
     stats = st.stats
     log.info("round %d: kept %d/%d (rejected %s), teacher %d calls (%d cached), train loss %s, eval loss %s, %.0f s; next weights %s",

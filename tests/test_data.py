@@ -47,7 +47,7 @@ def test_bad_domain_data_gets_one_clear_line(tmp_path):
     with pytest.raises(DataError, match="has no text"):
         load_corpus(str(tmp_path / "empty"), 50)
     (tmp_path / "none").mkdir()
-    with pytest.raises(DataError, match="no .txt or .md files"):
+    with pytest.raises(DataError, match="no .txt, .md, .pdf or .html files"):
         load_corpus(str(tmp_path / "none"), 50)
     (tmp_path / "latin").mkdir()
     (tmp_path / "latin" / "a.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
@@ -65,7 +65,10 @@ def test_builtin_pool_covers_several_tasks():
 def test_pool_validation_and_task_restriction(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"instruction": "no task here"}) + "\n")
-    with pytest.raises(DataError, match="needs non-empty 'task' and 'instruction'"):
+    with pytest.raises(DataError, match=r"the domain pool has no column task='task' \(columns: instruction\); set generation.domain_pool_fields"):
+        load_pool(str(bad), "domain")
+    bad.write_text(json.dumps({"task": "qa", "instruction": " "}) + "\n")
+    with pytest.raises(DataError, match="row 1: needs a non-empty task .'task'. and instruction"):
         load_pool(str(bad), "domain")
     with pytest.raises(DataError, match="generation.tasks names"):
         build_pool(load_pool("builtin", "general"), [], ["no_such_task"])
@@ -122,3 +125,59 @@ def test_pools_seeds_and_corpora_read_csv_parquet_and_json_like_jsonl(tmp_path):
     (tmp_path / "p.tsv").write_text("task\tinstruction\n")
     with pytest.raises(DataError, match=r"unsupported file type '.tsv'; use .jsonl, .json, .csv, .parquet"):
         load_pool(str(tmp_path / "p.tsv"), "general")
+
+
+def test_dolly_and_orca_style_pools_serve_as_they_are_through_field_mapping(tmp_path):
+    """Dolly (instruction, context, response, category) and OpenOrca (id, system_prompt, question, response; no task
+    column) need no rewriting; a mapping naming a column the set lacks is one line listing its columns."""
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    from generation.config import GenerationConfig, PoolFields
+    from generation.data.pool import load_pools
+
+    dolly = [{"instruction": "When did Virgin Australia start operating?", "context": "Virgin Australia commenced services on 31 August 2000.",
+              "response": "On 31 August 2000.", "category": "closed_qa"},
+             {"instruction": "Which is a species of fish? Tope or Rope", "context": "", "response": "Tope", "category": "classification"}]
+    pyarrow.csv.write_csv(pa.Table.from_pylist(dolly), tmp_path / "dolly.csv")
+    orca = [{"id": "niv.242684", "system_prompt": "You are a helpful assistant.", "question": "Translate 'hello' to French.", "response": "Bonjour."}]
+    pyarrow.parquet.write_table(pa.Table.from_pylist(orca), tmp_path / "orca.parquet")
+    g = GenerationConfig(general_pool=str(tmp_path / "orca.parquet"), domain_pool=str(tmp_path / "dolly.csv"),
+                         general_pool_fields=PoolFields(task="", instruction="question", output="response", default_task="open_qa"),
+                         domain_pool_fields=PoolFields(task="category", input="context", output="response"))
+    pool = load_pools(g)
+    assert sorted(pool) == ["classification", "closed_qa", "open_qa"]
+    closed = pool["closed_qa"][0]
+    assert (closed.kind, closed.id, closed.instruction, closed.input, closed.output) == \
+        ("domain", "domain-1", dolly[0]["instruction"], dolly[0]["context"], "On 31 August 2000.")
+    orca_item = pool["open_qa"][0]
+    assert (orca_item.kind, orca_item.id, orca_item.instruction, orca_item.input, orca_item.output) == \
+        ("general", "niv.242684", "Translate 'hello' to French.", "", "Bonjour.")
+    with pytest.raises(DataError, match=r"dolly.csv: the domain pool has no column task='task', output='answer' "
+                                        r"\(columns: instruction, context, response, category\); set generation.domain_pool_fields"):
+        load_pool(str(tmp_path / "dolly.csv"), "domain", fields={"output": "answer", "input": "context"})
+
+
+def test_hub_options_reach_datasets_and_an_unreachable_id_is_one_line(tmp_path):
+    """generation.datasets gives load_dataset its config and data_files (a folder laid out like a Hub dataset repo,
+    with configs in its README, loads offline the way the Hub id would); an id the Hub cannot serve is one line."""
+    from generation.config import GenerationConfig
+    from generation.data.pool import load_pools
+    from loop.config import ConfigError, load_config
+
+    repo = tmp_path / "org-tasks"
+    repo.mkdir()
+    (repo / "README.md").write_text("---\nconfigs:\n- config_name: qa\n  data_files: qa.csv\n- config_name: summaries\n  data_files: sum.csv\n---\n")
+    (repo / "qa.csv").write_text("task,instruction\nqa,What does E07 mean?\n")
+    (repo / "sum.csv").write_text("task,instruction\nsummarization,Summarize the reset steps.\nsummarization,Summarize the wiring.\n")
+    for options, want in (({"config": "summaries"}, ["Summarize the reset steps.", "Summarize the wiring."]),
+                          ({"data_files": ["qa.csv"]}, ["What does E07 mean?"])):
+        g = GenerationConfig(general_pool=str(repo), datasets={str(repo): options})
+        assert [i.instruction for items in load_pools(g).values() for i in items] == want
+    with pytest.raises(DataError) as e:
+        load_pool("nobody-here/no-such-dataset", "general")  # HF_HUB_OFFLINE=1 in the tests, as on a machine without the Hub
+    assert "'nobody-here/no-such-dataset' is not a local path and could not be loaded with datasets" in str(e.value)
+    assert "\n" not in str(e.value) and "HF_HUB_OFFLINE" in str(e.value)
+    with pytest.raises(ConfigError, match=r"generation.datasets.org/x: unknown options \['revison'\]; use config, revision, data_files"):
+        load_config(None, ["generation.domain_path=x", "generation.datasets={'org/x': {'revison': 'main'}}"])

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from eval.sets import EvalSetError, load_eval_set
+from eval.sets import EvalSetError
+from generation.data.corpus import DataError
+from loop.evalsets import load_benchmark, load_eval_set
 from loop.controller import load_sets, run
 from test_loop import _config
 
@@ -25,15 +27,34 @@ def _write(path, rows):
 def test_eval_set_errors_name_the_file_every_bad_row_and_the_fix(tmp_path):
     bad = _write(tmp_path / "v.jsonl", [{"task": "qa", "instruction": "x"}, {"instruction": "y", "output": "z"}, {"task": "qa", "instruction": "q", "output": "a"}])
     with pytest.raises(EvalSetError, match=r"eval.validation_path=.*row 1 lacks output; row 2 lacks task.*non-empty task, instruction and output"):
-        load_eval_set(str(bad), "eval.validation_path")
-    with pytest.raises(EvalSetError, match="not found"):
-        load_eval_set(str(tmp_path / "none.jsonl"), "eval.test_path")
+        load_eval_set(str(bad), "eval.validation_path", "validation")
+    with pytest.raises(DataError, match="does not exist"):
+        load_eval_set(str(tmp_path / "none.jsonl"), "eval.test_path", "test")
     dup = _write(tmp_path / "d.jsonl", [{"id": "a", "task": "qa", "instruction": "q", "output": "a"}] * 2)
     with pytest.raises(EvalSetError, match="duplicate ids"):
-        load_eval_set(str(dup), "eval.test_path")
+        load_eval_set(str(dup), "eval.test_path", "test")
     import datasets
     datasets.Dataset.from_list(TEST).save_to_disk(str(tmp_path / "ds"))
-    assert [r["id"] for r in load_eval_set(str(tmp_path / "ds"), "eval.test_path")] == ["t1", "t2"]
+    assert [r["id"] for r in load_eval_set(str(tmp_path / "ds"), "eval.test_path", "test")] == ["t1", "t2"]
+
+
+def test_eval_sets_and_the_benchmark_read_csv_parquet_and_dataset_splits(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    pyarrow.csv.write_csv(pa.Table.from_pylist(TEST), tmp_path / "test.csv")
+    assert load_eval_set(str(tmp_path / "test.csv"), "eval.test_path", "test") == load_eval_set(str(_write(tmp_path / "t.jsonl", TEST)), "eval.test_path", "test")
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(TEST[:1]), "test": datasets.Dataset.from_list(TEST)}).save_to_disk(str(tmp_path / "dd"))
+    assert [r["id"] for r in load_eval_set(str(tmp_path / "dd"), "eval.validation_path", "validation")] == ["t1"]
+    bench = [{"instruction": "Name the reset button.", "input": "", "output": "Mode"}, {"instruction": "Translate", "input": "hola", "output": "hello"}]
+    pyarrow.parquet.write_table(pa.Table.from_pylist(bench), tmp_path / "bench.parquet")
+    rows = load_benchmark(str(tmp_path / "bench.parquet"), 5)
+    assert [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in rows] == [("Name the reset button.", "Mode"), ("Translate\n\nhola", "hello")]
+    pyarrow.csv.write_csv(pa.Table.from_pylist([{"instruction": "x", "answer": "y"}]), tmp_path / "badbench.csv")
+    with pytest.raises(EvalSetError, match="eval.benchmark_path row 1: needs an instruction and an output"):
+        load_benchmark(str(tmp_path / "badbench.csv"), 5)
 
 
 def test_own_sets_are_never_trained_on_and_only_validation_steers(tmp_path, tiny_corpus, fake_openai, tiny_model, monkeypatch):

@@ -30,7 +30,7 @@ def test_no_test_reads_outside_the_repository():
 
 
 def test_the_published_seed_tasks_and_benchmark_ship_with_the_package():
-    from eval.evaluate import load_benchmark
+    from loop.evalsets import load_benchmark
     from generation.config import GenerationConfig
     from generation.data.seeds import load_seed_tasks
 

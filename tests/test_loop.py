@@ -80,8 +80,12 @@ def test_two_rounds_end_to_end(tmp_path, tiny_corpus, fake_openai, tiny_model, m
 
     (wandb_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
     logged = wandb_file.read_bytes()
-    for name in (b"adapter-round2", b"data-round1", b"task_weights_table", b"train_curve", b"generation_metrics/rouge_l"):
-        assert name in logged, f"{name} not logged to W&B"
+    run_id = wandb_file.stem.removeprefix("run-")
+    # W&B conventions: artifacts named per run with round-N and latest aliases, a job type, round as the x-axis of
+    # round metrics (define_metric), and each round's trainer log (loss, learning rate, grad norm) against its own step
+    for name in (f"adapter-{run_id}", f"data-{run_id}", "round-2", "latest", "generate-train", "task_weights_table", "train_curve",
+                 "generation_metrics/rouge_l", "train/round1/*", "train/round2/learning_rate", "train/round2/grad_norm"):
+        assert name.encode() in logged, f"{name} not logged to W&B"
     for f in out.rglob("*"):
         if f.is_file():
             data = f.read_bytes()

@@ -388,7 +388,7 @@ metrics = [{"round": r, "task_weights": {"qa": 1.0}, "task_eval_loss": {"qa": 3.
             "eval_loss": 3.0 - r, "n_kept": 1, "adapter": None} for r in (1, 2)]
 t = Tracker(TrackingConfig(wandb=True, mode="offline", project="daig-test"), out, {}, run_id)
 if step == "first":
-    t.log_round(metrics[0], [], [], [], [("data-round1", "dataset", out / "rounds" / "1" / "data.jsonl")])
+    t.log_round(metrics[0], [], [], [], [("data", "dataset", out / "rounds" / "1" / "data.jsonl")])
     append_jsonl(out / "metrics.jsonl", metrics[1])  # ... and here the process died
     print(json.dumps(t.run.id))
 elif step == "again":
@@ -421,7 +421,7 @@ def test_a_round_a_kill_kept_from_wandb_is_logged_on_resume(tmp_path):
     assert [json.loads(x)["round"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert [json.loads(x)["round"] for x in (out / "wandb_rounds.jsonl").read_text().splitlines()] == [1, 2]
     logged = b"".join(f.read_bytes() for f in (out / "wandb").glob(f"offline-run-*{run_id}*/run-{run_id}.wandb"))
-    assert b"data-round2" in logged and b"data-round1" in logged
+    assert f"data-{run_id}".encode() in logged and b"round-1" in logged and b"round-2" in logged  # one artifact, a version a round
     # a run folder from before the record existed: its rounds count as logged, nothing is sent again
     (out / "wandb_rounds.jsonl").unlink()
     assert step("older", run_id) == [[], []]

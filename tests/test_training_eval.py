@@ -111,7 +111,9 @@ def test_benchmark_loader_and_batched_greedy_equals_one_by_one(tiny_model, tmp_p
     import json
 
     from conftest import TEST_DATA
-    from eval.evaluate import load_benchmark, sample_answers
+    from eval.evaluate import sample_answers
+    from generation.data.corpus import DataError
+    from loop.evalsets import load_benchmark
 
     rows = load_benchmark(str(TEST_DATA / "self_instruct_user_oriented_instructions.jsonl"), 5)
     first = json.loads((TEST_DATA / "self_instruct_user_oriented_instructions.jsonl").read_text().splitlines()[0])
@@ -122,7 +124,7 @@ def test_benchmark_loader_and_batched_greedy_equals_one_by_one(tiny_model, tmp_p
     single = sample_answers(model, tok, rows, 6, batch_size=1)
     assert [s["student"] for s in batched] == [s["student"] for s in single]
     assert all(0 <= s["rouge_l"] <= 1 for s in batched)
-    with pytest.raises(FileNotFoundError, match="eval.benchmark_path"):
+    with pytest.raises(DataError, match="nope.jsonl does not exist"):
         load_benchmark(str(tmp_path / "nope.jsonl"), 5)
 
 
@@ -180,3 +182,26 @@ def test_answer_only_head_equals_full_logits(tiny_model, tmp_path):
         full = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits[:, :-1].transpose(1, 2),
                                                  labels[:, 1:], ignore_index=-100, reduction="none")
     assert torch.allclose(nll, full[valid], atol=1e-5)
+
+
+def test_sft_args_and_lora_args_reach_the_trainer_and_bad_keys_are_named_at_once(tiny_model, tmp_path):
+    """Any trl/peft field passes through: use_dora changes the adapter, weight_decay and optim reach trl's args."""
+    import json
+
+    from loop.config import ConfigError, load_config
+
+    stats = train_adapter(tiny_model, ROWS, tmp_path / "dora", TrainConfig(max_steps=1, lora_args={"use_dora": True, "use_rslora": True},
+                                                                           sft_args={"weight_decay": 0.1, "optim": "sgd"}), seed=0, num_threads=1)
+    saved = json.loads((tmp_path / "dora" / "adapter_config.json").read_text())
+    assert saved["use_dora"] is True and saved["use_rslora"] is True
+    assert stats["sft_args"] == {"weight_decay": 0.1, "optim": "sgd"}
+    _train(tiny_model, tmp_path / "plain", max_steps=1)
+    assert json.loads((tmp_path / "plain" / "adapter_config.json").read_text())["use_dora"] is False
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["generation.domain_path=x", "training.lora_args={use_dorra: true, r: 4}",
+                           "training.sft_args={learning_rate: 0.1, output_dir: /tmp/x, neftune_noise_alpah: 5}"])
+    msg = str(e.value)
+    for part in ("sft_args.learning_rate: set training.learning_rate instead", "sft_args.output_dir: set by the loop",
+                 "sft_args.neftune_noise_alpah: not a trl SFTConfig field; did you mean 'neftune_noise_alpha'?",
+                 "lora_args.use_dorra: not a peft LoraConfig field; did you mean 'use_dora'?", "lora_args.r: set training.lora_r instead"):
+        assert part in msg, (part, msg)

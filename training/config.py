@@ -29,8 +29,14 @@ class TrainConfig:
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch into one sequence with position ids instead of padding (trl padding_free): no compute on pad tokens. Exact on this stack (tested); trl does not truncate to max_length in this mode, so keep rows short."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory for more compute. trl turns it on by default; a small student on a CPU does not need it."})
     logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps.", "check": ">= 1"})
+    sft_args: dict = field(default_factory=dict, metadata={"help": "Any other trl SFTConfig field, passed as it is, e.g. {optim: adamw_torch_fused, weight_decay: 0.01, neftune_noise_alpha: 5, bf16: true}. Checked against SFTConfig's fields (did-you-mean); a field a typed knob above sets, or one the loop owns (output_dir, seed, save_strategy, completion_only_loss, report_to), is refused with the knob to use."})
+    lora_args: dict = field(default_factory=dict, metadata={"help": "Any other peft LoraConfig field, e.g. {use_dora: true, use_rslora: true, modules_to_save: [lm_head], bias: lora_only}. Checked against LoraConfig's fields; r, lora_alpha, lora_dropout and target_modules are the typed knobs above. Applies when a fresh adapter is made (adapter_mode continue keeps the first round's)."})
 
     def __post_init__(self):
+        problems = passthrough_problems(self.sft_args, "sft_args", "trl", "SFTConfig", SFT_TYPED, SFT_OWNED) + \
+            passthrough_problems(self.lora_args, "lora_args", "peft", "LoraConfig", LORA_TYPED, LORA_OWNED)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps: must be -1 (use epochs) or >= 1, got {self.max_steps}")
         if self.max_steps == -1 and self.epochs <= 0:
@@ -42,3 +48,37 @@ class TrainConfig:
                 frac = -1.0
             if not 0 < frac < 1:
                 raise ValueError(f"data_mix: {self.data_mix!r} is not auto, all, new or a number in (0, 1) such as 0.25")
+
+
+# The SFTConfig / LoraConfig fields the typed knobs set (field -> knob), and the ones the loop itself owns.
+SFT_TYPED = {"per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum", "learning_rate": "learning_rate",
+             "lr_scheduler_type": "lr_scheduler", "warmup_steps": "warmup_ratio", "warmup_ratio": "warmup_ratio", "num_train_epochs": "epochs",
+             "max_steps": "max_steps", "max_length": "max_length", "logging_steps": "logging_steps", "padding_free": "padding_free",
+             "activation_checkpointing": "gradient_checkpointing", "gradient_checkpointing": "gradient_checkpointing"}
+SFT_OWNED = ("output_dir", "seed", "save_strategy", "completion_only_loss", "report_to")
+LORA_TYPED = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "target_modules": "target_modules"}
+LORA_OWNED = ("task_type",)
+
+
+def passthrough_problems(args: dict, name: str, package: str, cls_name: str, typed: dict, owned: tuple) -> list[str]:
+    """Each key of sft_args / lora_args that is not a field of the trl / peft class (with a did-you-mean), that a typed
+    knob sets, or that the loop owns. The class is imported only when there is something to check."""
+    if not isinstance(args, dict):
+        return [f"{name}: expected a mapping of {cls_name} fields, got {args!r}"]
+    if not args:
+        return []
+    import dataclasses
+    import difflib
+    import importlib
+
+    fields = [f.name for f in dataclasses.fields(getattr(importlib.import_module(package), cls_name))]
+    problems = []
+    for key in args:
+        if key in typed:
+            problems.append(f"{name}.{key}: set training.{typed[key]} instead")
+        elif key in owned:
+            problems.append(f"{name}.{key}: set by the loop, not settable")
+        elif key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            problems.append(f"{name}.{key}: not a {package} {cls_name} field" + (f"; did you mean '{close[0]}'?" if close else ""))
+    return problems

@@ -94,7 +94,7 @@ def lora_config(cfg: TrainConfig):
 
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [m.strip() for m in cfg.target_modules.split(",") if m.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", **cfg.lora_args)
 
 
 def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
@@ -123,7 +123,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     else:
         peft_config = lora_config(cfg)
     out_dir = Path(out_dir)
-    args = SFTConfig(
+    args = SFTConfig(**{**dict(
         output_dir=str(work_dir or out_dir.parent / "trainer"),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -146,7 +146,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         # without a KV cache; trl's compute_loss passes use_cache=False, so the attention stays per example.
         padding_free=cfg.padding_free,
         dataloader_num_workers=0,
-    )
+    ), **cfg.sft_args})  # sft_args: checked against SFTConfig's fields when the config was built; may override the defaults above
     if cfg.padding_free:
         too_long = sum(len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"])
                        > cfg.max_length for r in rows)
@@ -166,9 +166,10 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         "rows": len(rows),
         "tokens_per_epoch": int(n_tokens),
         "seconds": round(time.time() - start, 2),
-        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+        "loss_history": [{k: h[k] for k in ("step", "loss", "learning_rate", "grad_norm", "epoch") if k in h} for h in history],
     }
     stats["world_size"] = int(trainer.args.world_size)
+    stats["sft_args"] = {k: getattr(trainer.args, k) for k in cfg.sft_args}  # as the trainer holds them, for the record
     if trainer.is_world_process_zero():
         (out_dir / "training_stats.json").write_text(json.dumps({**stats, "config": cfg.__dict__}, indent=2, default=str))
     if not math.isfinite(stats["train_loss"]):

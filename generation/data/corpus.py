@@ -1,10 +1,15 @@
 """Domain data -> passages ("chunks") with stable ids.
 
-Accepted: a folder of .txt/.md files (recursive), a .jsonl file, a `datasets` folder written by
-save_to_disk, or a `datasets` Hub name.
+Accepted: a folder of .txt/.md/.pdf/.html/.htm files (recursive), one such file, a .jsonl/.json/.csv/.parquet
+file, a `datasets` folder written by save_to_disk, or a `datasets` Hub name.
 
-Chunking is structure-aware. A .md document is parsed into ATX headings, fenced code blocks (``` or ~~~) and
-paragraphs; everything else (.txt, JSONL and dataset rows) into paragraphs only. Blocks are packed into chunks
+PDF and HTML are turned into text by documents.py. A PDF gives one document per page with text, named
+'<file>:p<page>' (page numbers from 1), so every chunk id says its page: 'manual.pdf:p3#0'. A PDF with no text
+layer (scanned) is an error on its own and skipped with a warning in a folder. An HTML page's main content becomes
+Markdown (navigation, header, footer and sidebars dropped) and is chunked as Markdown.
+
+Chunking is structure-aware. A .md or HTML document is parsed into ATX headings, fenced code blocks (``` or ~~~) and
+paragraphs; everything else (.txt, PDF pages, JSONL and dataset rows) into paragraphs only. Blocks are packed into chunks
 of about `chunk_words` words, keeping newlines and indentation. A heading starts a new chunk and every chunk
 records its heading path ('Setup > Wi-Fi'). A fence is never cut except at its own blank lines (or lines), each
 piece re-fenced with the same info string. `code_share` is the fraction of a chunk's words that are code or
@@ -14,12 +19,16 @@ A chunk id is '<source>#<n>', stable as long as the source text is unchanged.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 TEXT_SUFFIXES = (".txt", ".md")
+DOCUMENT_SUFFIXES = (".pdf", ".html", ".htm")  # converted to text by documents.py
+MARKDOWN_SUFFIXES = (".md", ".html", ".htm")  # chunked as Markdown (HTML is Markdown once loaded)
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # files of rows (read_table)
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -35,47 +44,91 @@ class Chunk:
     code_share: float = 0.0  # fraction of the words in code fences or on log-like lines
 
 
-def load_documents(path: str, split: str = "train", text_field: str = "text") -> list[tuple[str, str]]:
-    """Return (source name, text) pairs in a stable order."""
+def load_documents(path: str, split: str = "train", text_field: str = "text", hub: dict | None = None) -> list[tuple[str, str]]:
+    """Return (source name, text) pairs in a stable order (hub: load_dataset options for a Hub id)."""
     p = Path(path).expanduser()
     if p.is_dir() and not (p / "dataset_info.json").exists() and not (p / "dataset_dict.json").exists():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES + DOCUMENT_SUFFIXES)
         if not files:
-            raise DataError(f"domain data folder {p} has no .txt or .md files; add some or point generation.domain_path elsewhere")
-        return [(str(f.relative_to(p)), _read_text(f)) for f in files]
-    if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES:
-        return [(p.name, _read_text(p))]
+            raise DataError(f"domain data folder {p} has no .txt, .md, .pdf or .html files; add some or point "
+                            "generation.domain_path elsewhere")
+        docs = [doc for f in files for doc in _read_file(f, str(f.relative_to(p)), in_folder=True)]
+        if not docs:  # every file was a PDF with no text layer, each already named in a warning
+            raise DataError(f"domain data folder {p} has no text: its PDFs have no text layer (scanned); run OCR on them, "
+                            "e.g. `ocrmypdf in.pdf out.pdf`")
+        return docs
+    if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES + DOCUMENT_SUFFIXES:
+        return _read_file(p, p.name, in_folder=False)
     if p.is_file() and p.suffix.lower() == ".jsonl":
         return [(f"{p.name}:{i}", text) for i, text in enumerate(_jsonl_field(p, text_field))]
     if p.is_file() and p.suffix.lower() not in TABLE_SUFFIXES:
-        raise DataError(f"domain data {p}: unsupported file type {p.suffix!r}; use a folder of .txt/.md files, a .jsonl, .json, "
-                        ".csv or .parquet file, or a dataset")
-    rows = read_table(p) if p.is_file() else load_rows(path, split)
+        raise DataError(f"domain data {p}: unsupported file type {p.suffix!r}; use a .txt, .md, .pdf or .html file or a "
+                        "folder of them, a .jsonl, .json, .csv or .parquet file, or a dataset")
+    rows = read_table(p) if p.is_file() else load_rows(path, split, hub)
     if rows and text_field not in rows[0]:
         raise DataError(f"{path} has no field {text_field!r} (fields: {', '.join(rows[0])}); set generation.domain_text_field")
     return [(f"{p.name}:{i}", str(r[text_field])) for i, r in enumerate(rows)]
 
 
-def load_rows(name_or_path: str, split: str) -> list[dict]:
-    """Rows of a `datasets` dataset: a save_to_disk folder, or a Hub name (fails offline with a clear line)."""
+def read_rows(spec: str, split: str = "train", hub: dict | None = None) -> list[dict]:
+    """Rows of a table file (read_table), or of a `datasets` folder or Hub id (load_rows; hub: its load_dataset options)."""
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return read_table(p)
+    if not p.exists() and (spec.startswith((".", "/", "~")) or p.suffix.lower() in TABLE_SUFFIXES):
+        raise DataError(f"{spec} does not exist; check the path")
+    return load_rows(spec, split, hub)
+
+
+def load_rows(name_or_path: str, split: str, hub: dict | None = None) -> list[dict]:
+    """Rows of a `datasets` dataset (open_dataset)."""
+    return [dict(r) for r in open_dataset(name_or_path, split, hub)]
+
+
+def open_dataset(name_or_path: str, split: str, hub: dict | None = None, split_field: str = "the split field"):
+    """One split of a `datasets` dataset: a save_to_disk folder, a folder of data files (a cloned Hub repo), or a Hub
+    id. hub: load_dataset's options for it ({config, revision, data_files}, from generation.datasets). Hub access is
+    the user's environment's (HF_HUB_OFFLINE, HF_TOKEN); an unreachable id is one line."""
     import datasets
 
-    p = Path(name_or_path).expanduser()
+    p, hub = Path(name_or_path).expanduser(), hub or {}
     try:
-        if p.is_dir():
+        if p.is_dir() and any((p / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
             ds = datasets.load_from_disk(str(p))
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise DataError(f"dataset {p} has no split {split!r} (splits: {', '.join(ds)})")
-                ds = ds[split]
         else:
-            ds = datasets.load_dataset(name_or_path, split=split)
+            ds = datasets.load_dataset(name_or_path, hub.get("config") or None, split=split, revision=hub.get("revision") or None,
+                                       data_files=hub.get("data_files") or None)
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise DataError(f"{split_field}: dataset {name_or_path} has no split {split!r} (splits: {', '.join(ds)}); set one of them")
+            ds = ds[split]
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
-        raise DataError(f"{name_or_path!r} is not a local path and could not be loaded with datasets ({type(e).__name__}: "
-                        f"{str(e)[:200]}); check the path, or the dataset name and your network") from None
-    return [dict(r) for r in ds]
+        where = "a local folder that" if p.is_dir() else "not a local path and"
+        raise DataError(f"{name_or_path!r} is {where} could not be loaded with datasets ({type(e).__name__}: {str(e)[:200]}); "
+                        "check the path, or the dataset id, its generation.datasets options and your network (HF_HUB_OFFLINE=1 "
+                        "allows only datasets already in your Hugging Face cache)") from None
+    return ds
+
+
+def _read_file(f: Path, name: str, in_folder: bool) -> list[tuple[str, str]]:
+    """(source, text) of one document file; a PDF gives one pair per page with text, named '<name>:p<page>'."""
+    suffix = f.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return [(name, _read_text(f))]
+    # Imported here, not at the top: documents imports DataError from this module.
+    from generation.data import documents
+
+    if suffix != ".pdf":
+        return [(name, documents.html_markdown(f))]
+    pages = documents.pdf_pages(f)
+    if not pages:
+        message = f"{f} has no text layer (a scanned PDF?); run OCR on it first, e.g. `ocrmypdf {f.name} out.pdf`"
+        if not in_folder:
+            raise DataError(message)
+        log.warning("skipped: %s", message)  # one scan among text documents should not stop the run
+    return [(f"{name}:p{n}", text) for n, text in pages]
 
 
 def _read_text(f: Path) -> str:
@@ -276,9 +329,9 @@ def chunk_document(source: str, text: str, chunk_words: int, markdown: bool | No
     """Pack a document's blocks into chunks of about chunk_words words, ids '<source>#<n>'.
 
     A heading closes the chunk before it and opens the next one; a fence is never cut except at its own
-    blank lines (each piece re-fenced). markdown defaults to whether source ends in '.md'.
+    blank lines (each piece re-fenced). markdown defaults to whether source ends in .md, .html or .htm.
     """
-    markdown = source.lower().endswith(".md") if markdown is None else markdown
+    markdown = source.lower().endswith(MARKDOWN_SUFFIXES) if markdown is None else markdown
     parts = []  # (blocks, heading path); the path is read at flush time, as only a flush changes the section
     stack, current, has_body = [], [], False  # stack: (level, text) of the enclosing headings
     for block in parse_blocks(text, markdown):
@@ -326,11 +379,11 @@ def sampling_weight(chunk: Chunk, code_chunks: str, max_code_share: float) -> fl
     return CODE_CHUNK_WEIGHTS[code_chunks] if chunk.code_share > max_code_share else 1.0
 
 
-def load_corpus(path: str, chunk_words: int, split: str = "train", text_field: str = "text") -> list[Chunk]:
+def load_corpus(path: str, chunk_words: int, split: str = "train", text_field: str = "text", hub: dict | None = None) -> list[Chunk]:
     p = Path(path).expanduser()
     if not path:
         raise DataError("generation.domain_path is empty; point it at your documents")
-    docs = load_documents(path, split, text_field) if p.exists() or not path.startswith((".", "/", "~")) else None
+    docs = load_documents(path, split, text_field, hub) if p.exists() or not path.startswith((".", "/", "~")) else None
     if docs is None:
         raise DataError(f"domain data {path} does not exist; fix generation.domain_path")
     chunks = [chunk for source, doc in docs for chunk in chunk_document(source, doc, chunk_words)]

@@ -10,7 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from generation.data.corpus import DataError, load_rows, read_table
+from generation.data.corpus import DataError, read_rows
 
 BUILTIN_GENERAL_POOL = Path(__file__).parent / "general_tasks.jsonl"
 
@@ -45,27 +45,53 @@ def pool_from_refs(refs: dict[str, list], pool: dict[str, list[PoolItem]]) -> di
             for t, items in refs.items()}
 
 
-def load_pool(spec: str, kind: str, split: str = "train") -> list[PoolItem]:
-    """Load one pool: 'builtin', a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder. '' gives an empty pool."""
+def load_pool(spec: str, kind: str, split: str = "train", fields: dict | None = None, hub: dict | None = None) -> list[PoolItem]:
+    """Load one pool: 'builtin', a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder. '' gives an empty pool.
+    fields: which column holds what (PoolFields as a dict; default the names themselves); hub: load_dataset options."""
     if not spec:
         return []
     path = BUILTIN_GENERAL_POOL if spec == "builtin" else Path(spec).expanduser()
-    if path.is_file():
-        rows = read_table(path)
-        name = path.name
-    else:
-        rows, name = load_rows(spec, split), Path(spec).name
+    rows, name = read_rows(str(path), split, hub), path.name
+    col = {**DEFAULT_FIELDS, **(fields or {})}
+    _check_columns(rows, col, name, kind)
     items = []
     for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or not str(row.get("instruction", "")).strip() or not str(row.get("task", "")).strip():
-            raise DataError(f"{name} row {n}: needs non-empty 'task' and 'instruction' fields; fix the {kind} pool")
-        items.append(PoolItem(id=str(row.get("id") or f"{kind}-{n}"), task=str(row["task"]).strip(),
-                              instruction=str(row["instruction"]).strip(), input=str(row.get("input") or "").strip(),
-                              output=str(row.get("output") or "").strip(), kind=kind))
+        task = str(row.get(col["task"]) or "").strip() if col["task"] else col["default_task"]
+        instruction = str(row.get(col["instruction"]) or "").strip()
+        if not instruction or not task:
+            raise DataError(f"{name} row {n}: needs a non-empty task ({col['task']!r}) and instruction ({col['instruction']!r}); "
+                            f"fix the {kind} pool or generation.{kind}_pool_fields")
+        items.append(PoolItem(id=str(row.get(col["id"]) or f"{kind}-{n}"), task=task, instruction=instruction,
+                              input=str(row.get(col["input"]) or "").strip() if col["input"] else "",
+                              output=str(row.get(col["output"]) or "").strip() if col["output"] else "", kind=kind))
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
-        raise DataError(f"{name}: duplicate ids in the {kind} pool; make every 'id' unique")
+        raise DataError(f"{name}: duplicate ids in the {kind} pool; make every {col['id']!r} unique")
     return items
+
+
+DEFAULT_FIELDS = {"task": "task", "instruction": "instruction", "input": "input", "output": "output", "id": "id", "default_task": "general"}
+
+
+def _check_columns(rows: list[dict], col: dict, name: str, kind: str) -> None:
+    """A mapped column the rows lack is one line listing the columns. The default names of the optional ones (input,
+    output, id) may be absent; a name the user chose may not."""
+    columns = list(dict.fromkeys(k for r in rows[:100] for k in r))
+    if not rows:
+        return
+    missing = [f"{key}={col[key]!r}" for key in ("task", "instruction", "input", "output", "id")
+               if col[key] and col[key] not in columns and (key in ("task", "instruction") or col[key] != DEFAULT_FIELDS[key])]
+    if missing:
+        raise DataError(f"{name}: the {kind} pool has no column {', '.join(missing)} (columns: {', '.join(map(str, columns))}); "
+                        f"set generation.{kind}_pool_fields")
+
+
+def load_pools(g) -> dict[str, list[PoolItem]]:
+    """The run's task pool from its GenerationConfig: both pools with their columns and Hub options, then g.tasks."""
+    def one(spec, kind, fields):
+        return load_pool(spec, kind, g.pool_split, asdict(fields), g.datasets.get(spec))
+
+    return build_pool(one(g.general_pool, "general", g.general_pool_fields), one(g.domain_pool, "domain", g.domain_pool_fields), g.tasks)
 
 
 def build_pool(general: list[PoolItem], domain: list[PoolItem], tasks: list[str]) -> dict[str, list[PoolItem]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from generation.data.corpus import DataError, load_rows, read_table
+from generation.data.corpus import DataError, read_rows
 from generation.data.pool import PoolItem
 from generation.filters.novelty import NoveltyFilter, novelty_json, restore_novelty
 
@@ -29,14 +29,11 @@ class SeedTask:
 BUILTIN_SEEDS = Path(__file__).parent / "self_instruct_seed_tasks.jsonl"  # the 175 published ones (data/README.md)
 
 
-def load_seed_tasks(spec: str, split: str = "train") -> list[SeedTask]:
+def load_seed_tasks(spec: str, split: str = "train", hub: dict | None = None) -> list[SeedTask]:
     """Seed tasks: 'builtin' (Self-Instruct's 175), a .jsonl, .json, .csv or .parquet file, or a `datasets` name/folder; a bad row raises
     DataError naming it and the fix."""
     path = BUILTIN_SEEDS if spec == "builtin" else Path(spec).expanduser()
-    if path.is_file():
-        rows, name = read_table(path), path.name
-    else:
-        rows, name = load_rows(spec, split), Path(spec).name
+    rows, name = read_rows(str(path), split, hub), path.name
     seeds = [_seed_from_row(row, f"{name} row {n}", f"seed-{n}") for n, row in enumerate(rows, 1)]
     if not seeds:
         raise DataError(f"seed tasks {spec}: no rows; point seed_tasks at a file with tasks")
@@ -93,8 +90,9 @@ class SeedState:
 
 
 def start_from_seeds(seed_tasks: str, seed_split: str, pool: dict[str, list[PoolItem]], novelty: NoveltyFilter,
-                     load_embedder: Callable, shown: Callable[[SeedTask], bool] = lambda s: True) -> SeedState:
-    """The seed tasks (seed_tasks; '' takes them from the pools); the novelty pool starts with the seeds shown."""
-    seeds = load_seed_tasks(seed_tasks, seed_split) if seed_tasks else seeds_from_pool([item for items in pool.values() for item in items])
+                     load_embedder: Callable, shown: Callable[[SeedTask], bool] = lambda s: True, hub: dict | None = None) -> SeedState:
+    """The seed tasks (seed_tasks; '' takes them from the pools; hub: load_dataset options for a Hub id); the novelty
+    pool starts with the seeds shown."""
+    seeds = load_seed_tasks(seed_tasks, seed_split, hub) if seed_tasks else seeds_from_pool([item for items in pool.values() for item in items])
     novelty.add([s.instruction for s in seeds if shown(s)])
     return SeedState(seeds, [], novelty, load_embedder(), len(novelty.texts))

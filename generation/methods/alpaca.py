@@ -117,7 +117,7 @@ def run_alpaca_round(teacher: Teacher, seeds: list[SeedTask], machine: list[str]
 
     rejected, candidates = [], []
     for p, (shown, req, reply) in enumerate(zip(plans, requests, replies)):
-        head = new_row("", round_idx, METHOD, TASK_LABEL, teacher.model, {"instruction": req.key(teacher.model)},
+        head = new_row("", round_idx, METHOD, TASK_LABEL, teacher.model, {"instruction": teacher.key(req)},
                        {"prompt": p, "prompt_instructions": [s.instruction for s in shown], "seed_ids": [s.id for s in shown]})
         if reply.error:
             reason = teacher_failure(reply)
@@ -164,7 +164,7 @@ State = SeedState  # seeds, machine-written instructions, novelty pool (generati
 
 def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list, load_embedder: Callable) -> State:
     return start_from_seeds(g.alpaca.seed_tasks, g.alpaca.seed_split, pool, NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text),
-                            load_embedder)
+                            load_embedder, hub=g.datasets.get(g.alpaca.seed_tasks))
 
 
 def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,

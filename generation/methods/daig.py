@@ -196,7 +196,7 @@ def judge(teacher: Teacher, prompts: list[str], cfg: GenerationConfig, seed0: in
     for req, reply in zip(reqs, teacher.generate(reqs, desc=stage.replace("_", " ")) if reqs else []):
         verdict = "" if reply.error else judge_verdict(reply.text)
         reason = teacher_failure(reply) or {"yes": "", "no": no_reason}.get(verdict, "judge_unclear")
-        out.append((reason, {"filter": stage, "kept": not reason, "reason": reason, "verdict": verdict, "request": req.key(teacher.model)}, reply.text))
+        out.append((reason, {"filter": stage, "kept": not reason, "reason": reason, "verdict": verdict, "request": teacher.key(req)}, reply.text))
     return out
 
 
@@ -273,7 +273,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
 
     rejected, pending = [], []
     for i, ((task, examples, chunk), req, reply) in enumerate(zip(plan, ins_requests, ins_replies)):
-        row = new_row(f"r{round_idx}-{i:05d}", round_idx, "daig", task, teacher.model, {"instruction": req.key(teacher.model)},
+        row = new_row(f"r{round_idx}-{i:05d}", round_idx, "daig", task, teacher.model, {"instruction": teacher.key(req)},
                       {"example_ids": [e.id for e in examples], "chunk_id": chunk.id, "heading": chunk.heading})
         if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
             rejected.append(rejected_row(row, "instruction", teacher_failure(reply) or "instruction_truncated", reply.text))
@@ -317,7 +317,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     answered = []
     for (row, instruction, input_text, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
         row = {**row, "instruction": instruction, "input": input_text, "context": chunk.text,
-               "requests": {**row["requests"], "answer": req.key(teacher.model)}}
+               "requests": {**row["requests"], "answer": teacher.key(req)}}
         answer = parse_answer(reply.text)
         reason, decision = check_answer(answer, reply, instruction, input_text, chunk, cfg)
         row["filters"] = row["filters"] + [decision]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from generation.config import DynosaurConfig, GenerationConfig
-from generation.data.corpus import DataError, read_jsonl
+from generation.data.corpus import DataError, open_dataset, read_jsonl
 from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.teacher.backends import Teacher, TeacherRequest
 
@@ -144,9 +144,10 @@ def task_prompt(meta: DatasetMeta, rows: list[dict]) -> str:
     return PROMPT_HEAD + str(cur) + PROMPT_TAIL.format(fields=str(list(cur["selected_data"][0].keys())))
 
 
-def load_dataset_meta(cfg: DynosaurConfig) -> DatasetMeta:
+def load_dataset_meta(cfg: DynosaurConfig, hub: dict | None = None) -> DatasetMeta:
     """The dataset's name, description, fields and rows: a .jsonl file (description from cfg.description) or a
-    `datasets` save_to_disk folder / Hub name (cfg.description, else its DatasetInfo.description)."""
+    `datasets` save_to_disk folder / Hub name (cfg.description, else its DatasetInfo.description; hub: load_dataset
+    options, from generation.datasets)."""
     path = Path(cfg.dataset).expanduser()
     if path.suffix == ".jsonl" or path.is_file():
         if not path.is_file():
@@ -157,17 +158,7 @@ def load_dataset_meta(cfg: DynosaurConfig) -> DatasetMeta:
         fields = list(dict.fromkeys(k for r in rows for k in r))
         description, name = cfg.description, path.stem
     else:
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(cfg.dataset, split=cfg.split)
-        except Exception as e:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
-            raise DataError(f"generation.dynosaur.dataset: {cfg.dataset!r} could not be loaded with datasets ({type(e).__name__}: "
-                            f"{str(e)[:200]}); check the path, or the dataset name and your network") from None
-        if isinstance(ds, datasets.DatasetDict):
-            if cfg.split not in ds:
-                raise DataError(f"generation.dynosaur.split: {cfg.dataset} has no split {cfg.split!r} (splits: {', '.join(ds)})")
-            ds = ds[cfg.split]
+        ds = open_dataset(cfg.dataset, cfg.split, hub, "generation.dynosaur.split")
         rows, fields = ds.to_list(), list(ds.column_names)
         description, name = cfg.description or ds.info.description or "", path.name if path.is_dir() else cfg.dataset
     if not description.strip():
@@ -379,7 +370,7 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     stats, kept, rejected = RoundStats(), [], []
     next_id = itertools.count()
     for n, (idx, req, reply) in enumerate(zip(shown, requests, replies)):
-        head = new_row("", round_idx, "dynosaur", "", teacher.model, {"tasks": req.key(teacher.model)},
+        head = new_row("", round_idx, "dynosaur", "", teacher.model, {"tasks": teacher.key(req)},
                        {"dataset": meta.name, "prompt_index": n, "shown_rows": idx})
         tasks = None if reply.error else parse_tasks(reply.text)
         salvage = None
@@ -439,7 +430,7 @@ class State:
 
 def start(g: GenerationConfig, pool: dict, chunks: list, load_embedder: Callable) -> State:
     """The dataset and its metadata (generation.dynosaur.dataset); a bad file fails here, before any model loads."""
-    return State(load_dataset_meta(g.dynosaur))
+    return State(load_dataset_meta(g.dynosaur, g.datasets.get(g.dynosaur.dataset)))
 
 
 def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,

@@ -281,7 +281,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
         failed ones as it goes (so rejections keep row order with the caller's own)."""
         replies = teacher.generate(requests, desc=f"round {round_idx} {desc}") if requests else []
         for row, req, reply in zip(rows, requests, replies):
-            row["requests"][stage] = req.key(teacher.model)
+            row["requests"][stage] = teacher.key(req)
             if reply.error:
                 reject(row, stage, teacher_failure(reply), reply.text)
             else:
@@ -296,7 +296,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
                       "depth": (parent.depth if isinstance(parent, EvolvedItem) else 0) + 1}
         if fmt:
             provenance["input_format"] = fmt
-        row = new_row(f"r{round_idx}-{i:05d}", round_idx, "evol_instruct", parent.task, teacher.model, {"evolve": req.key(teacher.model)}, provenance)
+        row = new_row(f"r{round_idx}-{i:05d}", round_idx, "evol_instruct", parent.task, teacher.model, {"evolve": teacher.key(req)}, provenance)
         evolved = reply.text.strip()  # the reference uses the reply as is
         if reply.error or not evolved:
             reject(row, "evolve", teacher_failure(reply) or "empty_evolution", reply.text)

@@ -211,7 +211,7 @@ def run_self_instruct_round(teacher: Teacher, seeds: list[SeedTask], machine: li
 
     rejected, candidates = [], []
     for p, (shown, req, reply) in enumerate(zip(plans, requests, replies)):
-        head = new_row("", round_idx, METHOD, "", teacher.model, {"instruction": req.key(teacher.model)}, prompt_provenance(p, shown))
+        head = new_row("", round_idx, METHOD, "", teacher.model, {"instruction": teacher.key(req)}, prompt_provenance(p, shown))
         if reply.error or reply.finish_reason == "length":  # the reference drops a reply cut by length whole
             reason = teacher_failure(reply) or "reply_truncated"
             rejected.append(rejected_row(head, "instruction", reason, reply.text, filters=[{"filter": "reply", "kept": False, "reason": reason}]))
@@ -249,7 +249,7 @@ def instances_for(teacher: Teacher, tasks: list, sc: SelfInstructConfig, base: i
     clf_replies = teacher.generate(clf_requests, desc=f"round {round_idx} self-instruct classify") if tasks else []
     rejected, pending = [], []
     for (head, inst, _, filters), req, reply in zip(tasks, clf_requests, clf_replies):
-        head = {**head, "instruction": inst, "requests": {**head["requests"], "classify": req.key(teacher.model)},
+        head = {**head, "instruction": inst, "requests": {**head["requests"], "classify": teacher.key(req)},
                 "provenance": {**head["provenance"], "classify_reply": reply.text}}
         if reply.error:
             rejected.append(rejected_row(head, "classify", teacher_failure(reply), reply.text,
@@ -262,7 +262,7 @@ def instances_for(teacher: Teacher, tasks: list, sc: SelfInstructConfig, base: i
     kept = []
     for (head, inst, clf, filters), req, reply in zip(pending, ins_requests, ins_replies):
         label = "classification" if clf else "generation"
-        head = {**head, "task": label, "requests": {**head["requests"], "instances": req.key(teacher.model)}}
+        head = {**head, "task": label, "requests": {**head["requests"], "instances": teacher.key(req)}}
         if reply.error:
             reason = teacher_failure(reply)
             rejected.append(rejected_row(head, "instances", reason, reply.text, filters=filters + [{"filter": "instances", "kept": False, "reason": reason}]))
@@ -314,7 +314,8 @@ State = SeedState  # seeds, machine-written instructions, novelty pool (generati
 def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list, load_embedder: Callable) -> State:
     # The reference's novelty pool is the seeds it shows: only classification ones under --use_clf_seed_tasks_only.
     return start_from_seeds(g.self_instruct.seed_tasks, g.self_instruct.seed_split, pool, NoveltyFilter(g.novelty.threshold, g.novelty.no_token_text),
-                            load_embedder, shown=lambda s: s.is_classification or not g.self_instruct.classification_seeds_only)
+                            load_embedder, shown=lambda s: s.is_classification or not g.self_instruct.classification_seeds_only,
+                            hub=g.datasets.get(g.self_instruct.seed_tasks))
 
 
 def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,

@@ -5,6 +5,8 @@ OpenAITeacher talks to any OpenAI-compatible endpoint with bounded concurrency. 
 own (a 4xx, a malformed reply) becomes a reply with `error` set, counted by the caller. A transport failure
 (connection, timeout, 408/409/429, 5xx) is retried, and is never handed on as a row: an endpoint that stays
 down, or a request that fails every attempt, ends generate() with TeacherUnavailable, to be resumed.
+Each teacher carries TeacherOptions (generation.teacher's system prompt, extra body, response format, token-limit
+name and sampling parameters); teacher.key(request) hashes the request with the options that are set.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
@@ -46,13 +48,64 @@ class TeacherRequest:
     def chat(self) -> list[dict]:
         return [{"role": r, "content": c} for r, c in self.messages]
 
-    def key(self, model: str) -> str:
-        """Hash of everything that changes the output (never concurrency or batch size)."""
+    def key(self, model: str, options: "TeacherOptions | None" = None) -> str:
+        """Hash of everything that changes the output (never concurrency or batch size): the model, this request and
+        the teacher's options that are set. Teachers call it as teacher.key(request)."""
         payload = {"model": model, **asdict(self)}
         for name in ("stop", "presence_penalty"):  # hashed only when set, so older cache entries stay valid
             if not payload[name]:
                 del payload[name]
+        if options is not None:  # likewise: a teacher with default options keeps every key it had
+            payload.update(options.changed())
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """What a teacher adds to every request it sends, from generation.teacher (see its help). The defaults send each
+    request as it is, and leave every cache key as it was; an option that is set becomes part of every key."""
+    system_prompt: str = ""  # a first system message; a request's own system message follows it in the same message
+    extra_body: dict = field(default_factory=dict)  # merged into the JSON body at top level (the openai client's extra_body=)
+    response_format: dict = field(default_factory=dict)  # OpenAI's response_format, e.g. {"type": "json_object"}
+    token_limit_param: str = "max_tokens"  # or "max_completion_tokens" (reasoning models refuse max_tokens)
+    sampling_params: str = "send"  # "omit": no temperature, top_p, presence_penalty or stop on the wire
+
+    def changed(self) -> dict:
+        """The options that differ from the defaults (what they add to a cache key)."""
+        default = asdict(TeacherOptions())
+        return {k: v for k, v in asdict(self).items() if v != default[k]}
+
+    def chat(self, r: TeacherRequest) -> list[dict]:
+        """r's messages, the system prompt first: before a system message r has (one message, as many chat templates
+        accept only one), else as a message of its own."""
+        messages = r.chat()
+        if not self.system_prompt:
+            return messages
+        if messages and messages[0]["role"] == "system":
+            return [{"role": "system", "content": f"{self.system_prompt}\n\n{messages[0]['content']}"}] + messages[1:]
+        return [{"role": "system", "content": self.system_prompt}] + messages
+
+    def create_args(self, r: TeacherRequest) -> dict:
+        """Keyword arguments of chat.completions.create for r, model aside. With sampling_params 'omit', r.stop is
+        applied to the reply instead (cut_at_stop)."""
+        args = {"messages": self.chat(r), self.token_limit_param: r.max_tokens, "seed": r.seed}
+        if self.sampling_params == "send":
+            args.update(temperature=r.temperature, top_p=r.top_p)
+            if r.stop:
+                args["stop"] = list(r.stop)
+            if r.presence_penalty:
+                args["presence_penalty"] = r.presence_penalty
+        if self.response_format:
+            args["response_format"] = self.response_format
+        if self.extra_body:
+            args["extra_body"] = self.extra_body
+        return args
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """text before the first of the stop strings, as OpenAI's `stop` leaves it, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 @dataclass
@@ -73,6 +126,10 @@ OnSend = Callable[[int, int], None]  # (index, attempt number from 1)
 
 class Teacher(Protocol):
     model: str
+    options: TeacherOptions
+
+    def key(self, request: TeacherRequest) -> str:
+        """The request's cache key with this teacher's model and options (what rows record as the request hash)."""
 
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
                  on_send: OnSend | None = None) -> list[TeacherReply]:
@@ -86,8 +143,10 @@ class Teacher(Protocol):
 class LocalTeacher:
     """A transformers causal LM with a chat template, generating in length-sorted batches."""
 
-    def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int):
+    def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int, system_prompt: str = ""):
+        """system_prompt: the only teacher option a local model honours (the others shape an HTTP request)."""
         self.model = model_name
+        self.options = TeacherOptions(system_prompt=system_prompt)
         self.model_path = model_path
         self.batch_size = batch_size
         self.num_threads = num_threads
@@ -100,6 +159,15 @@ class LocalTeacher:
             self.tok.pad_token = self.tok.eos_token
         if not self.tok.chat_template:
             raise TeacherError(f"teacher {model_name} has no chat template; use an instruct model")
+        if system_prompt:
+            try:
+                self.tok.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}], tokenize=False)
+            except Exception as e:  # e.g. Gemma's template: "System role not supported"
+                raise TeacherError(f"teacher {model_name}'s chat template refuses a system message ({e}); set "
+                                   "generation.teacher.system_prompt: '' or use another model") from None
+
+    def key(self, request: TeacherRequest) -> str:
+        return request.key(self.model, self.options)
 
     def _load(self) -> None:
         import torch
@@ -114,7 +182,7 @@ class LocalTeacher:
                  on_send: OnSend | None = None) -> list[TeacherReply]:
         if self.lm is None:
             self._load()
-        prompts = [self.tok.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True) for r in requests]
+        prompts = [self.tok.apply_chat_template(self.options.chat(r), tokenize=False, add_generation_prompt=True) for r in requests]
         lengths = [len(self.tok(p, add_special_tokens=False).input_ids) for p in prompts]
         # Same decoding parameters share a batch; within a group longest first, to pad little.
         order = sorted(range(len(requests)), key=lambda i: (self._params(requests[i]), -lengths[i]))
@@ -158,12 +226,11 @@ class LocalTeacher:
         for row, mask in zip(out[:, enc.input_ids.shape[1]:].tolist(), enc.attention_mask):
             stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             ids = row if stop is None else row[:stop]
-            text = self.tok.decode(ids, skip_special_tokens=True)
-            cut = min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=-1)
-            if cut >= 0:  # a stop string ended generation (or appeared before the end): drop it and what follows
-                text, stop = text[:cut], len(ids)
+            text, cut = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), params.stop)
+            if cut:  # a stop string ended generation (or appeared before the end): drop it and what follows
+                stop = len(ids)
             replies.append(TeacherReply(text=text, finish_reason="length" if stop is None else "stop",
-                                        prompt_tokens=int(mask.sum()), completion_tokens=len(ids) + (stop is not None and cut < 0)))
+                                        prompt_tokens=int(mask.sum()), completion_tokens=len(ids) + (stop is not None and not cut)))
         return replies
 
     def close(self) -> None:
@@ -244,8 +311,10 @@ class OpenAITeacher:
 
     def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int,
                  rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 on_close: Callable[[], None] | None = None, outage_failures: int = 8, outage_wait_s: float = 300.0):
+                 on_close: Callable[[], None] | None = None, outage_failures: int = 8, outage_wait_s: float = 300.0,
+                 options: TeacherOptions | None = None):
         self.model = model
+        self.options = options or TeacherOptions()
         self._on_close = on_close  # e.g. stop a server this teacher owns
         self.base_url = base_url or None
         self._key = api_key_from_env(api_key_env)
@@ -262,6 +331,9 @@ class OpenAITeacher:
         cls = openai.OpenAI if sync else openai.AsyncOpenAI
         # Retries are ours (counted, jittered, Retry-After honoured), so the client's are off.
         return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
+
+    def key(self, request: TeacherRequest) -> str:
+        return request.key(self.model, self.options)
 
     def check_reachable(self) -> None:
         """Fail before any model loads when the endpoint is down or rejects the key."""
@@ -308,7 +380,7 @@ class OpenAITeacher:
         charged = 0  # attempts that count against max_retries: not those the endpoint's outage made fail
         while True:
             await breaker.wait()
-            await limiter.acquire(sum(len(c) for _, c in r.messages) // 4 + r.max_tokens)
+            await limiter.acquire(sum(len(m["content"]) for m in self.options.chat(r)) // 4 + r.max_tokens)
             await breaker.wait()  # the limiter may have slept across an opening
             settled.clear()
             on_attempt(len(failed) + 1)
@@ -333,11 +405,7 @@ class OpenAITeacher:
         import openai
 
         try:
-            extra = {"stop": list(r.stop)} if r.stop else {}
-            if r.presence_penalty:
-                extra["presence_penalty"] = r.presence_penalty
-            resp = await client.chat.completions.create(model=self.model, messages=r.chat(), max_tokens=r.max_tokens,
-                                                        temperature=r.temperature, top_p=r.top_p, seed=r.seed, **extra)
+            resp = await client.chat.completions.create(model=self.model, **self.options.create_args(r))
         except openai.APIStatusError as e:
             retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
             return TeacherReply("", "error", error=f"http_{e.status_code}"), (retry_after(e.response.headers) if retryable else None)
@@ -351,7 +419,11 @@ class OpenAITeacher:
         if not choices or choices[0].message is None:
             return TeacherReply("", "error", error="malformed_reply"), None
         usage = resp.usage
-        return TeacherReply(text=choices[0].message.content or "", finish_reason=choices[0].finish_reason or "stop",
+        text, finish = choices[0].message.content or "", choices[0].finish_reason or "stop"
+        if self.options.sampling_params == "omit" and r.stop:  # stop was not sent: applied here, as the endpoint would
+            text, cut = cut_at_stop(text, r.stop)
+            finish = "stop" if cut else finish
+        return TeacherReply(text=text, finish_reason=finish,
                             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0), None
 

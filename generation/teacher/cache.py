@@ -2,8 +2,9 @@
 
 The cache is one sqlite file (WAL mode: safe under concurrent writers in several processes, and a kill
 at any moment leaves the last committed state). Keys hash what changes the output (model, messages,
-decoding parameters, seed), never concurrency or batch size, so runs and ablation arms pointing at the
-same file pay once for the same prompt. Only successful replies are stored; failures are retried.
+decoding parameters, seed, the teacher options that are set), never concurrency or batch size, so runs
+and ablation arms pointing at the same file pay once for the same prompt. Only successful replies are
+stored; failures are retried.
 
 CachedTeacher wraps any teacher: it serves hits, sends misses, stores each reply as it arrives, keeps
 the ledger (requests, hits, failures by reason, tokens, dollars) and enforces the budget caps.
@@ -331,10 +332,11 @@ class Budget:
         return (prompt_tokens * self.usd_per_m_prompt + completion_tokens * self.usd_per_m_completion) / 1e6
 
 
-def worst_case_tokens(r: TeacherRequest) -> tuple[int, int]:
+def worst_case_tokens(r: TeacherRequest, system_prompt: str = "") -> tuple[int, int]:
     """An upper bound on a request's tokens before sending: a byte-level token is at least one byte,
-    plus chat-template overhead per message."""
-    return sum(len(c.encode()) + 16 for _, c in r.messages), r.max_tokens
+    plus chat-template overhead per message (the teacher's system prompt counted as one more)."""
+    extra = len(system_prompt.encode()) + 16 if system_prompt else 0
+    return sum(len(c.encode()) + 16 for _, c in r.messages) + extra, r.max_tokens
 
 
 class CachedTeacher:
@@ -345,12 +347,15 @@ class CachedTeacher:
                  tag: str = "generation", poll_s: float = 0.2):
         self.teacher, self.cache, self.budget = teacher, cache, budget
         self.journal, self.tag, self.poll_s = journal, tag, poll_s
-        self.model = teacher.model
+        self.model, self.options = teacher.model, teacher.options
         self.ledger = Ledger()
         self.exhausted = ""  # which cap stopped generation, once one did
 
+    def key(self, request: TeacherRequest) -> str:
+        return self.teacher.key(request)
+
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
-        keys = [r.key(self.model) for r in requests]
+        keys = [self.key(r) for r in requests]
         hits = self.cache.get_many(keys) if self.cache is not None else {}
         self.ledger.requests += len(requests)
         first: dict[str, int] = {}  # identical requests in one call are sent once
@@ -403,7 +408,7 @@ class CachedTeacher:
         tokens = led.prompt_tokens + led.completion_tokens + led.unconfirmed_tokens
         cost, stop = led.cost_usd + led.unconfirmed_usd, ""
         for n, i in enumerate(pending):
-            p, c = worst_case_tokens(requests[i])
+            p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
             if b.max_calls and led.calls + n >= b.max_calls:
                 stop = "max_teacher_calls"
             elif b.max_tokens and tokens + p + c > b.max_tokens:
@@ -424,7 +429,7 @@ class CachedTeacher:
 
         def on_send(i: int, attempt: int) -> None:
             if self.journal is not None:
-                p, c = worst_case_tokens(requests[i])
+                p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
                 self.journal.sent(self.tag, keys[i], attempt, p + c, self.budget.cost(p, c))
             led.calls += attempt == 1
             led.retries += attempt > 1

@@ -28,7 +28,7 @@ from generation.teacher.backends import TeacherError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install xllamacpp==2026.10.11549 (a prebuilt wheel; a dependency of daig-loop)"
+INSTALL_HINT = "pip install 'daig-loop[llamacpp]' (xllamacpp, a prebuilt wheel; the [offline] extra has it too)"
 
 
 def free_port() -> int:

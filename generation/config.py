@@ -12,6 +12,27 @@ CHUNK_SAMPLING = ("stratified", "under_covered", "uniform")
 EVOL_OPERATORS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
 
 
+def _templates(section: str, names: str):
+    """A method section's `templates` field: {prompt name: the user's Jinja2 file}; the help lists the prompt names."""
+    first = names.split(", ")[0]
+    return field(default_factory=dict, metadata={"help": (
+        f"Your own Jinja2 templates for this method's teacher prompts, by prompt name ({names}), e.g. {{{first}: my_{first}.jinja}}; "
+        f"a prompt not named here uses its packaged template, generation/methods/templates/{section}/<name>.jinja, whose opening "
+        "comment lists the variables it is rendered with (copy one to start). Yours gets the same variables and is sent as it "
+        "renders, every space and line break included. A relative path in a YAML file is read from that file's folder, on the "
+        "command line from the current directory. An unknown name, a missing file, a syntax error or an unknown variable fails "
+        "at config load. {}: the packaged templates, the published prompts unchanged.")})
+
+
+def _checked_templates(section: str, templates: dict) -> dict:
+    """templates with absolute paths once every name and file checks out (ValueError 'templates...: what; fix' if not)."""
+    if not templates:
+        return {}
+    from generation.methods.templates import checked  # jinja2 is imported only by a config that names its own templates
+
+    return checked(section, templates)
+
+
 @dataclass
 class TeacherConfig:
     backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched), 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server) or 'llamacpp' (starts llama.cpp's server on 127.0.0.1 for a packaged model or .gguf file, through xllamacpp; what configs/quickstart.yaml uses).", "choices": TEACHER_BACKENDS})
@@ -112,10 +133,12 @@ class SelfInstructConfig:
     clf_instance_max_tokens: int = field(default=300, metadata={"help": "Max tokens of an instance-generation reply for a classification task (the reference: 300, as its template is longer).", "check": ">= 1"})
     gen_instance_max_tokens: int = field(default=350, metadata={"help": "Max tokens of an instance-generation reply for any other task (the reference: 350).", "check": ">= 1"})
     max_instances: int = field(default=5, metadata={"help": "Instances asked for per task (instance generation stops at 'Example <this + 1>') and kept per task after clean-up (the reference: 5 for both).", "check": ">= 1"})
+    templates: dict = _templates("self_instruct", "instructions, classify, instances_classification, instances_generation")
 
     def __post_init__(self):
         if not 0 <= self.num_machine_instructions <= self.num_prompt_instructions:
             raise ValueError("num_machine_instructions: must be in [0, num_prompt_instructions]")
+        self.templates = _checked_templates("self_instruct", self.templates)
 
 
 @dataclass
@@ -127,6 +150,10 @@ class AlpacaConfig:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (the reference: 1.0).", "check": "[0, 2]"})
     top_p: float = field(default=1.0, metadata={"help": "top_p (the reference: 1.0).", "check": "(0, 1]"})
     max_tokens: int = field(default=3072, metadata={"help": "Max tokens of a reply (the reference: 3072); a reply cut by it keeps all but its last task, as the reference does. Lower it for a teacher with a short context.", "check": ">= 1"})
+    templates: dict = _templates("alpaca", "prompt")
+
+    def __post_init__(self):
+        self.templates = _checked_templates("alpaca", self.templates)
 
 
 @dataclass
@@ -141,8 +168,10 @@ class EvolConfig:
     input_formats: list[str] = field(default_factory=lambda: ["python code", "XML data", "JSON data", "SQL database", "HTML page", "Markdown table", "LaTeX formula", "shell command"],
                                      metadata={"help": "Data formats the complicate_input operator asks for, one drawn per item (the paper's prompt shows [python code]; the rest of this list is ours)."})
     screen_evolved: bool = field(default=True, metadata={"help": "Deviation from the paper (its four elimination rules run either way): after rule 4 and before the equality judge, reject an evolved instruction that is a refusal (evolved_refusal), that one of the four depth.py rewrites left without most of the parent's input (evolved_lost_input: under half of the input's distinct content words kept; not checked for breadth or complicate_input), or that reads as an answer rather than a task (evolved_not_a_task). Saves the judge and answer calls of evolutions that cannot yield data. false: the paper's rules only."})
+    templates: dict = _templates("evol", "system, add_constraints, deepen, concretize, increase_reasoning, complicate_input, breadth, equality")
 
     def __post_init__(self):
+        self.templates = _checked_templates("evol", self.templates)
         bad = [o for o in self.operators if o not in EVOL_OPERATORS]
         if bad or not self.operators:
             raise ValueError(f"operators: {bad or 'empty'}; use a non-empty list from {', '.join(EVOL_OPERATORS)}")
@@ -160,6 +189,10 @@ class DynosaurConfig:
     temperature: float = field(default=0.0, metadata={"help": "Task-proposal temperature (Dynosaur's generate_tasks_with_description.py: 0, sent as greedy).", "check": "[0, 2]"})
     max_tokens: int = field(default=256, metadata={"help": "Max tokens of a task-proposal reply (the reference: 256).", "check": ">= 1"})
     salvage_tasks: bool = field(default=True, metadata={"help": "Deviation from the reference, which discards a reply that does not parse as a whole: vet each complete task dict of such a reply (one cut off at max_tokens, or looping past its end) in order, exact repeats dropped; each carries a dynosaur_salvage filter decision. false: discard the reply (unparseable_tasks), as the reference does."})
+    templates: dict = _templates("dynosaur", "system, tasks")
+
+    def __post_init__(self):
+        self.templates = _checked_templates("dynosaur", self.templates)
 
 
 @dataclass
@@ -183,10 +216,12 @@ class DaigConfig:
     max_example_similarity: float = field(default=0.7, metadata={"help": "Reject an instruction whose ROUGE-L F1 with any shown example exceeds this (a copy, not a new task).", "check": "(0, 1]"})
     dangling_reference: str = field(default="input", metadata={"help": "DAIG, closed book (training.include_context false): an instruction that points at 'the passage', 'this API' or 'the code above' with no input of its own either gets its chunk as its input ('input', so the student sees what it is pointed at) or is rejected ('reject').", "choices": ("input", "reject")})
     task_mismatch: str = field(default="relabel", metadata={"help": "DAIG: when an instruction clearly reads as another pool task than the one asked for (e.g. 'Summarize...' asked as classification; checked by cue words for classification, summarization, extraction and rewriting), 'relabel' it to the task it follows, 'reject' it, or 'keep' the asked label. The decision is on the row either way.", "choices": ("relabel", "reject", "keep")})
+    templates: dict = _templates("daig", "instruction, directive, answer_system, answer, judge_instruction, judge_answer")
 
     def __post_init__(self):
         if self.max_instruction_words < self.min_instruction_words:
             raise ValueError("max_instruction_words: must be >= min_instruction_words")
+        self.templates = _checked_templates("daig", self.templates)
 
 
 @dataclass
@@ -194,7 +229,7 @@ class GroundingConfig:
     min_instruction_grounding: float = field(default=0.5, metadata={"help": "DAIG: reject an instruction when less than this share of its content words (stop words and task words such as 'explain' or 'passage' left out, each cut to 6 characters) occurs in its chunk: a topic taken from a shown example scores near 0. 0 turns the check off.", "check": "[0, 1]"})
     min_answer_support: float = field(default=0.6, metadata={"help": "DAIG: reject an answer when less than this share of its content words occurs in the chunk, the instruction or the input (an answer from memory, not from the passage). 0 turns the check off.", "check": "[0, 1]"})
     reject_unsupported_numbers: bool = field(default=True, metadata={"help": "DAIG: reject an answer that states a number found nowhere in the chunk, the instruction or the input (the commonest invented fact)."})
-    judge: str = field(default="none", metadata={"help": "DAIG: also ask the teacher one short yes/no question (greedy, cached and counted in the ledger like every call): 'instruction' (can it be answered from the passage alone?), 'answer' (is every fact in the answer in the passage?), 'both' or 'none'. Worth it with a strong teacher; a 0.5B one says yes to nearly everything.", "choices": JUDGES})
+    judge: str = field(default="none", metadata={"help": "DAIG: also ask the teacher one short yes/no question (greedy, cached and counted in the ledger like every call): 'instruction' (can it be answered from the passage alone?), 'answer' (is every fact in the answer in the passage?), 'both' or 'none'. Worth it with a strong teacher; a 0.5B one says yes to nearly everything. The questions are generation.daig.templates' judge_instruction and judge_answer.", "choices": JUDGES})
     judge_max_tokens: int = field(default=4, metadata={"help": "Max tokens of a judge reply (it only has to say yes or no).", "check": ">= 1"})
 
 

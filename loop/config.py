@@ -210,7 +210,7 @@ def parse_override(text: str) -> tuple[str, object]:
 
 _PATH_KEYS = ("generation.domain_path", "generation.general_pool", "generation.domain_pool", "eval.benchmark_path",
               "training.accelerate_config", "generation.self_instruct.seed_tasks", "generation.alpaca.seed_tasks",
-              "generation.dynosaur.dataset")
+              "generation.dynosaur.dataset", *(f"generation.{m}.templates" for m in ("daig", "self_instruct", "alpaca", "evol", "dynosaur")))
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
@@ -292,6 +292,8 @@ def _resolve_paths(data: dict, base: Path) -> None:
             node = node.get(section) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(key), str):
             node[key] = _resolve(node[key], base)
+        elif isinstance(node, dict) and isinstance(node.get(key), dict):  # a mapping of paths: a method's templates
+            node[key] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in node[key].items()}
 
 
 def to_dict(cfg) -> dict:

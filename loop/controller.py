@@ -109,8 +109,9 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
 
 
 def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], adapter: Path | None,
-                rdir: Path, r: int, rng: random.Random) -> tuple[Path | None, dict]:
-    """Train this round's adapter (restart fresh, or continue the last one) on the rows training.data_mix picks."""
+                rdir: Path, r: int, rng: random.Random, on_log=None) -> tuple[Path | None, dict]:
+    """Train this round's adapter (restart fresh, or continue the last one) on the rows training.data_mix picks.
+    on_log: gets each trainer log entry as it is written (in-process training; W&B's live curve)."""
     continuing = cfg.training.adapter_mode == "continue" and adapter is not None
     per_round = [[student_row(x, cfg.training.include_context) for x in rows if x["split"] == "train"] for rows in rounds_rows]
     train_rows = mix_rows(per_round, cfg.training, continuing, rng)
@@ -119,8 +120,10 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
         log.warning("round %d kept no training examples; the adapter is not retrained this round", r)
         return adapter, {}
     tmp = Path(tempfile.mkdtemp(dir=rdir, prefix=".adapter."))
-    train = train_adapter_launched if cfg.training.launcher == "accelerate" else train_adapter
-    stats = train(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init_adapter=init, work_dir=rdir / ".trainer")
+    if cfg.training.launcher == "accelerate":
+        stats = train_adapter_launched(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init, rdir / ".trainer")
+    else:
+        stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init, rdir / ".trainer", on_log)
     shutil.rmtree(rdir / ".trainer", ignore_errors=True)
     stats["data_sha256"], stats["rows_trained"] = data_hash(train_rows), len(train_rows)
     shutil.rmtree(rdir / "adapter", ignore_errors=True)  # left by a run killed before its checkpoint
@@ -419,7 +422,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
                 for stale in rdir.glob(".adapter.*"):  # a training killed midway
                     shutil.rmtree(stale, ignore_errors=True)
                 prev = Path(st.adapter) if st.adapter else None
-                adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng)
+                adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng, tracker.train_logger(r))
                 st.adapter, st.stage, st.rng = str(adapter) if adapter else None, "trained", rng.getstate()
                 save_checkpoint(out, st, teacher.journal)
             finish_round(cfg, st, out, teacher, tracker, pool, train_chunks, bench_rows, student, sets)

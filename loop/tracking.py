@@ -58,6 +58,7 @@ class Tracker:
         self.run = None
         self.defined: set[str] = set()  # metrics given their x-axis (define_metric) in this process
         self.logged: dict[str, object] = {}  # "<kind>:round-<r>" -> the artifact this process logged
+        self.streamed: set[int] = set()  # rounds whose trainer log went to W&B live (train_logger)
         if not cfg.wandb or cfg.mode == "disabled":
             return
         import wandb
@@ -114,7 +115,8 @@ class Tracker:
             else:
                 art.add_file(str(path))
             self.logged[f"{kind}:round-{r}"] = self.run.log_artifact(art, aliases=[f"round-{r}", "latest"])
-        self.log_curve(r, curve)
+        if r not in self.streamed:  # trained by `accelerate launch`, or streamed by a process a kill ended
+            self.log_curve(r, curve)
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         for key in ("task_weights", "task_eval_loss", "task_eval_se", "task_eval_n", "task_eval_loss_shrunk", "test_task_loss", "test_task_se", "test_task_n",
                     "test_judge_verdicts", "next_task_weights", "rejected", "teacher_failures", "run_teacher_failures", "teacher_retry_reasons", "run_teacher_retry_reasons",
@@ -133,6 +135,17 @@ class Tracker:
             self.defined.add(key)
         self.run.log(flat)
         append_jsonl(self.wandb_path, {"round": r})
+
+    def train_logger(self, r: int):
+        """A callable that logs round r's trainer entries to W&B as training writes them (in-process training), or
+        None without W&B. A round streamed this way is not logged again from its stats by log_round."""
+        if self.run is None:
+            return None
+        section = f"train/round{r}"
+        self.run.define_metric(f"{section}/step")
+        self.run.define_metric(f"{section}/*", step_metric=f"{section}/step")
+        self.streamed.add(r)
+        return lambda entry: self.run.log({f"{section}/{k}": v for k, v in entry.items() if isinstance(v, (int, float))})
 
     def log_curve(self, r: int, curve: list[dict]) -> None:
         """The round's training log under train/round<r>/ (loss, learning rate, grad norm, epoch), against its own step."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_DATA
-from generation.methods.alpaca import (ALPACA_BLACKLIST, PROMPT_TXT, STOP, alpaca_request, encode_prompt, parse_reply,
+from generation.methods.alpaca import (ALPACA_BLACKLIST, STOP, alpaca_request, encode_prompt, parse_reply,
                                run_alpaca_round, seed_example)
 from generation.teacher.cache import Budget, CachedTeacher, TeacherCache
 from generation.config import AlpacaConfig, GenerationConfig
@@ -37,7 +37,8 @@ def in_reference(monkeypatch):
 
 
 def test_prompt_txt_is_the_reference_file():
-    assert PROMPT_TXT == (REFERENCE / "prompt.txt").read_text(encoding="utf-8")
+    """The packaged template (generation/methods/templates/alpaca/prompt.jinja) starts with prompt.txt, verbatim."""
+    assert encode_prompt([]) == (REFERENCE / "prompt.txt").read_text(encoding="utf-8") + "\n###\n1. Instruction:"
 
 
 @pytest.mark.parametrize("s", [0, 1, 42])

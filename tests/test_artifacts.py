@@ -1,4 +1,5 @@
 """Training-side extras: data mixing across rounds, the QLoRA hardware guard, adapter cards, export."""
+import hashlib
 import json
 import os
 import random
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import FAKE_TOKEN, HubServerProcess
 from huggingface_hub import ModelCard
 
 from training.artifacts import data_hash, write_adapter_card
@@ -100,6 +102,9 @@ def test_packaged_models_name_their_upstream_hub_ids(tmp_path):
 
 
 HUB_BASE = "daig-tests/tiny-chat"  # the Hub id the tiny packaged model stands for in these tests
+TINY_PACKAGED = {"parts": (), "sha256": "ab" * 32, "licence": "Apache-2.0", "note": "tiny-chat Q4_0", "hub_id": HUB_BASE}
+# the same entry in a `daig` subprocess, run before its CLI (a monkeypatch here does not reach another interpreter)
+REGISTER_TINY = f"from loop import models\nmodels.PACKAGED['tiny-packaged'] = models.PackagedModel(**{TINY_PACKAGED!r})"
 
 
 @pytest.fixture
@@ -107,7 +112,7 @@ def packaged_tiny(tmp_path, tiny_model, monkeypatch) -> Path:
     """The tiny model as a packaged model, converted already: what resolve_model leaves in <cache>/models (no GGUF step)."""
     from loop import models
 
-    entry = models.PackagedModel(parts=(), sha256="ab" * 32, licence="Apache-2.0", note="tiny-chat Q4_0", hub_id=HUB_BASE)
+    entry = models.PackagedModel(**TINY_PACKAGED)
     monkeypatch.setitem(models.PACKAGED, "tiny-packaged", entry)
     converted = tmp_path / "cache" / "models" / f"tiny-packaged-{entry.sha256[:12]}"
     shutil.copytree(tiny_model, converted)
@@ -139,25 +144,23 @@ def local_paths(folder: Path, roots: list[str]) -> list[str]:
     return [f.name for f in folder.rglob("*") if f.is_file() and any(r.encode() in f.read_bytes() for r in roots)]
 
 
-class RecordingHub:
-    """Stands in for huggingface_hub.HfApi at the network edge: records what a push would send."""
-    calls: list = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        self.calls.append(("create_commit", repo_id, {**kwargs, "paths": [op.path_in_repo for op in operations]}))
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
+def pushed_files(hub: HubServerProcess, repo_id: str) -> dict[str, str]:
+    """What the Hub received for repo_id: {path: sha256} of its one commit."""
+    commits = [r for r in hub.requests() if "/commit/" in r["path"] and r["repo_id"] == repo_id]
+    assert len(commits) == 1 and commits[0]["status"] == 200, commits
+    return {f["path"]: f["sha256"] for f in commits[0]["files"]}
 
 
-def test_exported_cards_name_the_hub_id_and_their_snippets_run(tmp_path, tmp_path_factory, packaged_tiny, tiny_model, monkeypatch):
+def sha256s(folder: Path) -> dict[str, str]:
+    return {f.relative_to(folder).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.rglob("*") if f.is_file()}
+
+
+def test_exported_cards_name_the_hub_id_and_their_snippets_run(tmp_path, tmp_path_factory, packaged_tiny, tiny_model):
     """The card shows the Hub ids; the test serves those ids from a local HF cache holding the tiny model (as the base)
-    and the exports (as the pushed repos), and runs each card's snippet unchanged with HF_HUB_OFFLINE=1."""
-    import huggingface_hub
+    and the exports (as the pushed repos), and runs each card's snippet unchanged with HF_HUB_OFFLINE=1. The pushes go
+    from a real `daig` process to the loopback Hub (tests/hub_server.py), which records what arrived."""
     import yaml
 
-    from loop.cli import main
     from loop.models import resolve_model
 
     run = tmp_path / "run"
@@ -168,32 +171,43 @@ def test_exported_cards_name_the_hub_id_and_their_snippets_run(tmp_path, tmp_pat
                                  "train": {"lora_r": 8, "include_context": False}, "metrics": {}})  # as the controller does
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == base  # peft's local path
     (run / "config.yaml").write_text(yaml.safe_dump({"student": "tiny-packaged", "cache_dir": str(packaged_tiny)}))
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
-    RecordingHub.calls = []
     hub = tmp_path / "hub"
     hub_cache(hub, HUB_BASE, tiny_model)
     here = [str(tmp_path_factory.getbasetemp()), tiny_model, base]
 
-    assert main(["export", str(run), "--out", str(tmp_path / "adapter"), "--push-to-hub", "me/tiny-adapter"]) == 0
-    out = tmp_path / "adapter"
-    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == HUB_BASE
-    assert local_paths(out, here) == [] and not (out / "training_args.bin").exists()
-    card = ModelCard.load(out / "README.md")
-    assert card.data.base_model == HUB_BASE and card.data.library_name == "peft" and "dequantized" in card.text
-    snippet = run_card_snippet(card.text, hub_with(hub, "me/tiny-adapter", out), tmp_path / "elsewhere")
-    assert f'"{HUB_BASE}"' in snippet and '"me/tiny-adapter"' in snippet
-    assert RecordingHub.calls[0] == ("create_repo", "me/tiny-adapter", {"repo_type": "model", "private": True, "exist_ok": True})
-    assert "adapter_model.safetensors" in RecordingHub.calls[1][2]["paths"]
+    with HubServerProcess(tmp_path) as server:
+        done = server.daig("export", str(run), "--out", str(tmp_path / "adapter"), "--push-to-hub", "me/tiny-adapter", prelude=REGISTER_TINY)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "pushed (private repo me/tiny-adapter)" in done.stdout
+        out = tmp_path / "adapter"
+        assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == HUB_BASE
+        assert local_paths(out, here) == [] and not (out / "training_args.bin").exists()
+        card = ModelCard.load(out / "README.md")
+        assert card.data.base_model == HUB_BASE and card.data.library_name == "peft" and "dequantized" in card.text
+        snippet = run_card_snippet(card.text, hub_with(hub, "me/tiny-adapter", out), tmp_path / "elsewhere")
+        assert f'"{HUB_BASE}"' in snippet and '"me/tiny-adapter"' in snippet
+        created = [r for r in server.requests() if r["path"] == "/api/repos/create"]
+        assert [(r["repo_id"], r["repo_type"], r["private"]) for r in created] == [("me/tiny-adapter", "model", True)]
+        received = pushed_files(server, "me/tiny-adapter")
+        assert "adapter_model.safetensors" in received and received == sha256s(out)  # every exported byte, and only those
 
-    assert main(["export", str(run), "--out", str(tmp_path / "merged"), "--merge", "--push-to-hub", "me/tiny-merged", "--public"]) == 0
-    merged = tmp_path / "merged"
-    card = ModelCard.load(merged / "README.md")
-    meta = card.data.to_dict()
-    assert meta["base_model"] == HUB_BASE and meta["base_model_relation"] == "finetune" and meta["library_name"] == "transformers"
-    assert "peft" not in meta.values() and "merged" in card.text and not (merged / "adapter_config.json").exists()
-    assert local_paths(merged, here) == []
-    run_card_snippet(card.text, hub_with(hub, "me/tiny-merged", merged), tmp_path / "elsewhere")
-    assert RecordingHub.calls[2][2]["private"] is False
+        done = server.daig("export", str(run), "--out", str(tmp_path / "merged"), "--merge", "--push-to-hub", "me/tiny-merged",
+                           "--public", prelude=REGISTER_TINY)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "pushed (public repo me/tiny-merged)" in done.stdout
+        merged = tmp_path / "merged"
+        card = ModelCard.load(merged / "README.md")
+        meta = card.data.to_dict()
+        assert meta["base_model"] == HUB_BASE and meta["base_model_relation"] == "finetune" and meta["library_name"] == "transformers"
+        assert "peft" not in meta.values() and "merged" in card.text and not (merged / "adapter_config.json").exists()
+        assert local_paths(merged, here) == []
+        run_card_snippet(card.text, hub_with(hub, "me/tiny-merged", merged), tmp_path / "elsewhere")
+        created = [r for r in server.requests() if r["path"] == "/api/repos/create"]
+        assert [(r["repo_id"], r["repo_type"], r["private"]) for r in created][1:] == [("me/tiny-merged", "model", False)]
+        assert pushed_files(server, "me/tiny-merged") == sha256s(merged)
+        log = server.requests()
+    assert all(r["status"] == 200 and r["token"] == FAKE_TOKEN for r in log), log  # every call known to the test Hub, authenticated
+    assert local_paths(out, [FAKE_TOKEN]) == local_paths(merged, [FAKE_TOKEN]) == []  # the token sent is never written
 
 
 def hub_with(cache: Path, repo_id: str, folder: Path) -> Path:

@@ -1,12 +1,15 @@
 """`daig export-data`: a real run folder (tiny student, loopback teacher, two rounds) as a Hugging Face dataset: the splits
 round-trip through load_from_disk, Parquet and load_dataset; `messages` is what the trainer saw; the card parses with
-the right metadata; the upload lists the card, config and Parquet files (the only fake is HfApi, the network edge)."""
+the right metadata; the upload sends the card, config and Parquet files, counted where they arrive: a loopback Hub in
+its own process (tests/hub_server.py), the only fake, at the network edge."""
+import hashlib
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_tiny_corpus
+from hub_server import FAKE_TOKEN, HubServerProcess
 
 from generation.rows import new_row, rejected_row
 from loop.cli import main
@@ -96,38 +99,52 @@ def test_dataset_card_metadata_and_counts(run_dir, tmp_path):
     assert f"| **all** | {n_kept} | 12 | 12 | {len(rejected)} |" in text  # 6 tasks x 2 rows per eval set
 
 
-class RecordingHub:
-    """Stands in for huggingface_hub.HfApi at the network edge: records what a push would send."""
-    calls: list = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        self.calls.append(("create_commit", repo_id, {**kwargs, "paths": [op.path_in_repo for op in operations]}))
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/datasets/{repo_id}/commit/0"})()
-
-
-def test_upload_lists_card_config_and_parquet_and_defaults_private(run_dir, tmp_path, monkeypatch, capsys):
-    import huggingface_hub
-
+def test_upload_lists_card_config_and_parquet_and_defaults_private(run_dir, tmp_path):
+    """A real `daig export-data --push-to-hub` process against the loopback Hub (tests/hub_server.py): what arrives there
+    is the card, config and Parquet files, byte for byte, in a private dataset repo unless --public."""
     out = export_data(run_dir, tmp_path / "data")
     ops = hub_operations(out, upload_paths(out))
-    assert [op.path_in_repo for op in ops] == ["README.md", "config.yaml", "data/rejected-00000-of-00001.parquet",
-                                               "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet",
-                                               "data/validation-00000-of-00001.parquet"]
+    paths = ["README.md", "config.yaml", "data/rejected-00000-of-00001.parquet", "data/test-00000-of-00001.parquet",
+             "data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet"]
+    assert [op.path_in_repo for op in ops] == paths
     assert all(Path(op.path_or_fileobj).is_file() for op in ops)
 
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
-    RecordingHub.calls = []
-    assert main(["export-data", str(run_dir), "--out", str(tmp_path / "pushed"), "--push-to-hub", "me/ferncast-data"]) == 0
-    assert main(["export-data", str(run_dir), "--out", str(tmp_path / "public"), "--push-to-hub", "me/open-data", "--public"]) == 0
-    assert [c[0] for c in RecordingHub.calls] == ["create_repo", "create_commit"] * 2
-    assert RecordingHub.calls[0][2] == {"repo_type": "dataset", "private": True, "exist_ok": True}
-    assert RecordingHub.calls[2][2]["private"] is False and RecordingHub.calls[3][1] == "me/open-data"
-    assert RecordingHub.calls[1][2]["repo_type"] == "dataset" and RecordingHub.calls[1][2]["paths"] == [op.path_in_repo for op in ops]
-    assert "pushed (private repo me/ferncast-data)" in capsys.readouterr().out
+    with HubServerProcess(tmp_path) as hub:
+        done = hub.daig("export-data", str(run_dir), "--out", str(tmp_path / "pushed"), "--push-to-hub", "me/ferncast-data")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "pushed (private repo me/ferncast-data)" in done.stdout
+        done = hub.daig("export-data", str(run_dir), "--out", str(tmp_path / "public"), "--push-to-hub", "me/open-data", "--public")
+        assert done.returncode == 0, done.stderr[-3000:]
+        log = hub.requests()
+    assert all(r["status"] == 200 and r["token"] == FAKE_TOKEN for r in log), log  # every call known to the test Hub, authenticated
+    calls = [(r["path"].split("/")[-2] if "/commit/" in r["path"] else r["path"], r["repo_id"], r["repo_type"], r.get("private"))
+             for r in log if r["path"] == "/api/repos/create" or "/commit/" in r["path"]]
+    assert calls == [("/api/repos/create", "me/ferncast-data", "dataset", True), ("commit", "me/ferncast-data", "dataset", None),
+                     ("/api/repos/create", "me/open-data", "dataset", False), ("commit", "me/open-data", "dataset", None)]
+    for repo_id, folder in (("me/ferncast-data", tmp_path / "pushed"), ("me/open-data", tmp_path / "public")):
+        commit = next(r for r in log if "/commit/" in r["path"] and r["repo_id"] == repo_id)
+        assert [f["path"] for f in commit["files"]] == paths  # not the save_to_disk Arrow files beside them
+        for f in commit["files"]:  # the bytes that arrived are the bytes exported
+            data = (folder / f["path"]).read_bytes()
+            assert (f["size"], f["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        assert not [p for p in folder.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]  # the token is never written
+    assert any(p.suffix == ".arrow" for p in (tmp_path / "pushed").rglob("*"))
     assert 'load_dataset("me/ferncast-data")' in (tmp_path / "pushed" / "README.md").read_text()
+
+
+def test_a_refused_push_is_one_line_and_keeps_the_export(run_dir, tmp_path):
+    """The Hub answers 401 (a bad or read-only token): exit 2, one line saying the export is complete and how to log
+    in and push again; the dataset folder is there; nothing was committed."""
+    with HubServerProcess(tmp_path, refuse=("me/no-rights",)) as hub:
+        done = hub.daig("export-data", str(run_dir), "--out", str(tmp_path / "kept"), "--push-to-hub", "me/no-rights")
+        log = hub.requests()
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in err, err
+    assert err.startswith(f"error: pushing {tmp_path / 'kept'} to me/no-rights failed (") and "401" in err
+    assert "the export is complete; log in with `hf auth login` or set HF_TOKEN" in err
+    assert (tmp_path / "kept" / "README.md").is_file() and len(list((tmp_path / "kept" / "data").glob("*.parquet"))) == 4
+    assert [r["status"] for r in log if r["path"] == "/api/repos/create"] == [401]
+    assert not [r for r in log if "/commit/" in r["path"] or "/preupload/" in r["path"]]
 
 
 def test_rows_of_every_method_share_one_schema(tmp_path):

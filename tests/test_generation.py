@@ -4,7 +4,7 @@ import pytest
 
 from generation.config import DaigConfig, GenerationConfig, TeacherConfig
 from generation.data.corpus import Chunk
-from generation.methods.daig import DIRECTIVE, parse_answer, parse_instruction, plan_requests, run_daig_round
+from generation.methods.daig import directive, parse_answer, parse_instruction, plan_requests, run_daig_round
 from generation.filters.rules import answer_problem, instruction_problem, rouge_l
 from generation.data.pool import build_pool, load_pool
 from generation.teacher.cache import Budget, CachedTeacher
@@ -33,7 +33,7 @@ def test_parse_answer_strips_label():
 
 def test_instruction_filters():
     examples = ["What is the capital of France?"]
-    d = DIRECTIVE.format(task="question answering")
+    d = directive("question_answering")
     assert instruction_problem("", examples, d, 3, 150, 0.7)[0] == "empty"
     assert instruction_problem("Reset it", examples, d, 3, 150, 0.7)[0] == "too_short"
     assert instruction_problem("word " * 151, examples, d, 3, 150, 0.7)[0] == "too_long"

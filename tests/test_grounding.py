@@ -6,7 +6,7 @@ import pytest
 
 from generation.config import DaigConfig, GenerationConfig, GroundingConfig
 from generation.data.corpus import Chunk
-from generation.methods.daig import DIRECTIVE, answer_messages, check_answer, check_instruction, parse_task, plan_requests, run_daig_round
+from generation.methods.daig import answer_messages, check_answer, check_instruction, directive, parse_task, plan_requests, run_daig_round
 from generation.filters.rules import followed_task, instruction_problem
 from generation.filters.grounding import (DECLINE, answer_support, defers_to_passage, example_names, instruction_grounding, is_decline,
                                   judge_verdict, refers_to_passage, yes_no_mismatch)
@@ -37,7 +37,7 @@ def test_lexical_gate_rejects_another_topic_and_keeps_the_chunks():
 def test_copy_filter_compares_with_everything_the_prompt_showed():
     """A pasted example input scored 0.29 against the example's instruction alone; against the input it is a copy."""
     pasted = "Johannes Gutenberg built his press in Mainz around 1440. When?"
-    d = DIRECTIVE.format(task="question answering")
+    d = directive("question_answering")
     reason, score, _ = instruction_problem(pasted, [EXAMPLE.instruction], d, 3, 150, 0.7)
     assert reason == "" and score < 0.5
     reason, score, _ = instruction_problem(pasted, [EXAMPLE.instruction, EXAMPLE.input, EXAMPLE.output], d, 3, 150, 0.7)

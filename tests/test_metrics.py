@@ -1,4 +1,4 @@
-"""The evaluate metric scripts kept in eval/metrics: parity with rouge_score, BLEU by hand, exact match."""
+"""The evaluate metric scripts kept in eval/metrics: parity with rouge_score, sacrebleu's BLEU by hand, exact match."""
 import json
 import math
 
@@ -21,15 +21,20 @@ def test_rouge_l_metric_matches_rouge_score_on_real_pairs():
     assert got == pytest.approx(expected, abs=1e-12)
 
 
-def test_bleu_by_hand():
+def test_bleu_is_sacrebleus_and_checks_by_hand():
+    """sacrebleu's corpus BLEU on its 0-100 scale (what papers report), with its signature."""
     bleu = evaluate.load(str(METRICS_DIR / "bleu"))
-    assert bleu.compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])["bleu"] == 1.0
-    # 5 tokens vs reference of 6: precisions 5/5, 4/4, 3/3, 2/2 (all n-grams match), brevity penalty exp(1 - 6/5).
+    out = bleu.compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])
+    assert out["bleu"] == pytest.approx(100.0) and out["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    # 5 tokens vs reference of 6: every n-gram matches (precisions 100), brevity penalty exp(1 - 6/5).
     out = bleu.compute(predictions=["the cat sat on the"], references=["the cat sat on the mat"])
-    assert out["precisions"] == [1.0, 1.0, 1.0, 1.0] and out["bleu"] == pytest.approx(math.exp(1 - 6 / 5))
-    # Clipping: "the the the" against "the cat" has unigram precision 1/3, no bigram matches -> BLEU 0.
+    assert out["precisions"] == [100.0] * 4 and out["bleu"] == pytest.approx(100 * math.exp(1 - 6 / 5))
+    # Clipping: "the the the" against "the cat" has unigram precision 1/3; a 3-token output has no 4-gram, and
+    # corpus BLEU does not shorten its order (sacrebleu's default), so the score is 0.
     out = bleu.compute(predictions=["the the the"], references=["the cat"])
-    assert out["precisions"][0] == pytest.approx(1 / 3) and out["bleu"] == 0.0
+    assert out["precisions"][0] == pytest.approx(100 / 3) and out["bleu"] == 0.0
+    # 13a tokenization splits punctuation: "mat." matches "mat ." exactly
+    assert bleu.compute(predictions=["the cat sat on the mat."], references=["the cat sat on the mat ."])["bleu"] == pytest.approx(100.0)
 
 
 def test_exact_match_and_generation_metrics():
@@ -38,4 +43,4 @@ def test_exact_match_and_generation_metrics():
     samples = [{"task": "classification", "student": "Network problem.", "reference": "network problem"},
                {"task": "qa", "student": "Hold Mode for ten seconds", "reference": "Hold the Mode button for ten seconds."}]
     m = generation_metrics(samples)
-    assert m["exact_match_classification"] == 1.0 and 0 < m["rouge_l"] < 1 and 0 <= m["bleu"] <= 1
+    assert m["exact_match_classification"] == 1.0 and 0 < m["rouge_l"] < 1 and 0 <= m["bleu"] <= 100

@@ -205,3 +205,13 @@ def test_sft_args_and_lora_args_reach_the_trainer_and_bad_keys_are_named_at_once
                  "sft_args.neftune_noise_alpah: not a trl SFTConfig field; did you mean 'neftune_noise_alpha'?",
                  "lora_args.use_dorra: not a peft LoraConfig field; did you mean 'use_dora'?", "lora_args.r: set training.lora_r instead"):
         assert part in msg, (part, msg)
+
+
+def test_each_trainer_log_entry_reaches_on_log_as_it_is_written(tiny_model, tmp_path):
+    """The W&B live curve's source: every logged step, with its learning rate and grad norm, in order."""
+    seen = []
+    stats = train_adapter(tiny_model, ROWS, tmp_path / "a", TrainConfig(max_steps=3, batch_size=4, logging_steps=1), seed=0,
+                          num_threads=1, on_log=seen.append)
+    steps = [e for e in seen if "loss" in e]
+    assert [e["step"] for e in steps] == [1, 2, 3] and [e["loss"] for e in steps] == [h["loss"] for h in stats["loss_history"]]
+    assert all("learning_rate" in e and "grad_norm" in e for e in steps)

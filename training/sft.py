@@ -8,6 +8,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 from training.config import TrainConfig
 
@@ -98,10 +99,12 @@ def lora_config(cfg: TrainConfig):
 
 
 def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
-                  num_threads: int, init_adapter: str | Path | None = None, work_dir: str | Path | None = None) -> dict:
+                  num_threads: int, init_adapter: str | Path | None = None, work_dir: str | Path | None = None,
+                  on_log: Callable[[dict], None] | None = None) -> dict:
     """Train a LoRA adapter on rows ({'prompt': [msgs], 'completion': [msgs]}) and save it to out_dir.
 
     init_adapter: continue training that adapter instead of starting a fresh one.
+    on_log: called with each trainer log entry ({step, loss, learning_rate, grad_norm, epoch, ...}) as it is written.
     Returns training figures (loss, steps, seconds, tokens).
     """
     import torch
@@ -153,7 +156,8 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         if too_long:
             log.warning("%d rows exceed training.max_length=%d and are not truncated with padding_free", too_long, cfg.max_length)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[_Forward(on_log)] if on_log else None)
     result = trainer.train()
     trainer.save_model(str(out_dir))  # adapter + tokenizer, written by the main process only under accelerate
     n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -175,3 +179,16 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     if not math.isfinite(stats["train_loss"]):
         log.warning("training loss is not finite (%s); check the learning rate", stats["train_loss"])
     return stats
+
+
+def _Forward(on_log: Callable[[dict], None]):
+    """A TrainerCallback handing each log entry of the main process to on_log (the tracker's live curve), since
+    report_to stays "none": trl's own WandbCallback would put every metric of the run on its step axis."""
+    from transformers import TrainerCallback
+
+    class Forward(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and state.is_world_process_zero:
+                on_log({"step": state.global_step, **logs})
+
+    return Forward()

@@ -24,6 +24,7 @@ from generation.filters.heuristics import BLACKLIST, heuristic_verdict
 from generation.data.pool import PoolItem
 from generation.data.seeds import SeedState, SeedTask, start_from_seeds
 from generation.filters.novelty import NoveltyFilter
+from generation.methods.templates import render
 from generation.teacher.backends import Teacher, TeacherRequest
 
 METHOD = "alpaca"
@@ -31,22 +32,8 @@ TASK_LABEL = "alpaca"
 STOP = ("\n20", "20.", "20.")  # verbatim, the repeated "20." included
 ALPACA_BLACKLIST = BLACKLIST + ("video", "audio", "music", "flowchart", "diagram")
 
-# Verbatim: tatsu-lab/stanford_alpaca prompt.txt at f13496211289def0ff88ae673389ae14a818b4b3, the release that generated
-# the 52K data (typos "instrucitons" and "necssary" included; the file has no trailing newline).
-PROMPT_TXT = """You are asked to come up with a set of 20 diverse task instructions. These task instructions will be given to a GPT model and we will evaluate the GPT model for completing the instructions.
-
-Here are the requirements:
-1. Try not to repeat the verb for each instruction to maximize diversity.
-2. The language used for the instruction also should be diverse. For example, you should combine questions with imperative instrucitons.
-3. The type of instructions should be diverse. The list should include diverse types of tasks like open-ended generation, classification, editing, etc.
-2. A GPT language model should be able to complete the instruction. For example, do not ask the assistant to create any visual or audio output. For another example, do not ask the assistant to wake you up at 5pm or set a reminder because it cannot perform any action.
-3. The instructions should be in English.
-4. The instructions should be 1 to 2 sentences long. Either an imperative sentence or a question is permitted.
-5. You should generate an appropriate input to the instruction. The input field should contain a specific example provided for the instruction. It should involve realistic data and should not contain simple placeholders. The input should provide substantial content to make the instruction challenging but should ideally not exceed 100 words.
-6. Not all instructions require input. For example, when a instruction asks about some general information, "what is the highest peak in the world", it is not necssary to provide a specific context. In this case, we simply put "<noinput>" in the input field.
-7. The output should be an appropriate response to the instruction and the input. Make sure the output is less than 100 words.
-
-List of 20 tasks:"""
+# The prompt, prompt.txt verbatim and the shown seed tasks, is generation/methods/templates/alpaca/prompt.jinja
+# (generation.alpaca.templates names your own).
 
 
 def seed_example(seed: SeedTask) -> dict:
@@ -54,17 +41,11 @@ def seed_example(seed: SeedTask) -> dict:
     return {"instruction": seed.instruction, "input": seed.instances[0]["input"], "output": seed.instances[0]["output"]}
 
 
-def encode_prompt(examples: list[dict]) -> str:
+def encode_prompt(examples: list[dict], templates: dict | None = None) -> str:
     """generate_instruction.encode_prompt: prompt.txt, the examples as numbered blocks, then the next number."""
-    prompt = PROMPT_TXT + "\n"
-    for idx, ex in enumerate(examples):
-        instruction = re.sub(r"\s+", " ", ex["instruction"]).strip().rstrip(":")
-        inp = "<noinput>" if ex["input"].lower() == "" else ex["input"]
-        prompt += "###\n"
-        prompt += f"{idx + 1}. Instruction: {instruction}\n"
-        prompt += f"{idx + 1}. Input:\n{inp}\n"
-        prompt += f"{idx + 1}. Output:\n{ex['output']}\n"
-    return prompt + f"###\n{len(examples) + 1}. Instruction:"
+    shown = [{"instruction": re.sub(r"\s+", " ", ex["instruction"]).strip().rstrip(":"),
+              "input": "<noinput>" if ex["input"].lower() == "" else ex["input"], "output": ex["output"]} for ex in examples]
+    return render("alpaca", "prompt", templates, examples=shown)
 
 
 def parse_reply(text: str, num_shown: int, finish_reason: str) -> list[tuple[str, dict | None, str]]:
@@ -149,7 +130,7 @@ def run_alpaca_round(teacher: Teacher, seeds: list[SeedTask], machine: list[str]
 
 
 def alpaca_request(shown: list[SeedTask], ac: AlpacaConfig, seed: int) -> TeacherRequest:
-    prompt = encode_prompt([seed_example(s) for s in shown])
+    prompt = encode_prompt([seed_example(s) for s in shown], ac.templates)
     return TeacherRequest((("user", prompt),), ac.max_tokens, ac.temperature, ac.top_p, seed, STOP)
 
 

@@ -20,58 +20,20 @@ from generation.filters.grounding import (DECLINE, answer_support, defers_to_pas
                                   refers_to_passage, yes_no_mismatch)
 from generation.data.pool import PoolItem, pool_from_refs, pool_refs, sample_examples, sample_task
 from generation.filters.novelty import novelty_json, restore_novelty
+from generation.methods.templates import render
 from generation.rows import RoundStats, chunk_id, new_row, rejected_row, request_seed, teacher_failure
 from generation.teacher.backends import Teacher, TeacherRequest
 
-# The passage is the source of the topic and the examples only of the task type: the examples come from pools
-# about other things (a new user usually has no domain pool), so the prompt says so, and the filters check it.
-INSTRUCTION_PROMPT = """Examples of {task} tasks. They are about other topics: copy their form, never their topic.
-{examples}
-
-Passage{heading}:
-\"\"\"
-{chunk}
-\"\"\"
-
-{directive}"""
-
-# The directive is also what the echo filter compares against: small teachers often restate it.
-DIRECTIVE = ("Write one new {task} task about this passage. It must be answerable from the passage alone, and clear to "
-             "someone who cannot see the passage: name the specific things it asks about (functions, options, values, "
-             "steps). Reply with the task only.")
+# The prompts are templates (generation/methods/templates/daig/*.jinja; generation.daig.templates names your own).
+# Notes on the packaged ones. The passage is the source of the topic and the examples only of the task type: the
+# examples come from pools about other things (a new user usually has no domain pool), so the instruction prompt says
+# so, and the filters check it. Its directive is also what the echo filter compares against: small teachers often
+# restate it.
 # A sentence telling the teacher to "say 'the passage'" for text-processing tasks was parroted by the 0.5B teacher
 # ("the passage", 8 of 32 replies; LOG.md 2026-12-02); a dangling reference gets the chunk as input anyway.
-
-# The decline rule sits in the system message, the task last: with the rule as the prompt's last line, the 1.5B
+# The answer's decline rule sits in the system message, the task last: with the rule as the prompt's last line, the 1.5B
 # teacher declined 12 of 22 answerable tasks ("What is the function that rebuilds the core schema of a dataclass?"
 # on the chunk that names rebuild_dataclass()); this way 3 of 22, each with the passage lacking the answer (LOG.md).
-ANSWER_SYSTEM = "You answer using only the passage the user gives. Be concise. If the passage has no information on the task, reply exactly: {decline}"
-
-ANSWER_PROMPT = """Passage{heading}:
-\"\"\"
-{chunk}
-\"\"\"
-
-{instruction}{input}"""
-
-JUDGE_INSTRUCTION = """Passage:
-\"\"\"
-{chunk}
-\"\"\"
-
-Task: {instruction}
-
-Can this task be completed using only the information in the passage? Reply yes or no."""
-
-JUDGE_ANSWER = """Passage:
-\"\"\"
-{chunk}
-\"\"\"
-
-Task: {instruction}
-Answer: {answer}
-
-Is every fact in the answer stated in the passage? Reply yes or no."""
 
 # "Task:", "**New task:**", "**Classification task**:", "Question 3:", "### Instruction" ... (a short label, then a colon).
 _PREFIX = re.compile(r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?:[\w-]+\s+){0,2}?(?:task|instruction|question|prompt)\s*(?:\d+)?\s*"
@@ -100,21 +62,30 @@ def format_example(item: PoolItem, shown: str) -> str:
     return item.instruction + (f"\n   Input: {item.input}" if item.input else "") + (f"\n   Output: {item.output}" if item.output else "")
 
 
-def _heading(chunk: Chunk) -> str:
-    return f" (from {chunk.heading})" if chunk.heading else ""
+def directive(task: str, templates: dict | None = None) -> str:
+    """The directive that ends the instruction prompt for `task` (templates: generation.daig.templates)."""
+    return render("daig", "directive", templates, task=task_label(task))
 
 
-def instruction_messages(task: str, examples: list[PoolItem], chunk: Chunk, shown: str = "instruction") -> tuple[tuple[str, str], ...]:
+def instruction_messages(task: str, examples: list[PoolItem], chunk: Chunk, shown: str = "instruction",
+                         templates: dict | None = None) -> tuple[tuple[str, str], ...]:
     listing = "\n".join(f"{n}. {format_example(e, shown)}" for n, e in enumerate(examples, 1))
-    directive = DIRECTIVE.format(task=task_label(task))
-    return (("user", INSTRUCTION_PROMPT.format(chunk=chunk.text, heading=_heading(chunk), task=task_label(task), examples=listing,
-                                               directive=directive)),)
+    return (("user", render("daig", "instruction", templates, task=task_label(task), examples=listing, heading=chunk.heading,
+                            chunk=chunk.text, directive=directive(task, templates))),)
 
 
-def answer_messages(instruction: str, chunk: Chunk, input_text: str = "") -> tuple[tuple[str, str], ...]:
-    extra = f"\n\nInput:\n{input_text}" if input_text and input_text != chunk.text else ""
-    return (("system", ANSWER_SYSTEM.format(decline=DECLINE)),
-            ("user", ANSWER_PROMPT.format(chunk=chunk.text, heading=_heading(chunk), instruction=instruction, input=extra)))
+def answer_messages(instruction: str, chunk: Chunk, input_text: str = "", templates: dict | None = None) -> tuple[tuple[str, str], ...]:
+    extra = input_text if input_text != chunk.text else ""  # an input that is the chunk is shown once, as the passage
+    return (("system", render("daig", "answer_system", templates, decline=DECLINE)),
+            ("user", render("daig", "answer", templates, heading=chunk.heading, chunk=chunk.text, instruction=instruction, input=extra)))
+
+
+def judge_instruction_prompt(chunk_text: str, instruction: str, input_text: str, templates: dict | None = None) -> str:
+    return render("daig", "judge_instruction", templates, chunk=chunk_text, instruction=f"{instruction}\n{input_text}".strip())
+
+
+def judge_answer_prompt(chunk_text: str, instruction: str, input_text: str, answer: str, templates: dict | None = None) -> str:
+    return render("daig", "judge_answer", templates, chunk=chunk_text, instruction=f"{instruction}\n{input_text}".strip(), answer=answer)
 
 
 def parse_instruction(text: str) -> str:
@@ -205,7 +176,7 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
     """Per-request checks of a parsed instruction, cheapest first: ('' or reason, task label, input, decision).
     tasks: the pool's task names; an instruction is relabelled only to one of them."""
     shown = [t for e in examples for t in shown_texts(e, cfg.daig.examples_shown)]
-    reason, sim, echo = instruction_problem(instruction, shown, DIRECTIVE.format(task=task_label(task)), cfg.daig.min_instruction_words,
+    reason, sim, echo = instruction_problem(instruction, shown, directive(task, cfg.daig.templates), cfg.daig.min_instruction_words,
                                             cfg.daig.max_instruction_words, cfg.daig.max_example_similarity, input_text)
     followed = followed_task(instruction, task)
     grounding = instruction_grounding(f"{instruction} {input_text}", f"{chunk.heading} {chunk.text}")
@@ -267,7 +238,8 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     dc, gr = cfg.daig, cfg.grounding
     base = request_seed(seed, round_idx)
     stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
-    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, cfg.daig.examples_shown), dc.instruction_max_tokens, dc.temperature, dc.top_p, base + i)
+    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, dc.examples_shown, dc.templates), dc.instruction_max_tokens, dc.temperature,
+                                   dc.top_p, base + i)
                     for i, (task, ex, chunk) in enumerate(plan)]
     ins_replies = teacher.generate(ins_requests, desc=f"round {round_idx} instructions")
 
@@ -299,7 +271,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         pending = survivors
 
     if gr.judge in ("instruction", "both"):
-        verdicts = judge(teacher, [JUDGE_INSTRUCTION.format(chunk=c.text, instruction=f"{ins}\n{inp}".strip()) for _, ins, inp, c, _ in pending],
+        verdicts = judge(teacher, [judge_instruction_prompt(c.text, ins, inp, dc.templates) for _, ins, inp, c, _ in pending],
                          cfg, base + 700001, "instruction_judge", "judge_ungrounded")
         survivors = []
         for item, (reason, d, raw) in zip(pending, verdicts):
@@ -310,7 +282,8 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
                 survivors.append(item)
         pending = survivors
 
-    ans_requests = [TeacherRequest(answer_messages(ins, chunk, inp), dc.answer_max_tokens, dc.answer_temperature, dc.top_p, base + 500009 + n)
+    ans_requests = [TeacherRequest(answer_messages(ins, chunk, inp, dc.templates), dc.answer_max_tokens, dc.answer_temperature, dc.top_p,
+                                   base + 500009 + n)
                     for n, (_, ins, inp, chunk, _) in enumerate(pending)]
     ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
 
@@ -328,8 +301,8 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
 
     kept = answered
     if gr.judge in ("answer", "both"):
-        verdicts = judge(teacher, [JUDGE_ANSWER.format(chunk=r["context"], instruction=f"{r['instruction']}\n{r['input']}".strip(), answer=r["output"])
-                                   for r in answered], cfg, base + 900007, "answer_judge", "judge_unsupported")
+        verdicts = judge(teacher, [judge_answer_prompt(r["context"], r["instruction"], r["input"], r["output"], dc.templates) for r in answered],
+                         cfg, base + 900007, "answer_judge", "judge_unsupported")
         kept = []
         for row, (reason, d, raw) in zip(answered, verdicts):
             row["filters"] = row["filters"] + [d]

@@ -32,11 +32,12 @@ from typing import Callable
 
 from generation.config import DynosaurConfig, GenerationConfig
 from generation.data.corpus import DataError, open_dataset, read_jsonl
+from generation.methods.templates import render
 from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.teacher.backends import Teacher, TeacherRequest
 
-# Dynosaur code/instruction_generation/generate_tasks_with_description.py: system message, temperature 0.
-SYSTEM = "You are a helpful assistant for task design."
+# The prompt (system message and task proposal), as code/instruction_generation/generate_tasks_with_description.py
+# sends it, is generation/methods/templates/dynosaur/*.jinja (generation.dynosaur.templates names your own).
 FIELD_CHARS = 1000  # truncate_metadata(..., 1000) and truncate(row, 1000)
 INSTANCE_CHARS = 2000  # organize_data.py keeps input[:2000] and output[:2000]
 LABEL_ROWS = 100  # organize_data.py decides the label space on selected_data[:100]
@@ -90,58 +91,14 @@ def metadata_input(name: str, description: str, rows: list[dict]) -> dict:
             "summary": description[:FIELD_CHARS]}
 
 
-# The two demonstrations. Their task dicts are the reference's, verbatim; their Input dicts come from
-# huggingface_metadata.jsonl (data[761] squad, data[765] anli), which is not in the reference index, so the
-# summaries and rows below are rebuilt by us from the public dataset cards in the same shape.
-_SQUAD_CONTEXT = ("Architecturally, the school has a Catholic character. Atop the Main Building's gold dome is a golden statue of the "
-                  "Virgin Mary. Immediately in front of the Main Building and facing it, is a copper statue of Christ with arms upraised "
-                  "with the legend \"Venite Ad Me Omnes\". Next to the Main Building is the Basilica of the Sacred Heart. Immediately "
-                  "behind the basilica is the Grotto, a Marian place of prayer and reflection. It is a replica of the grotto at Lourdes, "
-                  "France where the Virgin Mary reputedly appeared to Saint Bernadette Soubirous in 1858. At the end of the main drive "
-                  "(and in a direct line that connects through 3 statues and the Gold Dome), is a simple, modern stone statue of Mary.")
-SQUAD_META = metadata_input("squad", (
-    "Stanford Question Answering Dataset (SQuAD) is a reading comprehension dataset, consisting of questions posed by crowdworkers "
-    "on a set of Wikipedia articles, where the answer to every question is a segment of text, or span, from the corresponding "
-    "reading passage, or the question might be unanswerable."), [
-    {"id": "5733be284776f41900661182", "title": "University_of_Notre_Dame", "context": _SQUAD_CONTEXT,
-     "question": "To whom did the Virgin Mary allegedly appear in 1858 in Lourdes France?",
-     "answers": {"text": ["Saint Bernadette Soubirous"], "answer_start": [515]}},
-    {"id": "5733be284776f4190066117f", "title": "University_of_Notre_Dame", "context": _SQUAD_CONTEXT,
-     "question": "What is in front of the Notre Dame Main Building?", "answers": {"text": ["a copper statue of Christ"], "answer_start": [188]}}])
-ANLI_META = metadata_input("anli", (
-    "The Adversarial Natural Language Inference (ANLI) is a new large-scale NLI benchmark dataset, The dataset is collected via an "
-    "iterative, adversarial human-and-model-in-the-loop procedure. ANLI is much more difficult than its predecessors including SNLI "
-    "and MNLI. It contains three rounds. Each round has train/dev/test splits."), [
-    {"uid": "0fd0abfb-659e-4453-b196-c3a64d2d8267",
-     "premise": "The Parma trolleybus system (Italian: \"Rete filoviaria di Parma\" ) forms part of the public transport network of the "
-                "city and \"comune\" of Parma, in the region of Emilia-Romagna, northern Italy. In operation since 1953, the system "
-                "presently comprises four urban routes.",
-     "hypothesis": "The trolleybus system has over 2 urban routes", "label": 0, "reason": ""},
-    {"uid": "7ed72ff4-40b7-4f8a-b1b9-6c612aa62c84",
-     "premise": "Alexandra Lendon Bastedo (9 March 1946 – 12 January 2014) was a British actress, best known for her role as secret "
-                "agent Sharron Macready in the 1968 British espionage/science fiction adventure series \"The Champions\". She has been "
-                "cited as a sex symbol of the 1960s and 1970s. Bastedo was a vegetarian and animal welfare advocate.",
-     "hypothesis": "Sharron Macready was a popular character through the 1980's.", "label": 1, "reason": ""}])
-SQUAD_TASKS = {
-    'task1': {'instruction': 'Please answer the question based on the Wikipedia article. The answer to every question is a segment of text, or span, from the corresponding reading passage, or the question might be unanswerable.', 'input_fields': ['title', 'context', 'question'], 'output_field': ['answers']},
-    'task2': {'instruction': 'Create a question provided the article.', 'input_fields': ['context'], 'output_field': ['question']},
-    'task3': {'instruction': 'Can you write a title for the passage?', 'input_fields': ['context'], 'output_field': ['title']}}
-ANLI_TASKS = {
-    'task1': {'instruction': 'Natural language inference (NLI) is the task of determining whether a hypothesis is entailment, contradiction, or neutral given a premise.', 'input_fields': ['premise', 'hypothesis'], 'output_field': ['label']},
-    'task2': {'instruction': 'This task asks models to write a premise that entails, contradicts to, or is neutral to the hypothesis.', 'input_fields': ['label', 'hypothesis'], 'output_field': ['premise']}}
-
-# The prompt, assembled as generate_tasks_with_description.py does (str() of the dicts, its wording verbatim).
-PROMPT_HEAD = ('Given a dictionary containing a dataset description and a few examples, our goal is to design up to three different tasks based on this dataset. Each task should still be a dictionary, including the instruction, input fields and one output field. The following are two examples.\n\nExample 1:\nInput:\n'
-               + str(SQUAD_META) + '\n\nTasks:\n' + str(SQUAD_TASKS) + '\n\nExample 2:\nInput:\n'
-               + str(ANLI_META) + '\n\nTasks:\n' + str(ANLI_TASKS)
-               + '\n\nNow given a dictionary as input, please help us to generate new tasks. You may stop when there is no more plausible task.\n\nInput:\n')
-PROMPT_TAIL = ("\n\nNote that the input and output fields should not be duplicated and should both appear in {fields}. Each task should "
-               "still be a dictionary, containing no text or explanations outside the dictionary.\n\nTasks:")
-
-
-def task_prompt(meta: DatasetMeta, rows: list[dict]) -> str:
+def task_prompt(meta: DatasetMeta, rows: list[dict], templates: dict | None = None) -> str:
+    """The task-proposal prompt: the reference's, with the dataset's metadata (str() of the dict, as it sends it)."""
     cur = metadata_input(meta.name, meta.description, rows)
-    return PROMPT_HEAD + str(cur) + PROMPT_TAIL.format(fields=str(list(cur["selected_data"][0].keys())))
+    return render("dynosaur", "tasks", templates, metadata=str(cur), fields=str(list(cur["selected_data"][0].keys())))
+
+
+def task_messages(meta: DatasetMeta, rows: list[dict], templates: dict | None = None) -> tuple[tuple[str, str], ...]:
+    return (("system", render("dynosaur", "system", templates)), ("user", task_prompt(meta, rows, templates)))
 
 
 def load_dataset_meta(cfg: DynosaurConfig, hub: dict | None = None) -> DatasetMeta:
@@ -363,8 +320,8 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     base = request_seed(seed, round_idx)
     shown = [sorted(rng.sample(range(len(meta.rows)), min(2, len(meta.rows)))) for _ in range(d.tasks_per_round)]
     # Temperature 0 in the reference, and top_p left at its default of 1.
-    requests = [TeacherRequest((("system", SYSTEM), ("user", task_prompt(meta, [meta.rows[j] for j in idx]))), d.max_tokens,
-                               d.temperature, 1.0, base + n) for n, idx in enumerate(shown)]
+    requests = [TeacherRequest(task_messages(meta, [meta.rows[j] for j in idx], d.templates), d.max_tokens, d.temperature, 1.0, base + n)
+                for n, idx in enumerate(shown)]
     replies = teacher.generate(requests, desc=f"round {round_idx} dynosaur tasks")
 
     stats, kept, rejected = RoundStats(), [], []

@@ -34,65 +34,13 @@ from typing import Callable, Iterator
 from generation.config import EvolConfig, GenerationConfig
 from generation.rows import RoundStats, new_row, rejected_row, request_seed, teacher_failure
 from generation.data.pool import EvolvedItem, PoolItem, pool_from_refs, pool_refs, sample_task
+from generation.methods.templates import EVOL_DEPTH, render
 from generation.teacher.backends import Teacher, TeacherReply, TeacherRequest
 
-# The reference sends every call with this system message (Evol_Instruct/openai_access.py).
-SYSTEM = "You are a helpful assistant."
-
-# nlpxucan/WizardLM Evol_Instruct/depth.py, `base_instruction`, verbatim: the reference string continues its
-# lines with a backslash, so the five tabs that indent each source line are part of the prompt.
-DEPTH_BASE = (
-    "I want you act as a Prompt Rewriter.\r\n \t\t\t\t\t"
-    "Your objective is to rewrite a given prompt into a more complex version to make those famous AI systems (e.g., chatgpt and GPT4) a bit harder to handle.\r\n \t\t\t\t\t"
-    "But the rewritten prompt must be reasonable and must be understood and responded by humans.\r\n \t\t\t\t\t"
-    "Your rewriting cannot omit the non-text parts such as the table and code in #The Given Prompt#:. Also, please do not omit the input in #The Given Prompt#. \r\n \t\t\t\t\t"
-    "You SHOULD complicate the given prompt using the following method: \r\n\t\t\t\t\t"
-    "{} \r\n\t\t\t\t\t"
-    "You should try your best not to make the #Rewritten Prompt# become verbose, #Rewritten Prompt# can only add 10 to 20 words into #The Given Prompt#. \r\n\t\t\t\t\t"
-    "'#The Given Prompt#', '#Rewritten Prompt#', 'given prompt' and 'rewritten prompt' are not allowed to appear in #Rewritten Prompt#\r\n")
-
-# The method each depth.py function puts into DEPTH_BASE (the stray quote after the first is the reference's).
-DEPTH_METHODS = {
-    "add_constraints": "Please add one more constraints/requirements into #The Given Prompt#'",  # createConstraintsPrompt
-    "deepen": "If #The Given Prompt# contains inquiries about certain issues, the depth and breadth of the inquiry can be increased.",  # createDeepenPrompt
-    "concretize": "Please replace general concepts with more specific concepts.",  # createConcretizingPrompt
-    "increase_reasoning": "If #The Given Prompt# can be solved with just a few simple thinking processes, you can rewrite it to explicitly request multiple-step reasoning.",  # createReasoningPrompt
-}
-
-# nlpxucan/WizardLM Evol_Instruct/breadth.py, `base_instruction`, verbatim (these lines are not indented).
-BREADTH_BASE = (
-    "I want you act as a Prompt Creator.\r\n"
-    "Your goal is to draw inspiration from the #Given Prompt# to create a brand new prompt.\r\n"
-    "This new prompt should belong to the same domain as the #Given Prompt# but be even more rare.\r\n"
-    "The LENGTH and complexity of the #Created Prompt# should be similar to that of the #Given Prompt#.\r\n"
-    "The #Created Prompt# must be reasonable and must be understood and responded by humans.\r\n"
-    "'#Given Prompt#', '#Created Prompt#', 'given prompt' and 'created prompt' are not allowed to appear in #Created Prompt#\r\n")
-
-# Complicate input is not in the reference code (depth.py has the other four). Its prompt is the paper's
-# (Appendix A), which shows one demonstration for [python code] ending in "####"; the PDF's line wraps are
-# undone. We send that demonstration, then the same header for the item with a drawn data format.
-COMPLICATE_HEADER = ("I want you act as a Prompt Rewriter. Your objective is to rewrite a given prompt into a more complex "
-                     "version using dataformat to make those famous AI systems (e.g., chatgpt and GPT4) more difficult to "
-                     "handle. But the rewritten prompt must be reasonable and must be understood and responded by humans.\n"
-                     "You must add [{fmt}] format text as input data in [Rewritten Prompt]\n"
-                     "The Given Prompt:\n"
-                     "{instruction}\n"
-                     "Rewritten Prompt(MUST contain a specific {fmt} as input):\n")
-COMPLICATE_DEMO = (COMPLICATE_HEADER.format(fmt="python code", instruction="Transformat python code")
-                   + "I have the following Python code:\n"
-                   + "cursor . execute (\" INSERT INTO table VALUES var1 , var2 , var3 ,\")\n"
-                   + "where var1 is an integer, var2 and var3 are strings.\n"
-                   + "How can I write the variable names without Python including them as part of the query text?\n"
-                   + "####\n")
-
-# The paper's Appendix G (WizardLM, Xu et al. 2023), verbatim, "requirments" included; the placeholders
-# <Here is first instruction.> / <Here is second instruction.> become the two instructions.
-EQUALITY_PROMPT = ("Here are two Instructions to ChatGPT AI, do you think they are equal to each other, which meet the following requirements:\n"
-                   "1. They have same constraints and requirments.\n"
-                   "2. They have same depth and breadth of the inquiry.\n"
-                   "The First Prompt: {first}\n"
-                   "The Second Prompt: {second}\n"
-                   "Your Judgement (Just answer: Equal or Not Equal. No need to explain the reason.):")
+# The prompts are generation/methods/templates/evol/*.jinja (generation.evol.templates names your own): the system
+# message every call is sent with (Evol_Instruct/openai_access.py), one template per operator (depth.py's four
+# rewrites and breadth.py's, verbatim, CRLF line breaks and tabs included; complicate_input from the paper's
+# Appendix A, which the reference code lacks) and the paper's equality prompt (Appendix G).
 
 # Rule 4: the paper's examples ("given prompt", "rewritten prompt", "#Rewritten Prompt#", "etc.") plus the other
 # names the evolving prompts use for themselves; matched case-insensitively, so the #...# forms are covered.
@@ -121,7 +69,7 @@ REFUSAL = re.compile(r"(i'm sorry|i am sorry|sorry, (but )?i\b|i apologi[sz]e|as
                      r"(assist|help|provide|fulfil|comply|answer|respond|rewrite|complete|do that|create that))")
 REFUSAL_SHARE = 0.5  # "most of the text": refusal sentences hold over half its words
 LOST_INPUT_OVERLAP = 0.5  # a depth rewrite must keep at least half the distinct content words of the parent's data
-INPUT_KEEPING_OPERATORS = frozenset(DEPTH_METHODS)  # the prompts that say "please do not omit the input"
+INPUT_KEEPING_OPERATORS = frozenset(EVOL_DEPTH)  # depth.py's four, the prompts that say "please do not omit the input"
 ANSWER_OPENING = re.compile(r"(sure|certainly|of course|absolutely)\b[\s,.!:]")  # assistant talk, not a user's prompt
 # A request: a clause (sentence, list item, or the part after a comma or colon) opening with a task verb or question
 # word, or a request phrase anywhere. Code blocks are left out: `return x` is code, not a request.
@@ -145,20 +93,17 @@ def given_prompt(item: PoolItem) -> str:
     return item.instruction.strip() + "\r\n" + item.input.strip()
 
 
-def evolve_prompt(operator: str, instruction: str, input_format: str = "") -> str:
-    if operator == "breadth":  # createBreadthPrompt
-        return BREADTH_BASE + "#Given Prompt#: \r\n {} \r\n".format(instruction) + "#Created Prompt#:\r\n"
-    if operator == "complicate_input":
-        return COMPLICATE_DEMO + COMPLICATE_HEADER.format(fmt=input_format, instruction=instruction)
-    return DEPTH_BASE.format(DEPTH_METHODS[operator]) + "#The Given Prompt#: \r\n {} \r\n".format(instruction) + "#Rewritten Prompt#:\r\n"
+def evolve_prompt(operator: str, instruction: str, input_format: str = "", templates: dict | None = None) -> str:
+    """The operator's prompt for `instruction` (given_prompt's form); only complicate_input's shows input_format."""
+    return render("evol", operator, templates, instruction=instruction, input_format=input_format)
 
 
-def equality_prompt(first: str, second: str) -> str:
-    return EQUALITY_PROMPT.format(first=first, second=second)
+def equality_prompt(first: str, second: str, templates: dict | None = None) -> str:
+    return render("evol", "equality", templates, first=first, second=second)
 
 
-def messages(prompt: str) -> tuple[tuple[str, str], ...]:
-    return (("system", SYSTEM), ("user", prompt))
+def messages(prompt: str, templates: dict | None = None) -> tuple[tuple[str, str], ...]:
+    return (("system", render("evol", "system", templates)), ("user", prompt))
 
 
 def judge_verdict(text: str) -> str:
@@ -287,7 +232,8 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
             else:
                 yield row, reply
 
-    evo_requests = [TeacherRequest(messages(evolve_prompt(op, given_prompt(p), fmt)), e.max_tokens, e.temperature, e.top_p, base + i)
+    evo_requests = [TeacherRequest(messages(evolve_prompt(op, given_prompt(p), fmt, e.templates), e.templates), e.max_tokens, e.temperature,
+                                   e.top_p, base + i)
                     for i, (p, op, fmt) in enumerate(plan)]
     evo_replies = teacher.generate(evo_requests, desc=f"round {round_idx} evolve")
     pending = []
@@ -314,8 +260,8 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
                 continue
         pending.append(row)
 
-    judge_requests = [TeacherRequest(messages(equality_prompt(r["provenance"]["parent_instruction"], r["instruction"])), e.judge_max_tokens,
-                                     0.0, 1.0, base + 200003 + n)  # greedy: a judgement, not a sample (the paper gives no setting)
+    judge_requests = [TeacherRequest(messages(equality_prompt(r["provenance"]["parent_instruction"], r["instruction"], e.templates), e.templates),
+                                     e.judge_max_tokens, 0.0, 1.0, base + 200003 + n)  # greedy: a judgement, not a sample (the paper gives no setting)
                       for n, r in enumerate(pending)]
     answerable = []
     for row, reply in ask("equality", "equality", pending, judge_requests):
@@ -327,7 +273,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
         else:
             answerable.append(row)
 
-    ans_requests = [TeacherRequest((("system", SYSTEM), ("user", r["instruction"])), e.answer_max_tokens, e.temperature, e.top_p, base + 400009 + n)
+    ans_requests = [TeacherRequest(messages(r["instruction"], e.templates), e.answer_max_tokens, e.temperature, e.top_p, base + 400009 + n)
                     for n, r in enumerate(answerable)]
     kept = []
     for row, reply in ask("answer", "answers", answerable, ans_requests):

@@ -189,7 +189,8 @@ class DynosaurConfig:
     temperature: float = field(default=0.0, metadata={"help": "Task-proposal temperature (Dynosaur's generate_tasks_with_description.py: 0, sent as greedy).", "check": "[0, 2]"})
     max_tokens: int = field(default=256, metadata={"help": "Max tokens of a task-proposal reply (the reference: 256).", "check": ">= 1"})
     salvage_tasks: bool = field(default=True, metadata={"help": "Deviation from the reference, which discards a reply that does not parse as a whole: vet each complete task dict of such a reply (one cut off at max_tokens, or looping past its end) in order, exact repeats dropped; each carries a dynosaur_salvage filter decision. false: discard the reply (unparseable_tasks), as the reference does."})
-    templates: dict = _templates("dynosaur", "system, tasks")
+    json_replies: bool = field(default=False, metadata={"help": "Deviation from the reference: ask for the tasks as one JSON object (response_format json_object on an OpenAI-protocol teacher: OpenAI, vLLM, llama.cpp; the json_note prompt is added to the system message, since OpenAI's JSON mode needs the word) and read the reply with json.loads first, then as the reference does. false: the reference's request and parser."})
+    templates: dict = _templates("dynosaur", "system, tasks, json_note")
 
     def __post_init__(self):
         self.templates = _checked_templates("dynosaur", self.templates)
@@ -216,7 +217,8 @@ class DaigConfig:
     max_example_similarity: float = field(default=0.7, metadata={"help": "Reject an instruction whose ROUGE-L F1 with any shown example exceeds this (a copy, not a new task).", "check": "(0, 1]"})
     dangling_reference: str = field(default="input", metadata={"help": "DAIG, closed book (training.include_context false): an instruction that points at 'the passage', 'this API' or 'the code above' with no input of its own either gets its chunk as its input ('input', so the student sees what it is pointed at) or is rejected ('reject').", "choices": ("input", "reject")})
     task_mismatch: str = field(default="relabel", metadata={"help": "DAIG: when an instruction clearly reads as another pool task than the one asked for (e.g. 'Summarize...' asked as classification; checked by cue words for classification, summarization, extraction and rewriting), 'relabel' it to the task it follows, 'reject' it, or 'keep' the asked label. The decision is on the row either way.", "choices": ("relabel", "reject", "keep")})
-    templates: dict = _templates("daig", "instruction, directive, answer_system, answer, judge_instruction, judge_answer")
+    json_replies: bool = field(default=False, metadata={"help": "DAIG: ask for each new instruction as one JSON object {instruction, input} (the directive_json prompt; response_format json_object on an OpenAI-protocol teacher: OpenAI, vLLM, llama.cpp) and read it with json.loads; a reply that is not such an object is read by the text parser (provenance reply_format says which). false: the text prompt and parser."})
+    templates: dict = _templates("daig", "instruction, directive, directive_json, answer_system, answer, judge_instruction, judge_answer")
 
     def __post_init__(self):
         if self.max_instruction_words < self.min_instruction_words:

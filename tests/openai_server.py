@@ -133,8 +133,12 @@ class FakeOpenAI:
             word = words[len(prompt) % len(words)] if words else "topic"
             if "new classification task" in prompt:  # a classification task names its classes
                 a, b = (words[(len(prompt) + k) % len(words)].lower() for k in (1, 2)) if words else ("one", "other")
-                return f"Task: Classify {word.lower()} as {a} or {b}."
-            return f"Task: What does the passage say about {word.lower()} and why does it matter?"
+                task = f"Classify {word.lower()} as {a} or {b}."
+            else:
+                task = f"What does the passage say about {word.lower()} and why does it matter?"
+            if (body.get("response_format") or {}).get("type") == "json_object":  # JSON mode, as vLLM and OpenAI honour it
+                return json.dumps({"instruction": task, "input": ""})
+            return f"Task: {task}"
         return re.split(r"(?<=[.!?])\s", passage)[0]
 
     @staticmethod

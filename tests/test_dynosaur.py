@@ -108,6 +108,19 @@ def test_truncate_as_the_reference():
     assert t["meta"] == {"k": "v", "j": 2}
 
 
+def test_json_replies_read_json_first_and_only_when_asked():
+    """generation.dynosaur.json_replies (ours): JSON's true/false/null, which the reference's literal_eval refuses,
+    parse; without it the reference's parser is unchanged."""
+    reply = '{"task1": {"instruction": "Is it spam?", "input_fields": ["message"], "output_field": ["category"], "binary": true}}'
+    assert parse_tasks(reply) is None and parse_tasks(reply, json_first=True)[0]["binary"] is True
+    assert parse_tasks(REPLY, json_first=True) == parse_tasks(REPLY)  # a Python dict still parses, by literal_eval
+    from generation.methods.dynosaur import task_messages
+
+    meta = DatasetMeta("d", "A dataset.", ["message", "category"], [{"message": "hi", "category": "ham"}])
+    plain, asked = task_messages(meta, meta.rows), task_messages(meta, meta.rows, json_replies=True)
+    assert asked[0][1] == plain[0][1] + "\n\nReply with the tasks as one JSON object." and asked[1] == plain[1]
+
+
 def test_parse_tasks_reads_python_dicts_and_rejects_prose():
     assert len(parse_tasks(REPLY)) == 9
     assert parse_tasks("Here are the tasks:\n```\n" + REPLY + "\n```") is not None

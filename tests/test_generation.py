@@ -206,3 +206,30 @@ def test_local_sampling_depends_only_on_each_request_not_on_its_batch(tiny_model
     reseeded = LocalTeacher(tiny_model, "tiny", batch_size=4, num_threads=1).generate(
         [TeacherRequest(r.messages, r.max_tokens, r.temperature, r.top_p, r.seed + 7) for r in reqs])
     assert [r.text for r in reseeded] != [r.text for r in together]  # the seed does drive the sample
+
+
+def test_daig_json_replies_ask_for_json_and_read_it_falling_back_to_the_text_parser(fake_openai):
+    """generation.daig.json_replies: the request carries response_format json_object and a directive naming JSON;
+    the server's JSON reply is read by json.loads; a prose reply from a teacher that ignores JSON mode still parses."""
+    import json
+
+    from generation.methods.daig import parse_task, parse_task_json
+
+    cfg, plan = _plan(n=4)
+    cfg.daig.json_replies = True
+    teacher = CachedTeacher(OpenAITeacher("fake-teacher", fake_openai.base_url, "", max_concurrency=2, timeout_s=10, max_retries=0), None, Budget())
+    kept, rejected, _ = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
+    asked = [b for b in fake_openai.requests if "JSON object" in b["messages"][-1]["content"]]
+    assert len(asked) == 4 and all(b["response_format"] == {"type": "json_object"} for b in asked)
+    assert all("response_format" not in b for b in fake_openai.requests if b not in asked)  # the answers stay text
+    assert len(kept) == 4 and all(r["provenance"]["reply_format"] == "json" for r in kept)
+    assert all(r["instruction"].startswith(("What does the passage say about", "Classify")) for r in kept)
+    # the key changes with JSON mode; a default request's does not
+    plain = TeacherRequest((("user", "hi"),), 8, 0.7, 0.5, 1)
+    assert plain.key("m") != TeacherRequest((("user", "hi"),), 8, 0.7, 0.5, 1, json_object=True).key("m")
+    assert parse_task_json('```json\n{"instruction": "List the  zones.", "input": "A, B"}\n```') == ("List the zones.", "A, B")
+    assert parse_task_json(json.dumps({"instruction": "Sort these.", "input": [3, 1]})) == ("Sort these.", "[3, 1]")
+    for prose in ("Task: List the zones.", '{"task": "no instruction key"}', '["a list"]', '{"instruction": ""}'):
+        assert parse_task_json(prose) is None
+    assert parse_task("Task: List the zones.")[0] == "List the zones."
+    assert directive("question_answering", None, True).endswith('{"instruction": "<the task>", "input": "<the text the task works on, or an empty string>"}')

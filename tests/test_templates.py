@@ -198,7 +198,7 @@ def test_an_override_names_a_template_relative_to_the_current_folder(tmp_path, m
 
 
 @pytest.mark.parametrize("mapping, message", [
-    ("{instructon: x.jinja}", "generation.daig.templates: unknown prompt name 'instructon'; valid names: instruction, directive, "
+    ("{instructon: x.jinja}", "generation.daig.templates: unknown prompt name 'instructon'; valid names: instruction, directive, directive_json, "
                               "answer_system, answer, judge_instruction, judge_answer"),
     ("{instruction: missing.jinja}", "generation.daig.templates.instruction: missing.jinja not found"),
     ("{instruction: ''}", "generation.daig.templates.instruction: expected the path of a .jinja file"),

@@ -7,6 +7,7 @@ text and reason. Every kept row records its provenance.
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -62,16 +63,17 @@ def format_example(item: PoolItem, shown: str) -> str:
     return item.instruction + (f"\n   Input: {item.input}" if item.input else "") + (f"\n   Output: {item.output}" if item.output else "")
 
 
-def directive(task: str, templates: dict | None = None) -> str:
-    """The directive that ends the instruction prompt for `task` (templates: generation.daig.templates)."""
-    return render("daig", "directive", templates, task=task_label(task))
+def directive(task: str, templates: dict | None = None, json_replies: bool = False) -> str:
+    """The directive that ends the instruction prompt for `task` (templates: generation.daig.templates); json_replies:
+    the one asking for a JSON object."""
+    return render("daig", "directive_json" if json_replies else "directive", templates, task=task_label(task))
 
 
 def instruction_messages(task: str, examples: list[PoolItem], chunk: Chunk, shown: str = "instruction",
-                         templates: dict | None = None) -> tuple[tuple[str, str], ...]:
+                         templates: dict | None = None, json_replies: bool = False) -> tuple[tuple[str, str], ...]:
     listing = "\n".join(f"{n}. {format_example(e, shown)}" for n, e in enumerate(examples, 1))
     return (("user", render("daig", "instruction", templates, task=task_label(task), examples=listing, heading=chunk.heading,
-                            chunk=chunk.text, directive=directive(task, templates))),)
+                            chunk=chunk.text, directive=directive(task, templates, json_replies))),)
 
 
 def answer_messages(instruction: str, chunk: Chunk, input_text: str = "", templates: dict | None = None) -> tuple[tuple[str, str], ...]:
@@ -107,6 +109,23 @@ def parse_task(text: str) -> tuple[str, str]:
     inp = inp.strip("\n").rstrip()
     inp = "" if _NO_INPUT.match(inp) else inp.strip().strip('"') if "\n" not in inp.strip() else inp
     return para.strip().strip('"').strip("*").strip(), inp
+
+
+def parse_task_json(text: str) -> tuple[str, str] | None:
+    """(instruction, input) from a reply that is one JSON object {"instruction": str, "input"?: str} (a ```json fence
+    around it is allowed); None for any other reply, which the caller reads with parse_task."""
+    body = _JSON_FENCE.sub(r"\1", text.strip()).strip()
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("instruction"), str) or not obj["instruction"].strip():
+        return None
+    inp = obj.get("input") or ""
+    return " ".join(obj["instruction"].split()), (inp if isinstance(inp, str) else json.dumps(inp, ensure_ascii=False)).strip()
+
+
+_JSON_FENCE = re.compile(r"^```(?:json)?\s*\n(.*)\n```$", re.S)
 
 
 def parse_answer(text: str) -> str:
@@ -176,7 +195,7 @@ def check_instruction(instruction: str, input_text: str, task: str, examples: li
     """Per-request checks of a parsed instruction, cheapest first: ('' or reason, task label, input, decision).
     tasks: the pool's task names; an instruction is relabelled only to one of them."""
     shown = [t for e in examples for t in shown_texts(e, cfg.daig.examples_shown)]
-    reason, sim, echo = instruction_problem(instruction, shown, directive(task, cfg.daig.templates), cfg.daig.min_instruction_words,
+    reason, sim, echo = instruction_problem(instruction, shown, directive(task, cfg.daig.templates, cfg.daig.json_replies), cfg.daig.min_instruction_words,
                                             cfg.daig.max_instruction_words, cfg.daig.max_example_similarity, input_text)
     followed = followed_task(instruction, task)
     grounding = instruction_grounding(f"{instruction} {input_text}", f"{chunk.heading} {chunk.text}")
@@ -238,8 +257,8 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     dc, gr = cfg.daig, cfg.grounding
     base = request_seed(seed, round_idx)
     stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
-    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, dc.examples_shown, dc.templates), dc.instruction_max_tokens, dc.temperature,
-                                   dc.top_p, base + i)
+    ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, dc.examples_shown, dc.templates, dc.json_replies), dc.instruction_max_tokens,
+                                   dc.temperature, dc.top_p, base + i, json_object=dc.json_replies)
                     for i, (task, ex, chunk) in enumerate(plan)]
     ins_replies = teacher.generate(ins_requests, desc=f"round {round_idx} instructions")
 
@@ -250,7 +269,10 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
             rejected.append(rejected_row(row, "instruction", teacher_failure(reply) or "instruction_truncated", reply.text))
             continue
-        instruction, input_text = parse_task(reply.text)
+        parsed = parse_task_json(reply.text) if dc.json_replies else None
+        instruction, input_text = parsed or parse_task(reply.text)
+        if dc.json_replies:  # which parser read it (a JSON-mode teacher may still answer in prose)
+            row["provenance"]["reply_format"] = "json" if parsed else "text"
         reason, row["task"], input_text, decision = check_instruction(instruction, input_text, task, examples, chunk, cfg, closed_book, tasks)
         row["filters"] = [decision]
         if reason:

@@ -97,8 +97,11 @@ def task_prompt(meta: DatasetMeta, rows: list[dict], templates: dict | None = No
     return render("dynosaur", "tasks", templates, metadata=str(cur), fields=str(list(cur["selected_data"][0].keys())))
 
 
-def task_messages(meta: DatasetMeta, rows: list[dict], templates: dict | None = None) -> tuple[tuple[str, str], ...]:
-    return (("system", render("dynosaur", "system", templates)), ("user", task_prompt(meta, rows, templates)))
+def task_messages(meta: DatasetMeta, rows: list[dict], templates: dict | None = None, json_replies: bool = False) -> tuple[tuple[str, str], ...]:
+    system = render("dynosaur", "system", templates)
+    if json_replies:  # ours: OpenAI's JSON mode needs the word JSON in the request
+        system += "\n\n" + render("dynosaur", "json_note", templates)
+    return (("system", system), ("user", task_prompt(meta, rows, templates)))
 
 
 def load_dataset_meta(cfg: DynosaurConfig, hub: dict | None = None) -> DatasetMeta:
@@ -129,16 +132,19 @@ def load_dataset_meta(cfg: DynosaurConfig, hub: dict | None = None) -> DatasetMe
     return DatasetMeta(name=name, description=description.strip(), fields=fields, rows=rows)
 
 
-def parse_tasks(text: str) -> list | None:
+def parse_tasks(text: str, json_first: bool = False) -> list | None:
     """The reply as a list of proposed tasks (ast.literal_eval, as the reference); None when it is not a dict.
-    Falls back to the text between the first '{' and the last '}', for chat replies that add a line or a fence."""
+    Falls back to the text between the first '{' and the last '}', for chat replies that add a line or a fence.
+    json_first (json_replies): json.loads is tried first, which also reads JSON's true, false and null."""
+    readers = (json.loads, ast.literal_eval) if json_first else (ast.literal_eval,)
     for candidate in (text.strip(), text[text.find("{"):text.rfind("}") + 1]):
-        try:
-            value = ast.literal_eval(candidate)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            return list(value.values())
+        for read in readers:
+            try:
+                value = read(candidate)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # JSONDecodeError is a ValueError
+                continue
+            if isinstance(value, dict):
+                return list(value.values())
     return None
 
 
@@ -320,7 +326,8 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     base = request_seed(seed, round_idx)
     shown = [sorted(rng.sample(range(len(meta.rows)), min(2, len(meta.rows)))) for _ in range(d.tasks_per_round)]
     # Temperature 0 in the reference, and top_p left at its default of 1.
-    requests = [TeacherRequest(task_messages(meta, [meta.rows[j] for j in idx], d.templates), d.max_tokens, d.temperature, 1.0, base + n)
+    requests = [TeacherRequest(task_messages(meta, [meta.rows[j] for j in idx], d.templates, d.json_replies), d.max_tokens, d.temperature,
+                               1.0, base + n, json_object=d.json_replies)
                 for n, idx in enumerate(shown)]
     replies = teacher.generate(requests, desc=f"round {round_idx} dynosaur tasks")
 
@@ -329,7 +336,7 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
     for n, (idx, req, reply) in enumerate(zip(shown, requests, replies)):
         head = new_row("", round_idx, "dynosaur", "", teacher.model, {"tasks": teacher.key(req)},
                        {"dataset": meta.name, "prompt_index": n, "shown_rows": idx})
-        tasks = None if reply.error else parse_tasks(reply.text)
+        tasks = None if reply.error else parse_tasks(reply.text, d.json_replies)
         salvage = None
         if tasks is None and not reply.error and d.salvage_tasks:  # ours: the reference discards the whole reply
             found, repeats = salvage_tasks(reply.text)

@@ -44,6 +44,7 @@ class TeacherRequest:
     seed: int
     stop: tuple[str, ...] = ()  # cut the reply before the first of these, as OpenAI's `stop`
     presence_penalty: float = 0.0  # OpenAI semantics: subtracted from the logit of every token already generated
+    json_object: bool = False  # the method asks for one JSON object: response_format json_object on the wire (OpenAI protocol)
 
     def chat(self) -> list[dict]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -52,7 +53,7 @@ class TeacherRequest:
         """Hash of everything that changes the output (never concurrency or batch size): the model, this request and
         the teacher's options that are set. Teachers call it as teacher.key(request)."""
         payload = {"model": model, **asdict(self)}
-        for name in ("stop", "presence_penalty"):  # hashed only when set, so older cache entries stay valid
+        for name in ("stop", "presence_penalty", "json_object"):  # hashed only when set, so older cache entries stay valid
             if not payload[name]:
                 del payload[name]
         if options is not None:  # likewise: a teacher with default options keeps every key it had
@@ -95,8 +96,10 @@ class TeacherOptions:
                 args["stop"] = list(r.stop)
             if r.presence_penalty:
                 args["presence_penalty"] = r.presence_penalty
-        if self.response_format:
+        if self.response_format:  # the teacher's own format wins over a method's JSON request
             args["response_format"] = self.response_format
+        elif r.json_object:
+            args["response_format"] = {"type": "json_object"}
         if self.extra_body:
             args["extra_body"] = self.extra_body
         return args

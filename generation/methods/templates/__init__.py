@@ -22,7 +22,7 @@ EVOL_DEPTH = ("add_constraints", "deepen", "concretize", "increase_reasoning")  
 
 # Every prompt of every method (by config section) and the variables its template is rendered with.
 VARIABLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "daig": {"instruction": ("task", "examples", "heading", "chunk", "directive"), "directive": ("task",),
+    "daig": {"instruction": ("task", "examples", "heading", "chunk", "directive"), "directive": ("task",), "directive_json": ("task",),
              "answer_system": ("decline",), "answer": ("heading", "chunk", "instruction", "input"),
              "judge_instruction": ("chunk", "instruction"), "judge_answer": ("chunk", "instruction", "answer")},
     "self_instruct": {"instructions": ("instructions", "classification"), "classify": ("instruction",),
@@ -30,7 +30,7 @@ VARIABLES: dict[str, dict[str, tuple[str, ...]]] = {
     "alpaca": {"prompt": ("examples",)},
     "evol": {"system": (), **{op: ("instruction",) for op in EVOL_DEPTH}, "complicate_input": ("instruction", "input_format"),
              "breadth": ("instruction",), "equality": ("first", "second")},
-    "dynosaur": {"system": (), "tasks": ("metadata", "fields")},
+    "dynosaur": {"system": (), "tasks": ("metadata", "fields"), "json_note": ()},
 }
 
 

@@ -101,16 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "export":
             _setup_logging()
-            from loop.export import check_repo_id, export, push_to_hub
+            from loop.export import export, push_to_hub
 
-            try:
-                if args.push_to_hub:
-                    check_repo_id(args.push_to_hub)
-                folder = export(args.run_dir, args.out, args.round, args.merge, repo_id=args.push_to_hub)
-            except (FileNotFoundError, FileExistsError, ValueError) as e:
-                if args.debug:
-                    raise
-                print(f"error: {e}", file=sys.stderr)
+            folder = _exported(args, lambda: export(args.run_dir, args.out, args.round, args.merge, repo_id=args.push_to_hub))
+            if folder is None:
                 return 2
             print(f"exported to {folder}")
             again = f"`hf upload {args.push_to_hub} {folder} {'--private' if args.private else '--no-private'}`"
@@ -119,18 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             _setup_logging()
             import datasets
 
-            from loop.export import check_repo_id, push_to_hub
+            from loop.export import push_to_hub
             from loop.export_data import export_data, upload_paths
 
             datasets.disable_progress_bars()  # a few hundred rows: bars would only clutter the output
-            try:
-                if args.push_to_hub:
-                    check_repo_id(args.push_to_hub)
-                folder = export_data(args.run_dir, args.out, args.push_to_hub, args.license)
-            except (FileNotFoundError, FileExistsError, ValueError) as e:
-                if args.debug:
-                    raise
-                print(f"error: {e}", file=sys.stderr)
+            folder = _exported(args, lambda: export_data(args.run_dir, args.out, args.push_to_hub, args.license))
+            if folder is None:
                 return 2
             print(f"dataset written to {folder} (datasets.load_from_disk reads it; Parquet in {folder / 'data'})")
             return _push(args, folder, lambda: push_to_hub(folder, args.push_to_hub, args.private, "dataset", upload_paths(folder)),
@@ -227,6 +215,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {detail}{hint} (--debug shows the traceback)", file=sys.stderr)
         return code
     return 0
+
+
+def _exported(args: argparse.Namespace, build):
+    """build() an export (after checking --push-to-hub's repo id); a bad RUN_DIR, --out or repo id is one line and None."""
+    from loop.export import check_repo_id
+
+    try:
+        if args.push_to_hub:
+            check_repo_id(args.push_to_hub)
+        return build()
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 def _push(args: argparse.Namespace, folder, push, again: str) -> int:

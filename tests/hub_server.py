@@ -10,6 +10,17 @@ Endpoints (as huggingface_hub 2.4 calls them, see its hf_api.py and _commit_api.
                                                  upload path is taken); shouldIgnore is read unconditionally
   POST /api/{type}s/{ns}/{name}/commit/{rev}     NDJSON: a header line, then {"key": "file", "value": {"path",
                                                  "content" (base64), "encoding"}} lines, decoded and hashed here
+Read-only dataset repos (DATASETS below), as `datasets.load_dataset(id, revision=...)` reads one through
+huggingface_hub's hf_hub_download and HfFileSystem:
+  HEAD|GET /datasets/{ns}/{name}/resolve/{rev}/{path}   file bytes; ETag (git blob sha1), X-Repo-Commit, Content-Length
+  GET  /api/datasets/{ns}/{name}/revision/{rev}         dataset_info: {"id", "sha", "siblings": [{"rfilename"}]}
+  GET  /api/datasets/{ns}/{name}/tree/{rev}[/{dir}]     the files of that revision (all at the top level; a folder is
+                                                        EntryNotFound, as the Hub answers the `data` folder it probes)
+(datasets 5.2 / huggingface_hub 2.4 call exactly these: first README.md (absent: dataset_info), then <name>.py,
+.huggingface.yaml, a tree listing, dataset_infos.json, then HEAD + GET of each data file.)
+{rev} is a commit sha or a branch ("main"); each request's entry records it as "revision" (as asked, URL-decoded) and
+"commit" (the sha it resolved to). The Hub's error codes come back as its X-Error-Code header does: RepoNotFound for
+an unknown id, RevisionNotFound for an unknown revision, EntryNotFound for a file a revision lacks.
 Anything else gets a 404 and is logged with the rest, so a new call of a newer client shows up in the log.
 A repo named in `refuse` (e.g. "me/no-rights") gets 401 on every request, as the Hub answers a bad or read-only token.
 
@@ -29,11 +40,50 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/(preupload|commit)/([^/?]+)")
 FAKE_TOKEN = "hf_" + "loopbacktesttoken" * 2  # shaped like a user token (hf_ and 34 letters); only ever sent here
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}  # how the Hub spells a repo's URL per type
+
+
+
+def _csv(*rows: tuple[str, str]) -> bytes:
+    return ("task,instruction\n" + "".join(f"{t},{i}\n" for t, i in rows)).encode()
+
+
+# A dataset repo: {"branches": {name: commit sha}, "commits": {sha: {path: bytes}}}. me/tasks has two commits whose
+# tasks.csv differ; the newer (main) also has a README.md whose `configs:` name three configs, each its own file.
+TASKS_OLD, TASKS_NEW, DOCS_SHA = "1" * 40, "2" * 40, "d0c5" * 10
+TASKS_README = b"""---
+configs:
+- config_name: default
+  data_files: tasks.csv
+- config_name: qa
+  data_files: qa.csv
+- config_name: summaries
+  data_files: sum.csv
+---
+# me/tasks, a test dataset of the loopback Hub
+"""
+DATASETS = {
+    "me/tasks": {"branches": {"main": TASKS_NEW}, "commits": {
+        TASKS_OLD: {"tasks.csv": _csv(("qa", "Old question one?"), ("qa", "Old question two?"))},
+        TASKS_NEW: {"README.md": TASKS_README,
+                    "tasks.csv": _csv(("qa", "New question one?"), ("rewrite", "New rewrite one.")),
+                    "qa.csv": _csv(("qa", "Config question one?"), ("qa", "Config question two?"), ("qa", "Config question three?")),
+                    "sum.csv": _csv(("summarize", "Summarize the first passage."))}}},
+    "me/docs": {"branches": {"main": DOCS_SHA}, "commits": {
+        DOCS_SHA: {"docs.jsonl": b'{"text": "The Ferncast controller waters eight zones."}\n'
+                                 b'{"text": "Hold the Mode button for ten seconds to reset it."}\n'}}},
+}
+DATASET_PATH = re.compile(r"^(?:/api)?/datasets/([^/]+/[^/]+)/(resolve|revision|tree)/([^/]+)/?(.*)$")
+
+
+def _blob_sha1(data: bytes) -> str:
+    """The id git (and so the Hub's ETag for a small file) gives these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def read_log(path) -> list[dict]:
@@ -50,6 +100,8 @@ def make_server(port: int, log_path: str, refuse: set[str]) -> ThreadingHTTPServ
             pass
 
         def do_GET(self):  # repo_info after a refused create, or anything a newer client asks first
+            if DATASET_PATH.match(self.path.split("?")[0]):
+                return self._dataset()
             repo = re.match(r"^/api/(models|datasets|spaces)/([^/]+/[^/?]+)", self.path)
             entry = {"repo_id": repo.group(2), "repo_type": repo.group(1)[:-1]} if repo else {}
             self._reply(401 if entry.get("repo_id") in refuse else 404, {"error": "not served by the test hub"}, entry)
@@ -94,17 +146,49 @@ def make_server(port: int, log_path: str, refuse: set[str]) -> ThreadingHTTPServ
             self._reply(200, {"success": True, "commitOid": oid, "pullRequestUrl": None,
                               "commitUrl": f"{base}/{URL_PREFIX[repo_type]}{repo_id}/commit/{oid}"}, {**entry, "files": files})
 
-        def _reply(self, code: int, obj: dict, entry: dict) -> None:
+        def _dataset(self) -> None:
+            """A read of a DATASETS repo (see the module docstring)."""
+            repo_id, action, rev, rest = DATASET_PATH.match(self.path.split("?")[0]).groups()
+            rev, rest = unquote(rev), unquote(rest)
+            entry = {"repo_id": repo_id, "repo_type": "dataset", "action": action, "revision": rev}
+            repo = DATASETS.get(repo_id)
+            if repo is None or repo_id in refuse:
+                return self._reply(401 if repo_id in refuse else 404, {"error": "Repository not found"}, entry, {"X-Error-Code": "RepoNotFound"})
+            sha = repo["branches"].get(rev, rev)
+            files = repo["commits"].get(sha)
+            if files is None:
+                return self._reply(404, {"error": f"Invalid rev id: {rev}"}, entry, {"X-Error-Code": "RevisionNotFound"})
+            entry["commit"] = sha
+            if action == "resolve":
+                if rest not in files:
+                    return self._reply(404, {"error": "Entry not found"}, {**entry, "file": rest},
+                                       {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha})
+                data = files[rest]
+                return self._send(200, data, "application/octet-stream", {**entry, "file": rest},
+                                  {"ETag": f'"{_blob_sha1(data)}"', "X-Repo-Commit": sha, "Accept-Ranges": "none"})
+            if action == "revision":
+                return self._reply(200, {"id": repo_id, "sha": sha, "private": False, "disabled": False, "gated": False,
+                                         "siblings": [{"rfilename": f} for f in sorted(files)]}, entry)
+            if rest.strip("/"):  # tree: every file sits at the top level, so a folder is not there
+                return self._reply(404, {"error": "Entry not found"}, {**entry, "file": rest}, {"X-Error-Code": "EntryNotFound"})
+            return self._reply(200, [{"type": "file", "path": f, "size": len(d), "oid": _blob_sha1(d)}
+                                     for f, d in sorted(files.items())], entry)
+
+        def _reply(self, code: int, obj, entry: dict, headers: dict | None = None) -> None:
+            self._send(code, json.dumps(obj).encode(), "application/json", entry, headers or {})
+
+        def _send(self, code: int, data: bytes, content_type: str, entry: dict, headers: dict) -> None:
             auth = self.headers.get("Authorization", "")
             record = {"method": self.command, "path": self.path, "status": code,
                       "token": auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None, **entry}
             with lock:  # logged before the reply goes out: once the client has its answer, the log has the request
                 log.write(json.dumps({**record, "t": time.time()}) + "\n")
                 log.flush()
-            data = json.dumps(obj).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            for k, v in headers.items():
+                self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             if folder is None:
                 return 2
             print(f"exported to {folder}")
-            again = f"`hf upload {args.push_to_hub} {folder} {'--private' if args.private else '--no-private'}`"
+            again = f"`hf upload {args.push_to_hub} {shlex.quote(str(folder))} {'--private' if args.private else '--no-private'}`"
             return _push(args, folder, lambda: push_to_hub(folder, args.push_to_hub, args.private), again)
         if args.command == "export-data":
             _setup_logging()
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             print(f"dataset written to {folder} (datasets.load_from_disk reads it; Parquet in {folder / 'data'})")
             return _push(args, folder, lambda: push_to_hub(folder, args.push_to_hub, args.private, "dataset", upload_paths(folder)),
-                         "the same command with a new --out")
+                         f"`hf upload {args.push_to_hub} {shlex.quote(str(folder))} --repo-type dataset --include README.md --include config.yaml "
+                         f"--include 'data/*.parquet' {'--private' if args.private else '--no-private'}`")
         if args.command == "report":
             from loop.report import write_report
 

@@ -4,6 +4,9 @@ the right metadata; the upload sends the card, config and Parquet files, counted
 its own process (tests/hub_server.py), the only fake, at the network edge."""
 import hashlib
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -145,6 +148,16 @@ def test_a_refused_push_is_one_line_and_keeps_the_export(run_dir, tmp_path):
     assert (tmp_path / "kept" / "README.md").is_file() and len(list((tmp_path / "kept" / "data").glob("*.parquet"))) == 4
     assert [r["status"] for r in log if r["path"] == "/api/repos/create"] == [401]
     assert not [r for r in log if "/commit/" in r["path"] or "/preupload/" in r["path"]]
+    # the hinted `hf upload` (here to a repo the token may write) sends exactly what --push-to-hub would have sent
+    hint = err.split("push with `")[1].rstrip("`").replace("me/no-rights", "me/retry")
+    with HubServerProcess(tmp_path) as hub:
+        hf = str(Path(sys.executable).parent / "hf")
+        again = subprocess.run(shlex.split(hint.replace("hf ", hf + " ", 1)), env=hub.env(), capture_output=True, text=True, timeout=300)
+        log = hub.requests()
+    assert again.returncode == 0, again.stderr[-2000:]
+    (commit,) = [r for r in log if "/commit/" in r["path"]]
+    kept = tmp_path / "kept"
+    assert sorted(f["path"] for f in commit["files"]) == sorted(upload_paths(kept)) and commit["repo_type"] == "dataset"
 
 
 def test_rows_of_every_method_share_one_schema(tmp_path):

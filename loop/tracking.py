@@ -141,21 +141,22 @@ class Tracker:
         None without W&B. A round streamed this way is not logged again from its stats by log_round."""
         if self.run is None:
             return None
-        section = f"train/round{r}"
-        self.run.define_metric(f"{section}/step")
-        self.run.define_metric(f"{section}/*", step_metric=f"{section}/step")
         self.streamed.add(r)
-        return lambda entry: self.run.log({f"{section}/{k}": v for k, v in entry.items() if isinstance(v, (int, float))})
+        return self._curve_logger(r)
 
     def log_curve(self, r: int, curve: list[dict]) -> None:
-        """The round's training log under train/round<r>/ (loss, learning rate, grad norm, epoch), against its own step."""
-        if not curve:
-            return
+        """The round's training log after the fact (accelerate launch, or a round a kill cut off)."""
+        if curve:
+            log_entry = self._curve_logger(r)
+            for c in curve:
+                log_entry(c)
+
+    def _curve_logger(self, r: int):
+        """Logs one trainer entry (loss, learning rate, grad norm, epoch) under train/round<r>/, against its own step."""
         section = f"train/round{r}"
         self.run.define_metric(f"{section}/step")
         self.run.define_metric(f"{section}/*", step_metric=f"{section}/step")
-        for c in curve:
-            self.run.log({f"{section}/{k}": v for k, v in c.items() if isinstance(v, (int, float))})
+        return lambda entry: self.run.log({f"{section}/{k}": v for k, v in entry.items() if isinstance(v, (int, float))})
 
     def catch_up(self, out_dir: Path, recorded: bool = True) -> list[int]:
         """Log to W&B the rounds metrics.jsonl has and W&B never got (a kill between the two); returns them.

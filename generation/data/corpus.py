@@ -47,7 +47,7 @@ class Chunk:
 def load_documents(path: str, split: str = "train", text_field: str = "text", hub: dict | None = None) -> list[tuple[str, str]]:
     """Return (source name, text) pairs in a stable order (hub: load_dataset options for a Hub id)."""
     p = Path(path).expanduser()
-    if p.is_dir() and not (p / "dataset_info.json").exists() and not (p / "dataset_dict.json").exists():
+    if p.is_dir() and not saved_dataset(p):
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES + DOCUMENT_SUFFIXES)
         if not files:
             raise DataError(f"domain data folder {p} has no .txt, .md, .pdf or .html files; add some or point "
@@ -64,10 +64,15 @@ def load_documents(path: str, split: str = "train", text_field: str = "text", hu
     if p.is_file() and p.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"domain data {p}: unsupported file type {p.suffix!r}; use a .txt, .md, .pdf or .html file or a "
                         "folder of them, a .jsonl, .json, .csv or .parquet file, or a dataset")
-    rows = read_table(p) if p.is_file() else load_rows(path, split, hub)
+    rows = read_rows(path, split, hub)
     if rows and text_field not in rows[0]:
         raise DataError(f"{path} has no field {text_field!r} (fields: {', '.join(rows[0])}); set generation.domain_text_field")
     return [(f"{p.name}:{i}", str(r[text_field])) for i, r in enumerate(rows)]
+
+
+def saved_dataset(p: Path) -> bool:
+    """Whether folder p is a `datasets` save_to_disk folder (a Dataset or a DatasetDict), not a folder of files."""
+    return any((p / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
 
 
 def read_rows(spec: str, split: str = "train", hub: dict | None = None) -> list[dict]:
@@ -93,7 +98,7 @@ def open_dataset(name_or_path: str, split: str, hub: dict | None = None, split_f
 
     p, hub = Path(name_or_path).expanduser(), hub or {}
     try:
-        if p.is_dir() and any((p / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        if p.is_dir() and saved_dataset(p):
             ds = datasets.load_from_disk(str(p))
         else:
             ds = datasets.load_dataset(name_or_path, hub.get("config") or None, split=split, revision=hub.get("revision") or None,

@@ -10,6 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from generation.config import PoolFields
 from generation.data.corpus import DataError, read_rows
 
 BUILTIN_GENERAL_POOL = Path(__file__).parent / "general_tasks.jsonl"
@@ -70,15 +71,15 @@ def load_pool(spec: str, kind: str, split: str = "train", fields: dict | None = 
     return items
 
 
-DEFAULT_FIELDS = {"task": "task", "instruction": "instruction", "input": "input", "output": "output", "id": "id", "default_task": "general"}
+DEFAULT_FIELDS = asdict(PoolFields())  # the column names when a pool maps none
 
 
 def _check_columns(rows: list[dict], col: dict, name: str, kind: str) -> None:
     """A mapped column the rows lack is one line listing the columns. The default names of the optional ones (input,
     output, id) may be absent; a name the user chose may not."""
-    columns = list(dict.fromkeys(k for r in rows[:100] for k in r))
     if not rows:
         return
+    columns = list(dict.fromkeys(k for r in rows[:100] for k in r))
     missing = [f"{key}={col[key]!r}" for key in ("task", "instruction", "input", "output", "id")
                if col[key] and col[key] not in columns and (key in ("task", "instruction") or col[key] != DEFAULT_FIELDS[key])]
     if missing:

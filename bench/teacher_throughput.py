@@ -1,7 +1,7 @@
 """Teacher client throughput against a loopback OpenAI-protocol server with a fixed latency.
 
-    python bench/teacher_throughput.py                     # 1,024 requests, concurrency 64, 1 s latency (+ 200 ms)
-    python bench/teacher_throughput.py --requests 256 --latency 0.5
+    python bench/teacher_throughput.py                     # 1 s x 64, 1 s x 256, 200 ms x 64 (latency x concurrency)
+    python bench/teacher_throughput.py --case 0.5x64 --requests 256
     python bench/teacher_throughput.py --llamacpp qwen2.5-coder-0.5b-instruct   # + the real llama.cpp server
 
 The server runs in a separate process and answers every request after exactly `latency` seconds: it
@@ -97,6 +97,7 @@ def bare(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
 
 
 def bench(latency: float, n: int, concurrency: int, sequential_n: int) -> None:
+    """One case: ours, the bare openai client and the sequential client against one server at `latency`."""
     proc, url = start_server(latency)
     try:
         ideal = concurrency / latency
@@ -151,20 +152,22 @@ def llamacpp(model: str, n: int, concurrency: int, threads: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--requests", type=int, default=1024)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--latency", type=float, nargs="*", default=[1.0, 0.2])
+    p.add_argument("--case", nargs="*", default=["1x64", "1x256", "0.2x64"], help="LATENCYxCONCURRENCY (seconds x requests in flight)")
+    p.add_argument("--requests", type=int, default=0, help="requests per case (0: 16 x concurrency)")
+    p.add_argument("--latency", type=float, default=1.0, help=argparse.SUPPRESS)  # the server process's latency
     p.add_argument("--sequential", type=int, default=16, help="requests for the sequential baseline (compared by rate)")
     p.add_argument("--llamacpp", metavar="MODEL", help="also bench the real llama.cpp server with this packaged model (xllamacpp)")
     p.add_argument("--llamacpp-requests", type=int, default=16)
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.latency[0]))
+        asyncio.run(serve(args.serve, args.latency))
         return
     os.environ.setdefault("TQDM_DISABLE", "1")  # per-request bar updates would add to the client CPU we measure
-    for latency in args.latency:
-        bench(latency, args.requests, args.concurrency, args.sequential)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; the server shares them")
+    for case in args.case:
+        latency, concurrency = float(case.split("x")[0]), int(case.split("x")[1])
+        bench(latency, args.requests or 16 * concurrency, concurrency, args.sequential)
     if args.llamacpp:
         llamacpp(args.llamacpp, args.llamacpp_requests, 4, 2)
 

@@ -37,7 +37,7 @@ def _checked_templates(section: str, templates: dict) -> dict:
 class TeacherConfig:
     backend: str = field(default="local", metadata={"help": "'local' (in-process transformers, batched), 'openai' (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server) or 'llamacpp' (starts llama.cpp's server on 127.0.0.1 for a packaged model or .gguf file, through xllamacpp; what configs/quickstart.yaml uses).", "choices": TEACHER_BACKENDS})
     model: str = field(default="qwen2.5-coder-0.5b-instruct", metadata={"help": "Local backend: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id. OpenAI backend: the model name the endpoint serves."})
-    base_url: str = field(default="", metadata={"help": "OpenAI backend: endpoint base URL, e.g. http://127.0.0.1:8000/v1. Empty means api.openai.com."})
+    base_url: list[str] = field(default_factory=list, metadata={"help": "OpenAI backend: endpoint base URL, e.g. http://127.0.0.1:8000/v1, or a list of replicas serving the same model (a YAML list, or comma-separated on the command line): each request goes to the replica with the fewest requests outstanding, and one that keeps failing is taken out for a pause (as outage_failures) and brought back, while the others carry on. Which replica answered changes neither the cache nor the ledger. Empty means api.openai.com."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "OpenAI backend: NAME of the environment variable that holds the API key. The key itself never goes in a config."})
     max_concurrency: int = field(default=8, metadata={"help": "OpenAI and llamacpp backends: requests in flight at once (llamacpp: also the server's parallel slots).", "check": ">= 1"})
     timeout_s: float = field(default=120.0, metadata={"help": "OpenAI backend: seconds before one request times out.", "check": "> 0"})
@@ -71,6 +71,10 @@ class TeacherConfig:
             raise ValueError("max_cost_usd: set usd_per_m_prompt_tokens / usd_per_m_completion_tokens too, or the cost is always 0")
         if problem := self._wire_problem():
             raise ValueError(problem)
+        if bad := [u for u in self.base_url if not u.startswith(("http://", "https://"))]:
+            raise ValueError(f"base_url: {bad[0]!r} is not an http(s) URL; e.g. http://127.0.0.1:8000/v1")
+        if len(set(self.base_url)) < len(self.base_url):
+            raise ValueError("base_url: a replica is listed twice; list each once")
 
     # Fields of the request body that each request or the teacher sets, and where to change them instead of extra_body.
     _OWN_FIELDS = {"model": "generation.teacher.model", "messages": "the method's prompts and system_prompt", "stream": "replies are read whole",

@@ -89,9 +89,21 @@ def _loadable(name: str, spec: str, cache_dir: str) -> list[str]:
 
 
 def _endpoint(t) -> list[str]:
-    """The key is set, the endpoint answers, and it serves the model (when it lists its models)."""
+    """The key is set, the endpoint answers, and it serves the model (when it lists its models). Of several replicas,
+    one that is down is only warned about while another answers: the run takes it out until it answers."""
     try:
-        check_endpoint(t.base_url or None, api_key_from_env(t.api_key_env), t.timeout_s, t.model)
+        key = api_key_from_env(t.api_key_env)
     except TeacherError as e:
         return [str(e)]
-    return []
+    problems = []
+    for url in t.base_url or [None]:
+        try:
+            check_endpoint(url, key, t.timeout_s, t.model)
+        except TeacherError as e:
+            problems.append(str(e))
+    down = [p for p in problems if UNREACHABLE in p]
+    if len(t.base_url) > 1 and len(down) < len(t.base_url):
+        for problem in down:
+            log.warning("%s; it is taken out while it fails", problem)
+        problems = [p for p in problems if UNREACHABLE not in p]
+    return problems

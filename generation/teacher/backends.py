@@ -86,23 +86,21 @@ class TeacherOptions:
             return [{"role": "system", "content": f"{self.system_prompt}\n\n{messages[0]['content']}"}] + messages[1:]
         return [{"role": "system", "content": self.system_prompt}] + messages
 
-    def create_args(self, r: TeacherRequest) -> dict:
-        """Keyword arguments of chat.completions.create for r, model aside. With sampling_params 'omit', r.stop is
-        applied to the reply instead (cut_at_stop)."""
-        args = {"messages": self.chat(r), self.token_limit_param: r.max_tokens, "seed": r.seed}
+    def body(self, model: str, r: TeacherRequest) -> dict:
+        """The JSON body of r's chat-completions request. With sampling_params 'omit', r.stop is applied to the reply
+        instead (cut_at_stop); extra_body is merged at the top level, as the openai client's extra_body= is."""
+        body = {"model": model, "messages": self.chat(r), self.token_limit_param: r.max_tokens, "seed": r.seed}
         if self.sampling_params == "send":
-            args.update(temperature=r.temperature, top_p=r.top_p)
+            body.update(temperature=r.temperature, top_p=r.top_p)
             if r.stop:
-                args["stop"] = list(r.stop)
+                body["stop"] = list(r.stop)
             if r.presence_penalty:
-                args["presence_penalty"] = r.presence_penalty
+                body["presence_penalty"] = r.presence_penalty
         if self.response_format:  # the teacher's own format wins over a method's JSON request
-            args["response_format"] = self.response_format
+            body["response_format"] = self.response_format
         elif r.json_object:
-            args["response_format"] = {"type": "json_object"}
-        if self.extra_body:
-            args["extra_body"] = self.extra_body
-        return args
+            body["response_format"] = {"type": "json_object"}
+        return {**body, **self.extra_body}
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -309,17 +307,25 @@ def check_endpoint(base_url: str | None, key: str, timeout_s: float, model: str 
 
 
 class OpenAITeacher:
-    """Any OpenAI-compatible chat endpoint: at most max_concurrency requests in flight, optional
-    requests/tokens-per-minute limits, retries with exponential backoff and jitter honouring Retry-After."""
+    """Any OpenAI-compatible chat endpoint, or several replicas of one: at most max_concurrency requests in flight,
+    each to the replica with the fewest outstanding, optional requests/tokens-per-minute limits, retries with
+    exponential backoff and jitter honouring Retry-After.
 
-    def __init__(self, model: str, base_url: str, api_key_env: str, max_concurrency: int, timeout_s: float, max_retries: int,
-                 rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
+    The hot path is aiohttp, not the openai client: one session per generate() call, its connection pool sized to the
+    concurrency, and a request is one json.dumps and one json.loads. The client's request transforms and response
+    models cost about 4 ms of CPU per request, which capped a 2-core machine near 250 requests/s (LOG.md, issue 16).
+    The openai client stays where it serves: the endpoint check and the Batch API."""
+
+    def __init__(self, model: str, base_url: str | list[str], api_key_env: str, max_concurrency: int, timeout_s: float,
+                 max_retries: int, rpm: int = 0, tpm: int = 0, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
                  on_close: Callable[[], None] | None = None, outage_failures: int = 8, outage_wait_s: float = 300.0,
                  options: TeacherOptions | None = None):
+        """base_url: one URL, a list of replicas serving the same model, or '' / [] for api.openai.com."""
         self.model = model
         self.options = options or TeacherOptions()
         self._on_close = on_close  # e.g. stop a server this teacher owns
-        self.base_url = base_url or None
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_urls = [u.rstrip("/") for u in urls if u] or [os.environ.get("OPENAI_BASE_URL") or ""]
         self._key = api_key_from_env(api_key_env)
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -328,36 +334,52 @@ class OpenAITeacher:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.outage_failures, self.outage_wait_s = outage_failures, outage_wait_s
 
-    def _client(self, sync: bool = False):
-        import openai
-
-        cls = openai.OpenAI if sync else openai.AsyncOpenAI
-        # Retries are ours (counted, jittered, Retry-After honoured), so the client's are off.
-        return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
-
     def key(self, request: TeacherRequest) -> str:
         return request.key(self.model, self.options)
 
     def check_reachable(self) -> None:
-        """Fail before any model loads when the endpoint is down or rejects the key."""
-        check_endpoint(self.base_url, self._key, self.timeout_s)
+        """Fail before any model loads when no replica answers or one rejects the key; a replica that is down while
+        another answers is only warned about (it is taken out until it answers)."""
+        down = []
+        for url in self.base_urls:
+            try:
+                check_endpoint(url or None, self._key, self.timeout_s)
+            except TeacherError as e:
+                if UNREACHABLE not in str(e) or len(self.base_urls) == 1:
+                    raise
+                down.append(str(e))
+        if len(down) == len(self.base_urls):
+            raise TeacherError(f"{UNREACHABLE}: none of the {len(down)} replicas in generation.teacher.base_url answers; "
+                               "start them or fix the list")
+        for problem in down:
+            log.warning("%s; it is taken out while it fails", problem)
 
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
                  on_send: OnSend | None = None) -> list[TeacherReply]:
         return asyncio.run(self._generate_all(requests, desc, on_reply, on_send))
 
+    def _session(self):
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")):  # as the openai client
+            if os.environ.get(env):
+                headers[header] = os.environ[env]
+        connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0, ttl_dns_cache=300)
+        return aiohttp.ClientSession(connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
     async def _generate_all(self, requests: list[TeacherRequest], desc: str, on_reply: OnReply | None,
                             on_send: OnSend | None) -> list[TeacherReply]:
         sem = asyncio.Semaphore(self.max_concurrency)
         limiter = RateLimiter(self.rpm, self.tpm)
-        breaker = Breaker(self.base_url or "the OpenAI API", self.outage_failures, self.outage_wait_s, self.backoff_s, self.max_backoff_s)
-        async with self._client() as client:
+        replicas = Replicas(self.base_urls, self.outage_failures, self.outage_wait_s, self.backoff_s, self.max_backoff_s)
+        async with self._session() as session:
             with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
                 async def one(i: int, r: TeacherRequest) -> TeacherReply:
                     settled: list[TeacherReply] = []  # its last attempt's failed reply while no attempt is out
                     try:
                         async with sem:
-                            reply = await self._with_retries(client, r, limiter, breaker, lambda a: on_send and on_send(i, a), settled)
+                            reply = await self._with_retries(session, r, limiter, replicas, lambda a: on_send and on_send(i, a), settled)
                     except (asyncio.CancelledError, TeacherUnavailable):
                         if on_reply and settled:  # stopped between attempts: known unpaid, so the caller's ledger closes it
                             on_reply(i, settled[0])
@@ -373,73 +395,128 @@ class OpenAITeacher:
                     for t in tasks:
                         t.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
-        breaker.raise_if_unanswered(len(requests), self.max_retries + 1)
+        replicas.raise_if_unanswered(len(requests), self.max_retries + 1)
         return replies
 
-    async def _with_retries(self, client, r: TeacherRequest, limiter: "RateLimiter", breaker: "Breaker",
+    async def _with_retries(self, session, r: TeacherRequest, limiter: "RateLimiter", replicas: "Replicas",
                             on_attempt: Callable[[int], None], settled: list[TeacherReply]) -> TeacherReply:
         """on_attempt(n) just before attempt n goes out; `settled` holds the last failed reply while no attempt is out."""
         failed: list[str] = []
-        charged = 0  # attempts that count against max_retries: not those the endpoint's outage made fail
+        charged = 0  # attempts that count against max_retries: not those a replica's outage made fail
+        body = json.dumps(self.options.body(self.model, r)).encode()
+        last = None  # the replica the last attempt failed on: a retry goes elsewhere when another is up
         while True:
-            await breaker.wait()
+            await replicas.wait()
             await limiter.acquire(sum(len(m["content"]) for m in self.options.chat(r)) // 4 + r.max_tokens)
-            await breaker.wait()  # the limiter may have slept across an opening
+            replica = await replicas.pick(avoid=last)  # waits again if the limiter slept across an opening
             settled.clear()
             on_attempt(len(failed) + 1)
-            reply, retry_after = await self._one(client, r)
+            replica.outstanding += 1
+            try:
+                reply, retry_after = await self._one(session, replica.url, r, body)
+            finally:
+                replica.outstanding -= 1
             reply.attempts, reply.attempt_errors = len(failed) + 1, tuple(failed)
             settled.append(reply)
             transport = retry_after is not None  # _one gives a wait exactly for the retryable, transport errors
-            down = breaker.record(not transport, reply.error)
+            down = replicas.record(replica, not transport, reply.error)
             if not transport:
                 return reply
             charged += not down
             if charged > self.max_retries:
-                breaker.unanswered.append(reply.error)
+                replicas.unanswered.append(reply.error)
                 return reply
             failed.append(reply.error)
-            if not down:  # while it is down the breaker paces every request
+            last = replica
+            if not down:  # while it is down its breaker paces every request
                 delay = retry_after or self.backoff_s * 2 ** (charged - 1) * random.uniform(0.5, 1.5)  # server's word first
                 await asyncio.sleep(min(self.max_backoff_s, delay))
 
-    async def _one(self, client, r: TeacherRequest) -> tuple[TeacherReply, float | None]:
+    async def _one(self, session, url: str, r: TeacherRequest, body: bytes) -> tuple[TeacherReply, float | None]:
         """(reply, None if final, else seconds the server asked us to wait, 0 when it did not say)."""
-        import openai
+        import aiohttp
 
         try:
-            resp = await client.chat.completions.create(model=self.model, **self.options.create_args(r))
-        except openai.APIStatusError as e:
-            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
-            return TeacherReply("", "error", error=f"http_{e.status_code}"), (retry_after(e.response.headers) if retryable else None)
-        except openai.APITimeoutError:
+            async with session.post(url, data=body) as resp:
+                status, headers, data = resp.status, resp.headers, await resp.read()
+        except (asyncio.TimeoutError, TimeoutError):
             return TeacherReply("", "error", error="timeout"), 0.0
-        except openai.APIConnectionError:
+        except aiohttp.ClientError:  # refused, reset, closed mid-reply, a broken payload
             return TeacherReply("", "error", error="connection"), 0.0
-        except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError):
+        if status >= 300:
+            retryable = status in (408, 409, 429) or status >= 500
+            return TeacherReply("", "error", error=f"http_{status}"), (retry_after(headers) if retryable else None)
+        try:
+            reply = json.loads(data)
+            choice = reply["choices"][0]
+            text, finish = choice["message"]["content"] or "", choice.get("finish_reason") or "stop"
+            usage = reply.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             return TeacherReply("", "error", error="malformed_reply"), None
-        choices = getattr(resp, "choices", None)
-        if not choices or choices[0].message is None:
+        if not isinstance(text, str):
             return TeacherReply("", "error", error="malformed_reply"), None
-        usage = resp.usage
-        text, finish = choices[0].message.content or "", choices[0].finish_reason or "stop"
         if self.options.sampling_params == "omit" and r.stop:  # stop was not sent: applied here, as the endpoint would
             text, cut = cut_at_stop(text, r.stop)
             finish = "stop" if cut else finish
-        return TeacherReply(text=text, finish_reason=finish,
-                            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                            completion_tokens=getattr(usage, "completion_tokens", 0) or 0), None
+        return TeacherReply(text=text, finish_reason=finish, prompt_tokens=usage.get("prompt_tokens") or 0,
+                            completion_tokens=usage.get("completion_tokens") or 0), None
 
     def close(self) -> None:
         if self._on_close:
             self._on_close()
 
 
+class Replica:
+    """One endpoint of the teacher: its chat URL, its health and the requests it has in flight."""
+
+    def __init__(self, base_url: str, breaker: "Breaker"):
+        self.url = (base_url or "https://api.openai.com/v1") + "/chat/completions"
+        self.breaker, self.outstanding = breaker, 0
+
+
+class Replicas:
+    """The teacher's endpoints for one generate() call: each request goes to the open replica with the fewest
+    requests outstanding. A replica that keeps failing is taken out by its breaker and brought back after the pause;
+    the run stops (TeacherUnavailable) only when every replica has been down for outage_wait_s."""
+
+    def __init__(self, base_urls: list[str], failures: int, wait_s: float, backoff_s: float, max_backoff_s: float):
+        breakers = [Breaker(u or "the OpenAI API", failures, wait_s, backoff_s, max_backoff_s) for u in base_urls]
+        for b in breakers:
+            b.peers = breakers
+        self.all = [Replica(u, b) for u, b in zip(base_urls, breakers)]
+        self.where = ", ".join(b.where for b in breakers)
+        self.unanswered: list[str] = []  # transport errors of requests that used up their retries while a replica was up
+
+    async def wait(self) -> None:
+        """Until some replica is open."""
+        while (left := min(r.breaker.reopen_at for r in self.all) - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+    async def pick(self, avoid: Replica | None = None) -> Replica:
+        await self.wait()
+        now = time.monotonic()
+        open_ = [r for r in self.all if r.breaker.reopen_at <= now]
+        return min((r for r in open_ if r is not avoid), key=lambda r: r.outstanding, default=open_[0])
+
+    def record(self, replica: Replica, ok: bool, reason: str) -> bool:
+        return replica.breaker.record(ok, reason)
+
+    def raise_if_unanswered(self, total: int, attempts: int) -> None:
+        """After every request finished: a request that failed every attempt while others got through is no row either."""
+        if self.unanswered:
+            counts = ", ".join(f"{reason} x{n}" for reason, n in collections.Counter(self.unanswered).most_common())
+            raise TeacherUnavailable(
+                f"{len(self.unanswered)} of {total} teacher requests failed after {attempts} attempt{'s' * (attempts != 1)} each "
+                f"({counts}) at {self.where}; raise generation.teacher.timeout_s / max_retries or check the server, then "
+                f"`daig resume` on the run folder")
+
+
 class Breaker:
-    """Endpoint health across the concurrent requests of one generate() call. After `failures` transport errors in a
-    row the endpoint counts as down: no attempt starts for a pause (backoff_s, doubling up to max_backoff_s), then
+    """One endpoint's health across the concurrent requests of one generate() call. After `failures` transport errors
+    in a row the endpoint counts as down: no attempt starts for a pause (backoff_s, doubling up to max_backoff_s), then
     requests go again half-open, where one more transport error reopens at once. Any reply that came back, even a
-    4xx, closes it. An outage longer than wait_s raises TeacherUnavailable; a down server is never turned into rows."""
+    4xx, closes it. When every one of its peers (the replicas; itself alone by default) has been down for wait_s,
+    TeacherUnavailable is raised: a down server is never turned into rows."""
 
     def __init__(self, where: str, failures: int, wait_s: float, backoff_s: float, max_backoff_s: float):
         self.where, self.failures, self.wait_s = where, failures, wait_s
@@ -448,11 +525,7 @@ class Breaker:
         self.pause = backoff_s  # the next opening's pause
         self.reopen_at = 0.0  # monotonic time the current pause ends
         self.down_since: float | None = None  # first opening since the last reply
-        self.unanswered: list[str] = []  # transport errors of requests that used up their retries while it stayed closed
-
-    async def wait(self) -> None:
-        while (left := self.reopen_at - time.monotonic()) > 0:
-            await asyncio.sleep(left)
+        self.peers: list[Breaker] = [self]
 
     def record(self, ok: bool, reason: str = "") -> bool:
         """Count one attempt (ok: anything but a transport error); True while the endpoint is down, when the attempt
@@ -470,27 +543,20 @@ class Breaker:
             return False
         if self.down_since is None:
             self.down_since = now
-        waited = now - self.down_since
-        if waited >= self.wait_s:
-            raise TeacherUnavailable(
-                f"teacher endpoint {self.where} is down: {self.in_a_row} transport errors in a row (last: {reason}), no "
-                f"reply for {waited:.0f} s (generation.teacher.outage_wait_s={self.wait_s:g}); check the server, then "
-                f"`daig resume` on the run folder continues where this stopped")
-        pause = min(self.pause, self.wait_s - waited)  # the last pause ends when the wait does, for one last probe
+        pause = self.pause
+        if all(p.down_since is not None for p in self.peers):  # no replica answers: the outage clock runs
+            waited = now - max(p.down_since for p in self.peers)
+            if waited >= self.wait_s:
+                raise TeacherUnavailable(
+                    f"teacher endpoint {', '.join(p.where for p in self.peers)} is down: {self.in_a_row} transport errors in "
+                    f"a row (last: {reason}), no reply for {waited:.0f} s (generation.teacher.outage_wait_s={self.wait_s:g}); "
+                    f"check the server, then `daig resume` on the run folder continues where this stopped")
+            pause = min(pause, self.wait_s - waited)  # the last pause ends when the wait does, for one last probe
         log.warning("teacher endpoint %s is failing (%d transport errors in a row: %s); pausing %.3g s",
                     self.where, self.in_a_row, reason, pause)
         self.reopen_at = now + pause
         self.pause = min(2 * self.pause, self.max_backoff_s)
         return True
-
-    def raise_if_unanswered(self, total: int, attempts: int) -> None:
-        """After every request finished: a request that failed every attempt while others got through is no row either."""
-        if self.unanswered:
-            counts = ", ".join(f"{reason} x{n}" for reason, n in collections.Counter(self.unanswered).most_common())
-            raise TeacherUnavailable(
-                f"{len(self.unanswered)} of {total} teacher requests failed after {attempts} attempt{'s' * (attempts != 1)} each "
-                f"({counts}) at {self.where}; raise generation.teacher.timeout_s / max_retries or check the server, then "
-                f"`daig resume` on the run folder")
 
 
 def retry_after(headers) -> float:

@@ -48,6 +48,12 @@ class TeacherConfig:
     max_backoff_s: float = field(default=60.0, metadata={"help": "OpenAI backend: longest wait between attempts.", "check": ">= 0"})
     outage_failures: int = field(default=8, metadata={"help": "OpenAI and llamacpp backends: transport errors in a row (connection, timeout, 408/409/429, 5xx; across all requests in flight) after which the endpoint counts as down: no request is sent for a pause (backoff_s, doubling up to max_backoff_s) and failures while it is down cost no request its retries; after the pause one more such error pauses again, for twice as long.", "check": ">= 1"})
     outage_wait_s: float = field(default=300.0, metadata={"help": "OpenAI and llamacpp backends: seconds an endpoint may stay down before the run stops with an error, to be continued by `daig resume` on the run folder (0: stop as soon as it counts as down). A down endpoint never turns requests into rejected rows.", "check": ">= 0"})
+    mode: str = field(default="online", metadata={"help": "OpenAI backend: 'online' (one HTTP request per teacher request) or 'batch': each stage's requests go out as one Batch API job (a JSONL upload to /v1/files, /v1/batches, polled every batch_poll_s), at the provider's batch price (batch_price_factor). Its ids are kept in the teacher cache, so a killed run polls the same job on resume and never pays twice; batch mode needs cache_path. vLLM's `vllm run-batch` reads the same file format.", "choices": ("online", "batch")})
+    batch_poll_s: float = field(default=30.0, metadata={"help": "batch mode: seconds between polls of a job's status.", "check": "> 0"})
+    batch_completion_window: str = field(default="24h", metadata={"help": "batch mode: the job's completion_window (OpenAI accepts 24h); lines still unrun when it ends expire and are sent again."})
+    batch_retry: str = field(default="batch", metadata={"help": "batch mode: lines that failed with a 429/5xx or expired go out again, up to max_retries times, as a smaller 'batch' job, or 'online' at once (full price, no wait).", "choices": ("batch", "online")})
+    batch_price_factor: float = field(default=0.5, metadata={"help": "batch mode: a batch reply's tokens cost this share of usd_per_m_prompt_tokens / usd_per_m_completion_tokens in the ledger and the caps (OpenAI: 0.5). The caps admit requests at the online price, so they are never crossed.", "check": "(0, 1]"})
+    batch_max_requests: int = field(default=50_000, metadata={"help": "batch mode: most requests in one job (OpenAI's limit: 50,000 and 200 MB per file); a larger stage is split into several jobs.", "check": ">= 1"})
     cache_path: str = field(default="~/.cache/daig/teacher_cache.sqlite", metadata={"help": "On-disk reply cache shared by every run and ablation arm that names the same file: a repeated request costs nothing. '' disables it."})
     usd_per_m_prompt_tokens: float = field(default=0.0, metadata={"help": "Price per million prompt tokens, for the cost ledger and max_cost_usd (0 for local models).", "check": ">= 0"})
     usd_per_m_completion_tokens: float = field(default=0.0, metadata={"help": "Price per million completion tokens.", "check": ">= 0"})
@@ -75,6 +81,9 @@ class TeacherConfig:
             raise ValueError(f"base_url: {bad[0]!r} is not an http(s) URL; e.g. http://127.0.0.1:8000/v1")
         if len(set(self.base_url)) < len(self.base_url):
             raise ValueError("base_url: a replica is listed twice; list each once")
+        if self.mode == "batch" and (self.backend != "openai" or not self.cache_path or len(self.base_url) > 1):
+            raise ValueError("mode: batch needs backend: openai, one base_url and a cache_path (where a job's ids are kept "
+                             "so a resume never resubmits it); set them, or mode: online")
 
     # Fields of the request body that each request or the teacher sets, and where to change them instead of extra_body.
     _OWN_FIELDS = {"model": "generation.teacher.model", "messages": "the method's prompts and system_prompt", "stream": "replies are read whole",

@@ -28,6 +28,7 @@ from generation.data.pool import load_pools
 from generation.rows import chunk_id
 from generation.teacher.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
 from generation.teacher.backends import LocalTeacher, OpenAITeacher, Teacher, TeacherOptions, TeacherRequest
+from generation.teacher.batch import BatchTeacher
 from generation.filters.novelty import NoveltyFilter
 from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, clean_stale, read_checkpoint, read_config, round_dir,
                             save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)
@@ -69,6 +70,12 @@ def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = T
                                          outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
         if check:
             teacher.check_reachable()
+        if t.mode == "batch":
+            cache = TeacherCache(t.cache_path)
+            teacher = BatchTeacher(teacher, cache, t.batch_poll_s, t.batch_completion_window, t.batch_retry, t.batch_max_requests)
+            budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens,
+                            t.usd_per_m_completion_tokens, t.batch_price_factor)
+            return CachedTeacher(teacher, cache, budget, journal)
     elif t.backend == "llamacpp":
         server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx, n_parallel=t.max_concurrency)
         teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
@@ -226,7 +233,8 @@ def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, sample
     ev = cfg.eval
     b = teacher.budget  # the same prices, so the judge's dollars are counted too
     judge = CachedTeacher(teacher.teacher, teacher.cache, Budget(max_calls=ev.judge_max_calls, usd_per_m_prompt=b.usd_per_m_prompt,
-                                                                 usd_per_m_completion=b.usd_per_m_completion), teacher.journal, "judge")
+                                                                 usd_per_m_completion=b.usd_per_m_completion,
+                                                                 batch_price_factor=b.batch_price_factor), teacher.journal, "judge")
     judge.ledger = ledger  # the run's judge ledger: the cap holds across rounds and resumes
     replies = judge.generate([TeacherRequest((("user", judge_prompt(s)),), ev.judge_max_tokens, 0.0, 1.0, 0) for s in samples],
                              desc=f"round {r} judge")

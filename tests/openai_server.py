@@ -6,7 +6,7 @@ new ... task") gets a question about a word of the passage; an answer request ge
 sentence. `faults` is a queue of injected failures served before normal replies: 500, 429 (with
 Retry-After), 401, timeout (stalls slow_s), drop (closes the connection), garbage, empty, length.
 
-It also speaks the Files and Batch APIs (upload, batch create / retrieve / cancel, file content), state in memory:
+It also speaks the Files and Batch APIs (upload, batch create / retrieve / list / cancel, file content), in memory:
 a batch finishes at the first poll batch_delay_s after creation, its lines answered as the chat endpoint would;
 batch_fail_items, batch_expire_items and batch_status_fault inject failed lines, expired lines, a failed batch.
 """
@@ -94,8 +94,8 @@ class FakeOpenAI:
         self.batch_started: dict[str, float] = {}
         self.batch_lines_done = 0  # numbers the batch_req_<k> output lines
         self.batch_delay_s = 0.3  # a batch finishes at the first poll this long after its creation
-        self.batch_fail_items = 0  # the first that many lines of each batch get a 500, in the error file
-        self.batch_expire_items = 0  # the last that many lines are never run: the batch ends "expired"
+        self.batch_fail_items = 0  # that many first lines get a 500, in the error file (spent as they fail)
+        self.batch_expire_items = 0  # the next batch leaves that many last lines unrun and ends "expired" (spent)
         self.batch_status_fault = ""  # "failed": the batch fails as a whole, no output
         owner = self
 
@@ -116,6 +116,8 @@ class FakeOpenAI:
                     self._send(*owner.file_info(m[1]))
                 elif m := re.search(r"/batches/([^/]+)$", path):
                     self._send(*owner.poll_batch(m[1]))
+                elif path.endswith("/batches"):
+                    self._send(*owner.list_batches())
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -303,6 +305,10 @@ class FakeOpenAI:
                          errors={"object": "list", "data": [{"code": "invalid_request", "message": message, "line": bad, "param": None}]})
             return
         run = len(rows) - min(self.batch_expire_items, len(rows))
+        fail = min(self.batch_fail_items, run)
+        # The knobs are spent by the lines they hit, so a batch of the lines sent again can succeed.
+        self.batch_expire_items -= len(rows) - run
+        self.batch_fail_items -= fail
         output, errors = [], []
         for i, row in enumerate(rows):
             self.batch_lines_done += 1
@@ -311,7 +317,7 @@ class FakeOpenAI:
                 line["error"] = {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}
                 errors.append(line)
                 continue
-            ok = i >= self.batch_fail_items
+            ok = i >= fail
             body = row["body"]
             reply = self.completion(body, self.reply_text(body), "stop") if ok else {"error": {"message": "server error"}}
             line["response"] = {"status_code": 200 if ok else 500, "request_id": f"req_{self.batch_lines_done}", "body": reply}
@@ -325,6 +331,14 @@ class FakeOpenAI:
             batch["error_file_id"] = self._add_file(jsonl(errors), f"{batch['id']}_error.jsonl", "batch_output")["id"]
         batch["request_counts"] = {"total": len(rows), "completed": len(output), "failed": len(errors)}
         batch.update({"status": "expired", "expired_at": now} if run < len(rows) else {"status": "completed", "completed_at": now})
+
+    def list_batches(self) -> tuple[int, dict]:
+        """Every batch, newest first, on one page."""
+        with self.lock:
+            data = [dict(b) for b in reversed(self.batches.values())]
+            self._log({"e": "batch_list", "n": len(data)})
+            return 200, {"object": "list", "data": data, "has_more": False,
+                         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
     def cancel_batch(self, batch_id: str) -> tuple[int, dict]:
         """A running batch is cancelled at once, none of its lines run; a finished one is left as it is."""

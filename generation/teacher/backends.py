@@ -103,6 +103,24 @@ class TeacherOptions:
         return {**body, **self.extra_body}
 
 
+def completion_reply(data: bytes | dict, r: TeacherRequest, options: TeacherOptions) -> TeacherReply:
+    """The reply in a chat-completions response body (JSON bytes or parsed); malformed_reply when it holds none."""
+    try:
+        body = json.loads(data) if isinstance(data, (bytes, str)) else data
+        choice = body["choices"][0]
+        text, finish = choice["message"]["content"] or "", choice.get("finish_reason") or "stop"
+        usage = body.get("usage") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return TeacherReply("", "error", error="malformed_reply")
+    if not isinstance(text, str):
+        return TeacherReply("", "error", error="malformed_reply")
+    if options.sampling_params == "omit" and r.stop:  # stop was not sent: applied here, as the endpoint would
+        text, cut = cut_at_stop(text, r.stop)
+        finish = "stop" if cut else finish
+    return TeacherReply(text=text, finish_reason=finish, prompt_tokens=usage.get("prompt_tokens") or 0,
+                        completion_tokens=usage.get("completion_tokens") or 0)
+
+
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """text before the first of the stop strings, as OpenAI's `stop` leaves it, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
@@ -119,6 +137,7 @@ class TeacherReply:
     cached: bool = False
     attempts: int = 1
     attempt_errors: tuple[str, ...] = ()  # why each earlier attempt failed (the retries, by reason); not cached
+    batch: bool = False  # answered by a Batch API job (priced at the batch price); not cached
 
 
 OnReply = Callable[[int, TeacherReply], None]
@@ -446,20 +465,7 @@ class OpenAITeacher:
         if status >= 300:
             retryable = status in (408, 409, 429) or status >= 500
             return TeacherReply("", "error", error=f"http_{status}"), (retry_after(headers) if retryable else None)
-        try:
-            reply = json.loads(data)
-            choice = reply["choices"][0]
-            text, finish = choice["message"]["content"] or "", choice.get("finish_reason") or "stop"
-            usage = reply.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return TeacherReply("", "error", error="malformed_reply"), None
-        if not isinstance(text, str):
-            return TeacherReply("", "error", error="malformed_reply"), None
-        if self.options.sampling_params == "omit" and r.stop:  # stop was not sent: applied here, as the endpoint would
-            text, cut = cut_at_stop(text, r.stop)
-            finish = "stop" if cut else finish
-        return TeacherReply(text=text, finish_reason=finish, prompt_tokens=usage.get("prompt_tokens") or 0,
-                            completion_tokens=usage.get("completion_tokens") or 0), None
+        return completion_reply(data, r, self.options), None
 
     def close(self) -> None:
         if self._on_close:

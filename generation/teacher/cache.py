@@ -61,7 +61,7 @@ class TeacherCache:
 
     def put(self, key: str, model: str, reply: TeacherReply, cost_usd: float = 0.0) -> None:
         """Store a reply (successful ones only: failures are retried) with its tokens and cost, and drop our claim on it."""
-        data = json.dumps({k: v for k, v in asdict(reply).items() if k not in ("cached", "attempts", "attempt_errors")})
+        data = json.dumps({k: v for k, v in asdict(reply).items() if k not in ("cached", "attempts", "attempt_errors", "batch")})
         with self._lock:
             if not reply.error:
                 self._db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?)", (key, model, data, time.time(), cost_usd))
@@ -132,6 +132,30 @@ class TeacherCache:
                 except sqlite3.Error as e:  # a busy or failing file this time: try again next tick, never stop renewing
                     log.warning("could not renew this process's claims in %s (%s); retrying", self.path, e)
 
+    def batch_jobs(self, keys: list[str], endpoint: str) -> dict[str, tuple[str, str]]:
+        """{key: (file id, batch id or '')} of the keys already in a batch job at this endpoint."""
+        found = {}
+        with self._lock:
+            for part, marks in _chunks(keys):
+                found.update({k: (f, b or "") for k, f, b in self._db.execute(
+                    f"SELECT key, file_id, batch_id FROM batch_jobs WHERE endpoint = ? AND key IN ({marks})", [endpoint, *part])})
+        return found
+
+    def record_batch_file(self, keys: list[str], file_id: str, endpoint: str) -> None:
+        """Before the batch is created: the keys are in this uploaded file (a kill now finds the batch by its file)."""
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, '', ?, ?)",
+                                 [(k, file_id, endpoint, time.time()) for k in keys])
+
+    def record_batch_id(self, file_id: str, batch_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE batch_jobs SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
+
+    def forget_batch(self, file_id: str) -> None:
+        """The job is over and its replies are stored (or it never ran): its keys may be sent again."""
+        with self._lock:
+            self._db.execute("DELETE FROM batch_jobs WHERE file_id = ?", (file_id,))
+
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
@@ -182,6 +206,9 @@ def _open_schema(db: sqlite3.Connection, wait_s: float = 60.0) -> None:
         if "cost_usd" not in {row[1] for row in db.execute("PRAGMA table_info(replies)")}:  # a cache from before rows carried their cost
             db.execute("ALTER TABLE replies ADD COLUMN cost_usd REAL")
         db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, host TEXT, pid INTEGER, expires REAL)")
+        # Batch API jobs under way (generation/teacher/batch.py): each request key with its uploaded file and, once
+        # created, its batch, so a killed run polls the same batch instead of paying for a second one.
+        db.execute("CREATE TABLE IF NOT EXISTS batch_jobs (key TEXT PRIMARY KEY, file_id TEXT, batch_id TEXT, endpoint TEXT, created REAL)")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -327,9 +354,11 @@ class Budget:
     max_cost_usd: float = 0.0
     usd_per_m_prompt: float = 0.0
     usd_per_m_completion: float = 0.0
+    batch_price_factor: float = 1.0  # a Batch API reply costs this share of the online price
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.usd_per_m_prompt + completion_tokens * self.usd_per_m_completion) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        usd = (prompt_tokens * self.usd_per_m_prompt + completion_tokens * self.usd_per_m_completion) / 1e6
+        return usd * self.batch_price_factor if batch else usd
 
 
 def worst_case_tokens(r: TeacherRequest, system_prompt: str = "") -> tuple[int, int]:
@@ -425,9 +454,10 @@ class CachedTeacher:
     def _send(self, requests: list[TeacherRequest], keys: list[str], desc: str) -> list[TeacherReply]:
         """Send, counting each call when it goes out and each reply the moment it arrives: journal first (durable),
         then the cache (with its tokens and cost), then the in-memory ledger."""
-        led = self.ledger
+        led, went_out = self.ledger, set()
 
         def on_send(i: int, attempt: int) -> None:
+            went_out.add(i)
             if self.journal is not None:
                 p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
                 self.journal.sent(self.tag, keys[i], attempt, p + c, self.budget.cost(p, c))
@@ -435,12 +465,17 @@ class CachedTeacher:
             led.retries += attempt > 1
 
         def on_reply(i: int, reply: TeacherReply) -> None:
-            usd = self.budget.cost(reply.prompt_tokens, reply.completion_tokens)
+            usd = self.budget.cost(reply.prompt_tokens, reply.completion_tokens, reply.batch)
             if self.journal is not None:
                 self.journal.replied(self.tag, keys[i], reply, usd)
             if self.cache is not None:
                 self.cache.put(keys[i], self.model, reply, usd)
             led.add_reply(reply.prompt_tokens, reply.completion_tokens, usd, reply.error, reply.attempt_errors)
+            if i not in went_out and led.unconfirmed:  # a batch job an earlier process paid for: its call is confirmed now
+                p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
+                led.unconfirmed -= 1
+                led.unconfirmed_tokens = max(0, led.unconfirmed_tokens - p - c)
+                led.unconfirmed_usd = max(0.0, led.unconfirmed_usd - self.budget.cost(p, c))
 
         return self.teacher.generate(requests, desc=desc, on_reply=on_reply, on_send=on_send)
 

@@ -4,6 +4,10 @@
     python bench/teacher_throughput.py --case 0.5x64 --requests 256
     python bench/teacher_throughput.py --llamacpp qwen2.5-coder-0.5b-instruct   # + the real llama.cpp server
 
+Then a two-stage DAIG round (instructions, then answers) against the same kind of server answering as
+tests/openai_server.py does, stage by stage against overlapped (daig.overlap_stages), with the teacher-bound
+minimum: ceil(requests / concurrency) x latency.
+
 The server runs in a separate process and answers every request after exactly `latency` seconds: it
 measures our client, not a model. Baselines in the same run: a sequential client (the same code with
 max_concurrency=1, timed on a subsample and compared by rate) and the bare openai AsyncOpenAI client
@@ -28,19 +32,27 @@ REPLY = {"id": "b", "object": "chat.completion", "created": 0, "model": "bench",
          "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
 
 
-async def serve(port: int, latency: float) -> None:
-    """A minimal HTTP/1.1 keep-alive server: every POST is answered after `latency` seconds."""
-    body = json.dumps(REPLY).encode()
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+async def serve(port: int, latency: float, daig: bool = False) -> None:
+    """A minimal HTTP/1.1 keep-alive server: every POST is answered after `latency` seconds, with a fixed reply, or
+    (daig) with the reply the tests' loopback server derives from the prompt, which DAIG's parsers and filters read."""
+    fixed = json.dumps(REPLY).encode()
+    if daig:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from openai_server import FakeOpenAI
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 header = await reader.readuntil(b"\r\n\r\n")
                 length = next((int(line.split(b":")[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
-                await reader.readexactly(length)
+                request = await reader.readexactly(length)
                 await asyncio.sleep(latency)
-                writer.write(head + body)
+                if daig:
+                    body = json.loads(request)
+                    reply = json.dumps(FakeOpenAI.completion(body, FakeOpenAI.reply_text(body), "stop")).encode()
+                else:
+                    reply = fixed
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(reply) + reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -56,9 +68,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency: float, daig: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(latency)])
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(latency)] + ["--daig-replies"] * daig)
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -115,6 +127,45 @@ def bench(latency: float, n: int, concurrency: int, sequential_n: int) -> None:
         proc.kill()
 
 
+def two_stage(latency: float, n: int, concurrency: int) -> None:
+    """A DAIG round of n instructions and their answers, stage by stage vs overlapped, on one server; rows compared."""
+    import math
+    import random as rnd
+
+    from generation.config import DaigConfig, GenerationConfig, NoveltyConfig
+    from generation.data.corpus import Chunk
+    from generation.data.pool import build_pool, load_pool
+    from generation.methods.daig import plan_requests, run_daig_round
+    from generation.teacher.backends import OpenAITeacher
+    from generation.teacher.cache import Budget, CachedTeacher
+
+    chunks = [Chunk(f"manual.md#{i}", "manual.md", f"Zone {i} of the Ferncast controller waters for {i + 5} minutes. "
+                    f"Its valve {i} closes when the rain sensor trips, and the pump relay waits {i + 2} seconds.") for i in range(12)]
+    cfg = GenerationConfig(domain_path="x", daig=DaigConfig(examples_per_round=n), novelty=NoveltyConfig(filter="none"))
+    pool = build_pool(load_pool("builtin", "general"), [], [])
+    plan = plan_requests({t: 1 / len(pool) for t in pool}, pool, chunks, cfg, rnd.Random(0))
+    proc, url = start_server(latency, daig=True)
+    try:
+        walls, rows = {}, {}
+        for overlap in (False, True):
+            cfg.daig.overlap_stages = overlap
+            teacher = CachedTeacher(OpenAITeacher("bench", url, "", concurrency, timeout_s=60, max_retries=0), None, Budget())
+            start = time.perf_counter()
+            kept, rejected, _ = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
+            walls[overlap], rows[overlap] = time.perf_counter() - start, (kept, rejected)
+            calls = teacher.ledger.calls
+        assert rows[True] == rows[False], "overlapped rows differ"
+        ideal = max(math.ceil(calls / concurrency), 2) * latency
+        print(f"\ntwo-stage DAIG round, latency {latency * 1000:.0f} ms, concurrency {concurrency}: {n} instructions + "
+              f"{calls - n} answers ({len(rows[True][0])} rows kept, identical both ways)")
+        print(f"  teacher-bound minimum: {ideal:6.2f} s  (ceil({calls} / {concurrency}) x latency)")
+        print(f"  stage by stage:        {walls[False]:6.2f} s  {ideal / walls[False]:6.1%} of the minimum")
+        print(f"  overlapped:            {walls[True]:6.2f} s  {ideal / walls[True]:6.1%} of the minimum")
+        print(f"  ratio stage-by-stage / overlapped: {walls[False] / walls[True]:.2f}x")
+    finally:
+        proc.kill()
+
+
 def llamacpp(model: str, n: int, concurrency: int, threads: int) -> None:
     """Real llama.cpp server with a packaged GGUF: completion tokens/s, sequential vs concurrent."""
     from generation.teacher.llamacpp import LlamaCppServer
@@ -158,16 +209,21 @@ def main() -> None:
     p.add_argument("--sequential", type=int, default=16, help="requests for the sequential baseline (compared by rate)")
     p.add_argument("--llamacpp", metavar="MODEL", help="also bench the real llama.cpp server with this packaged model (xllamacpp)")
     p.add_argument("--llamacpp-requests", type=int, default=16)
+    p.add_argument("--two-stage", default="0.5x16x24", help="LATENCYxCONCURRENCYxINSTRUCTIONS of the two-stage round ('' to skip)")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--daig-replies", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.latency))
+        asyncio.run(serve(args.serve, args.latency, args.daig_replies))
         return
     os.environ.setdefault("TQDM_DISABLE", "1")  # per-request bar updates would add to the client CPU we measure
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; the server shares them")
     for case in args.case:
         latency, concurrency = float(case.split("x")[0]), int(case.split("x")[1])
         bench(latency, args.requests or 16 * concurrency, concurrency, args.sequential)
+    if args.two_stage:
+        latency, concurrency, n = args.two_stage.split("x")
+        two_stage(float(latency), int(n), int(concurrency))
     if args.llamacpp:
         llamacpp(args.llamacpp, args.llamacpp_requests, 4, 2)
 

@@ -8,8 +8,10 @@ text and reason. Every kept row records its provenance.
 from __future__ import annotations
 
 import json
+import queue
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -249,8 +251,11 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     """Teacher passes over the plan (instructions, optional judge, answers, optional judge); returns kept rows,
     rejected rows, stats.
 
-    Instructions that pass the per-request checks then go through the novelty filter as one batch (strict or
-    SeDi-style, per cfg.novelty) against `novelty`'s pool; only survivors are judged and sent for an answer.
+    Instructions that pass the per-request checks then go through the novelty filter (strict or SeDi-style, per
+    cfg.novelty) against `novelty`'s pool; only survivors are judged and sent for an answer. With
+    daig.overlap_stages and a concurrent teacher, a row's answer goes out as soon as it and every row before it have
+    passed (strict novelty decides in plan order, so the decisions and answer seeds are those of the stage-by-stage
+    round); sedi and the instruction judge decide over the whole batch, so those rounds go stage by stage.
     closed_book: the student will not see the chunk (training.include_context false), so an instruction that
     points at "the passage" needs the passage as its input. tasks: the pool's task names (for task_mismatch).
     """
@@ -260,15 +265,16 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, dc.examples_shown, dc.templates, dc.json_replies), dc.instruction_max_tokens,
                                    dc.temperature, dc.top_p, base + i, json_object=dc.json_replies)
                     for i, (task, ex, chunk) in enumerate(plan)]
-    ins_replies = teacher.generate(ins_requests, desc=f"round {round_idx} instructions")
+    rejected_ins, rejected_nov, rejected_judge, rejected = [], [], [], []  # by stage, so either path lists them alike
 
-    rejected, pending = [], []
-    for i, ((task, examples, chunk), req, reply) in enumerate(zip(plan, ins_requests, ins_replies)):
+    def checked(i: int, reply) -> tuple | None:
+        """Row i's instruction reply parsed and checked: its pending item, or None (a rejected row is recorded)."""
+        (task, examples, chunk), req = plan[i], ins_requests[i]
         row = new_row(f"r{round_idx}-{i:05d}", round_idx, "daig", task, teacher.model, {"instruction": teacher.key(req)},
                       {"example_ids": [e.id for e in examples], "chunk_id": chunk.id, "heading": chunk.heading})
         if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
-            rejected.append(rejected_row(row, "instruction", teacher_failure(reply) or "instruction_truncated", reply.text))
-            continue
+            rejected_ins.append(rejected_row(row, "instruction", teacher_failure(reply) or "instruction_truncated", reply.text))
+            return None
         parsed = parse_task_json(reply.text) if dc.json_replies else None
         instruction, input_text = parsed or parse_task(reply.text)
         if dc.json_replies:  # which parser read it (a JSON-mode teacher may still answer in prose)
@@ -276,38 +282,50 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         reason, row["task"], input_text, decision = check_instruction(instruction, input_text, task, examples, chunk, cfg, closed_book, tasks)
         row["filters"] = [decision]
         if reason:
-            rejected.append(rejected_row(row, "instruction", reason, reply.text, instruction=instruction, input=input_text))
-        else:
-            row["provenance"]["requested_task"] = task
-            pending.append((row, instruction, input_text, chunk, reply.text))
+            rejected_ins.append(rejected_row(row, "instruction", reason, reply.text, instruction=instruction, input=input_text))
+            return None
+        row["provenance"]["requested_task"] = task
+        return (row, instruction, input_text, chunk, reply.text)
 
-    if novelty is not None:  # one batch, so SeDi can pick the most diverse subset
-        decisions = filter_batch([ins for _, ins, _, _, _ in pending], novelty, cfg.novelty, embedder)
+    def novel(items: list[tuple]) -> list[tuple]:
+        """The novelty filter over items (one batch, so SeDi can pick the most diverse subset); the survivors."""
+        if novelty is None:
+            return items
         survivors = []
-        for item, d in zip(pending, decisions):
+        for item, d in zip(items, filter_batch([ins for _, ins, _, _, _ in items], novelty, cfg.novelty, embedder)):
             item[0]["filters"].append(d)
             if d["kept"]:
                 survivors.append(item)
             else:
-                rejected.append(rejected_row(item[0], "novelty", d["reason"], item[4], instruction=item[1], input=item[2]))
-        pending = survivors
+                rejected_nov.append(rejected_row(item[0], "novelty", d["reason"], item[4], instruction=item[1], input=item[2]))
+        return survivors
 
-    if gr.judge in ("instruction", "both"):
-        verdicts = judge(teacher, [judge_instruction_prompt(c.text, ins, inp, dc.templates) for _, ins, inp, c, _ in pending],
-                         cfg, base + 700001, "instruction_judge", "judge_ungrounded")
-        survivors = []
-        for item, (reason, d, raw) in zip(pending, verdicts):
-            item[0]["filters"].append(d)
-            if reason:
-                rejected.append(rejected_row(item[0], "instruction_judge", reason, raw, instruction=item[1], input=item[2]))
-            else:
-                survivors.append(item)
-        pending = survivors
+    def answer_request(n: int, item: tuple) -> TeacherRequest:  # n: the item's place among the round's answers (its seed)
+        _, ins, inp, chunk, _ = item
+        return TeacherRequest(answer_messages(ins, chunk, inp, dc.templates), dc.answer_max_tokens, dc.answer_temperature, dc.top_p,
+                              base + 500009 + n)
 
-    ans_requests = [TeacherRequest(answer_messages(ins, chunk, inp, dc.templates), dc.answer_max_tokens, dc.answer_temperature, dc.top_p,
-                                   base + 500009 + n)
-                    for n, (_, ins, inp, chunk, _) in enumerate(pending)]
-    ans_replies = teacher.generate(ans_requests, desc=f"round {round_idx} answers") if ans_requests else []
+    ins_desc, ans_desc = f"round {round_idx} instructions", f"round {round_idx} answers"
+    if dc.overlap_stages and getattr(teacher, "concurrent", False) and cfg.novelty.filter != "sedi" and gr.judge not in ("instruction", "both"):
+        pending, ans_requests, ans_replies = overlapped(teacher, ins_requests, ins_desc, lambda i, r: novel([it]) if (it := checked(i, r)) else [],
+                                                        answer_request, ans_desc)
+    else:
+        ins_replies = teacher.generate(ins_requests, desc=ins_desc)
+        pending = novel([item for i, reply in enumerate(ins_replies) if (item := checked(i, reply))])
+        if gr.judge in ("instruction", "both"):
+            verdicts = judge(teacher, [judge_instruction_prompt(c.text, ins, inp, dc.templates) for _, ins, inp, c, _ in pending],
+                             cfg, base + 700001, "instruction_judge", "judge_ungrounded")
+            survivors = []
+            for item, (reason, d, raw) in zip(pending, verdicts):
+                item[0]["filters"].append(d)
+                if reason:
+                    rejected_judge.append(rejected_row(item[0], "instruction_judge", reason, raw, instruction=item[1], input=item[2]))
+                else:
+                    survivors.append(item)
+            pending = survivors
+        ans_requests = [answer_request(n, item) for n, item in enumerate(pending)]
+        ans_replies = teacher.generate(ans_requests, desc=ans_desc) if ans_requests else []
+    rejected = rejected_ins + rejected_nov + rejected_judge
 
     answered = []
     for (row, instruction, input_text, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
@@ -335,6 +353,39 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     for r in rejected:
         stats.reject(r["reason"])
     return kept, rejected, stats
+
+
+def overlapped(teacher: Teacher, first: list[TeacherRequest], desc: str, admit: Callable[[int, object], list],
+               follow: Callable[[int, object], TeacherRequest], follow_desc: str, chunk: int = 8) -> tuple[list, list, list]:
+    """Two dependent teacher stages at once: `first` goes out whole; as its replies arrive they are handed to
+    admit(i, reply) in request order (so an order-dependent filter decides as it would over the whole stage), and
+    each item it returns gets follow(n, item), its n-th second-stage request, sent in small batches while the first
+    stage is still out. The teacher shares one concurrency limit between the calls, so the second stage fills the
+    first's tail. Returns (items, second-stage requests, their replies), in order."""
+    arrived: queue.Queue = queue.Queue()
+    items, requests, calls = [], [], []
+    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="teacher-stage") as pool:
+        stage = pool.submit(teacher.generate, first, desc, on_reply=lambda i, reply: arrived.put((i, reply)))
+        got, next_i, sent = {}, 0, 0
+        while next_i < len(first):
+            try:
+                i, reply = arrived.get(timeout=0.05)
+                got[i] = reply
+            except queue.Empty:
+                if stage.done() and stage.exception() is not None:
+                    break  # raised below, once the second-stage calls in flight have ended
+            while next_i in got:
+                for item in admit(next_i, got.pop(next_i)):
+                    requests.append(follow(len(items), item))
+                    items.append(item)
+                next_i += 1
+            ready = len(requests) - sent
+            if ready and (ready >= chunk or next_i == len(first) or arrived.empty()):
+                calls.append(pool.submit(teacher.generate, requests[sent:], follow_desc))
+                sent = len(requests)
+        stage.result()
+        replies = [reply for call in calls for reply in call.result()]
+    return items, requests, replies
 
 
 # ---- the method contract (loop/methods.py) -------------------------------------------------------------------------

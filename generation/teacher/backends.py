@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
@@ -352,6 +353,11 @@ class OpenAITeacher:
         self.rpm, self.tpm = rpm, tpm
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.outage_failures, self.outage_wait_s = outage_failures, outage_wait_s
+        self._lock = threading.Lock()
+        self._active = 0  # generate() calls under way, from any thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._shared = None  # (session, semaphore, rate limiter) on the loop
 
     def key(self, request: TeacherRequest) -> str:
         return request.key(self.model, self.options)
@@ -373,9 +379,38 @@ class OpenAITeacher:
         for problem in down:
             log.warning("%s; it is taken out while it fails", problem)
 
+    concurrent = True  # generate() may be called from several threads at once; they share one concurrency limit
+
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None,
                  on_send: OnSend | None = None) -> list[TeacherReply]:
-        return asyncio.run(self._generate_all(requests, desc, on_reply, on_send))
+        """Runs on the teacher's own event loop thread, so calls from several threads at once (a round's overlapped
+        stages) share its session, its max_concurrency and its rate limits; on_send and on_reply run on that thread."""
+        with self._lock:
+            if not self._active:  # the loop lives while some call is active: nothing is left open between calls
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=f"teacher-{self.model}")
+                self._thread.start()
+            self._active += 1
+            loop = self._loop
+        future = asyncio.run_coroutine_threadsafe(self._generate_all(requests, desc, on_reply, on_send), loop)
+        try:
+            return future.result()
+        except BaseException:  # e.g. KeyboardInterrupt in the caller: stop this call's requests too
+            future.cancel()
+            raise
+        finally:
+            with self._lock:
+                self._active -= 1
+                if not self._active:
+                    asyncio.run_coroutine_threadsafe(self._close_shared(), loop).result()
+                    loop.call_soon_threadsafe(loop.stop)
+                    self._thread.join()
+                    loop.close()
+
+    async def _close_shared(self) -> None:
+        if self._shared is not None:
+            await self._shared[0].close()
+            self._shared = None
 
     def _session(self):
         import aiohttp
@@ -389,31 +424,31 @@ class OpenAITeacher:
 
     async def _generate_all(self, requests: list[TeacherRequest], desc: str, on_reply: OnReply | None,
                             on_send: OnSend | None) -> list[TeacherReply]:
-        sem = asyncio.Semaphore(self.max_concurrency)
-        limiter = RateLimiter(self.rpm, self.tpm)
+        if self._shared is None:  # made on the loop: (session, semaphore, rate limiter), for every call
+            self._shared = (self._session(), asyncio.Semaphore(self.max_concurrency), RateLimiter(self.rpm, self.tpm))
+        session, sem, limiter = self._shared
         replicas = Replicas(self.base_urls, self.outage_failures, self.outage_wait_s, self.backoff_s, self.max_backoff_s)
-        async with self._session() as session:
-            with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
-                async def one(i: int, r: TeacherRequest) -> TeacherReply:
-                    settled: list[TeacherReply] = []  # its last attempt's failed reply while no attempt is out
-                    try:
-                        async with sem:
-                            reply = await self._with_retries(session, r, limiter, replicas, lambda a: on_send and on_send(i, a), settled)
-                    except (asyncio.CancelledError, TeacherUnavailable):
-                        if on_reply and settled:  # stopped between attempts: known unpaid, so the caller's ledger closes it
-                            on_reply(i, settled[0])
-                        raise
-                    if on_reply:
-                        on_reply(i, reply)
-                    bar.update(1)
-                    return reply
-                tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+        with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
+            async def one(i: int, r: TeacherRequest) -> TeacherReply:
+                settled: list[TeacherReply] = []  # its last attempt's failed reply while no attempt is out
                 try:
-                    replies = list(await asyncio.gather(*tasks))
-                finally:  # when the breaker gives up: stop the rest and collect their outcome, so nothing is left unretrieved
-                    for t in tasks:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    async with sem:
+                        reply = await self._with_retries(session, r, limiter, replicas, lambda a: on_send and on_send(i, a), settled)
+                except (asyncio.CancelledError, TeacherUnavailable):
+                    if on_reply and settled:  # stopped between attempts: known unpaid, so the caller's ledger closes it
+                        on_reply(i, settled[0])
+                    raise
+                if on_reply:
+                    on_reply(i, reply)
+                bar.update(1)
+                return reply
+            tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+            try:
+                replies = list(await asyncio.gather(*tasks))
+            finally:  # when the breaker gives up: stop the rest and collect their outcome, so nothing is left unretrieved
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         replicas.raise_if_unanswered(len(requests), self.max_retries + 1)
         return replies
 

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from generation.teacher.backends import Teacher, TeacherReply, TeacherRequest
+from generation.teacher.backends import OnReply, Teacher, TeacherReply, TeacherRequest
 
 BUDGET_EXHAUSTED = "budget_exhausted"
 log = logging.getLogger(__name__)
@@ -370,28 +370,53 @@ def worst_case_tokens(r: TeacherRequest, system_prompt: str = "") -> tuple[int, 
 
 class CachedTeacher:
     """journal/tag: where this ledger's paid calls are recorded durably (the run's journal; tag names the ledger:
-    generation, judge or eval_sets). poll_s: how often to look for a reply another process is fetching."""
+    generation, judge or eval_sets). poll_s: how often to look for a reply another process is fetching.
+
+    generate() may run in several threads at once when the inner teacher is `concurrent` (a round's overlapped
+    stages): the ledger is kept under a lock, and requests admitted by one call but not yet paid are reserved at their
+    worst case, so two calls together never cross a cap either."""
 
     def __init__(self, teacher: Teacher, cache: TeacherCache | None, budget: Budget, journal: Journal | None = None,
                  tag: str = "generation", poll_s: float = 0.2):
         self.teacher, self.cache, self.budget = teacher, cache, budget
         self.journal, self.tag, self.poll_s = journal, tag, poll_s
         self.model, self.options = teacher.model, teacher.options
+        self.concurrent = getattr(teacher, "concurrent", False)
         self.ledger = Ledger()
         self.exhausted = ""  # which cap stopped generation, once one did
+        self._lock = threading.RLock()
+        self._reserved = [0, 0, 0.0]  # admitted, not yet counted in the ledger: calls, worst-case tokens, worst-case usd
 
     def key(self, request: TeacherRequest) -> str:
         return self.teacher.key(request)
 
-    def generate(self, requests: list[TeacherRequest], desc: str = "teacher") -> list[TeacherReply]:
+    def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
+        """Replies in request order. on_reply(i, reply), when given, hears each request's final reply as soon as it
+        is known (cache hits first), from whichever thread learns it."""
         keys = [self.key(r) for r in requests]
         hits = self.cache.get_many(keys) if self.cache is not None else {}
-        self.ledger.requests += len(requests)
+        with self._lock:
+            self.ledger.requests += len(requests)
         first: dict[str, int] = {}  # identical requests in one call are sent once
         for i, k in enumerate(keys):
             if k not in hits:
                 first.setdefault(k, i)
-        pending, waiting, sent, said = list(first.values()), [], set(), time.monotonic()
+        by_key: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            by_key.setdefault(k, []).append(i)
+        out: list[TeacherReply | None] = [None] * len(requests)
+        sent: set[str] = set()
+
+        def settle(k: str, reply: TeacherReply, paid_now: bool) -> None:
+            for i in by_key[k]:
+                out[i] = TeacherReply(**{**asdict(reply), "cached": not (paid_now and first.get(k) == i)})
+                if on_reply:
+                    on_reply(i, out[i])
+
+        for k in by_key:
+            if k in hits:
+                settle(k, hits[k], False)
+        pending, waiting, said = list(first.values()), [], time.monotonic()
         try:
             while pending or waiting:
                 if not pending:  # another process is fetching these: wait for its replies, or for its claims to lapse
@@ -399,61 +424,85 @@ class CachedTeacher:
                     if time.monotonic() - said > 60:  # the holder lives and renews its claims; say so now and then
                         log.info("%s: still waiting for %d requests another process sharing the cache is sending", desc, len(waiting))
                         said = time.monotonic()
-                    hits.update(self.cache.get_many([keys[i] for i in waiting]))
+                    found = self.cache.get_many([keys[i] for i in waiting])
+                    for k, reply in found.items():
+                        hits[k] = reply
+                        settle(k, reply, False)
                     waiting = [i for i in waiting if keys[i] not in hits]
                     freed = {i for i in waiting if self.cache.claimable(keys[i])}
                     pending, waiting = [i for i in waiting if i in freed], [i for i in waiting if i not in freed]
                     continue
-                admitted = self._admit(pending, requests)
+                admitted, held = self._admit(pending, requests)
                 pending = pending[len(admitted):] if admitted else []  # nothing fits a cap: the rest is never sent
-                mine, theirs, answered = self.cache.claim([keys[i] for i in admitted]) if self.cache is not None else ([keys[i] for i in admitted], [], {})
-                hits.update(answered)
-                if theirs and not waiting:
-                    log.info("%s: %d requests are being sent by another process sharing the cache; waiting for its replies", desc, len(theirs))
-                theirs, mine = set(theirs), set(mine)
-                waiting += [i for i in admitted if keys[i] in theirs]
-                send = [i for i in admitted if keys[i] in mine]
-                for i, reply in zip(send, self._send([requests[i] for i in send], [keys[i] for i in send], desc)):
-                    hits[keys[i]] = reply
-                    sent.add(keys[i])
+                try:
+                    mine, theirs, answered = self.cache.claim([keys[i] for i in admitted]) if self.cache is not None else ([keys[i] for i in admitted], [], {})
+                    for k, reply in answered.items():
+                        hits[k] = reply
+                        settle(k, reply, False)
+                    if theirs and not waiting:
+                        log.info("%s: %d requests are being sent by another process sharing the cache; waiting for its replies", desc, len(theirs))
+                    theirs, mine = set(theirs), set(mine)
+                    waiting += [i for i in admitted if keys[i] in theirs]
+                    send = [i for i in admitted if keys[i] in mine]
+
+                    def got(j: int, reply: TeacherReply, send=send) -> None:  # j: the position in `send`
+                        hits[keys[send[j]]] = reply
+                        sent.add(keys[send[j]])
+                        settle(keys[send[j]], reply, True)
+                    self._send([requests[i] for i in send], [keys[i] for i in send], desc, [held[i] for i in send], got)
+                finally:
+                    self._release(held.values())  # what was admitted and never paid: unclaimed, theirs, unsent
         finally:
             if self.cache is not None:
                 self.cache.release(list(first))
-        replies = []
         for i, k in enumerate(keys):
-            if k in hits:
-                replies.append(TeacherReply(**{**asdict(hits[k]), "cached": first.get(k) != i or k not in sent}))
-            else:  # over budget: never sent
-                replies.append(TeacherReply("", "error", error=BUDGET_EXHAUSTED))
+            if out[i] is None:  # over budget: never sent
+                out[i] = TeacherReply("", "error", error=BUDGET_EXHAUSTED)
                 self._fail(BUDGET_EXHAUSTED)
-        self.ledger.cache_hits += sum(k in hits and k not in sent for k in keys)
-        return replies
+                if on_reply:
+                    on_reply(i, out[i])
+        with self._lock:
+            self.ledger.cache_hits += sum(k in hits and k not in sent for k in keys)
+        return out
 
-    def _admit(self, pending: list[int], requests: list[TeacherRequest]) -> list[int]:
-        """The longest prefix of pending whose worst case fits every cap; records which cap stopped it. Calls an
-        earlier (killed) process sent and never saw answered count at their worst case."""
+    def _admit(self, pending: list[int], requests: list[TeacherRequest]) -> tuple[list[int], dict[int, list]]:
+        """The longest prefix of pending whose worst case fits every cap, and its reservations {index: [call, tokens,
+        usd]}; records which cap stopped it. Calls an earlier (killed) process sent and never saw answered count at
+        their worst case, and so do calls other threads admitted and have not paid yet."""
         b, led = self.budget, self.ledger
-        admitted = []
-        tokens = led.prompt_tokens + led.completion_tokens + led.unconfirmed_tokens
-        cost, stop = led.cost_usd + led.unconfirmed_usd, ""
-        for n, i in enumerate(pending):
-            p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
-            if b.max_calls and led.calls + n >= b.max_calls:
-                stop = "max_teacher_calls"
-            elif b.max_tokens and tokens + p + c > b.max_tokens:
-                stop = "max_teacher_tokens"
-            elif b.max_cost_usd and cost + b.cost(p, c) > b.max_cost_usd:
-                stop = "max_cost_usd"
-            if stop:
-                self.exhausted = self.exhausted or stop
-                break
-            admitted.append(i)
-            tokens, cost = tokens + p + c, cost + b.cost(p, c)
-        return admitted
+        admitted, held = [], {}
+        with self._lock:
+            calls, tokens, cost = led.calls + self._reserved[0], led.prompt_tokens + led.completion_tokens + led.unconfirmed_tokens, led.cost_usd + led.unconfirmed_usd
+            tokens, cost, stop = tokens + self._reserved[1], cost + self._reserved[2], ""
+            for n, i in enumerate(pending):
+                p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
+                if b.max_calls and calls + n >= b.max_calls:
+                    stop = "max_teacher_calls"
+                elif b.max_tokens and tokens + p + c > b.max_tokens:
+                    stop = "max_teacher_tokens"
+                elif b.max_cost_usd and cost + b.cost(p, c) > b.max_cost_usd:
+                    stop = "max_cost_usd"
+                if stop:
+                    self.exhausted = self.exhausted or stop
+                    break
+                admitted.append(i)
+                held[i] = [1, p + c, b.cost(p, c)]
+                tokens, cost = tokens + p + c, cost + b.cost(p, c)
+            for r in held.values():
+                self._reserved = [x + y for x, y in zip(self._reserved, r)]
+        return admitted, held
 
-    def _send(self, requests: list[TeacherRequest], keys: list[str], desc: str) -> list[TeacherReply]:
+    def _release(self, reservations, part: slice = slice(None)) -> None:
+        """Give back (part of) each reservation: [call, tokens, usd] -> zeros, as the ledger takes it over."""
+        with self._lock:
+            for r in reservations:
+                for j in range(3)[part]:
+                    self._reserved[j] -= r[j]
+                    r[j] = 0
+
+    def _send(self, requests: list[TeacherRequest], keys: list[str], desc: str, held: list[list], got) -> None:
         """Send, counting each call when it goes out and each reply the moment it arrives: journal first (durable),
-        then the cache (with its tokens and cost), then the in-memory ledger."""
+        then the cache (with its tokens and cost), then the in-memory ledger, then got(i, reply)."""
         led, went_out = self.ledger, set()
 
         def on_send(i: int, attempt: int) -> None:
@@ -461,8 +510,10 @@ class CachedTeacher:
             if self.journal is not None:
                 p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
                 self.journal.sent(self.tag, keys[i], attempt, p + c, self.budget.cost(p, c))
-            led.calls += attempt == 1
-            led.retries += attempt > 1
+            with self._lock:
+                led.calls += attempt == 1
+                led.retries += attempt > 1
+                self._release([held[i]], slice(0, 1))  # the call is the ledger's now
 
         def on_reply(i: int, reply: TeacherReply) -> None:
             usd = self.budget.cost(reply.prompt_tokens, reply.completion_tokens, reply.batch)
@@ -470,17 +521,22 @@ class CachedTeacher:
                 self.journal.replied(self.tag, keys[i], reply, usd)
             if self.cache is not None:
                 self.cache.put(keys[i], self.model, reply, usd)
-            led.add_reply(reply.prompt_tokens, reply.completion_tokens, usd, reply.error, reply.attempt_errors)
-            if i not in went_out and led.unconfirmed:  # a batch job an earlier process paid for: its call is confirmed now
-                p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
-                led.unconfirmed -= 1
-                led.unconfirmed_tokens = max(0, led.unconfirmed_tokens - p - c)
-                led.unconfirmed_usd = max(0.0, led.unconfirmed_usd - self.budget.cost(p, c))
+            with self._lock:
+                led.add_reply(reply.prompt_tokens, reply.completion_tokens, usd, reply.error, reply.attempt_errors)
+                self._release([held[i]])
+                if i not in went_out and led.unconfirmed:  # a batch job an earlier process paid for: its call is confirmed now
+                    p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
+                    led.unconfirmed -= 1
+                    led.unconfirmed_tokens = max(0, led.unconfirmed_tokens - p - c)
+                    led.unconfirmed_usd = max(0.0, led.unconfirmed_usd - self.budget.cost(p, c))
+            got(i, reply)
 
-        return self.teacher.generate(requests, desc=desc, on_reply=on_reply, on_send=on_send)
+        if requests:
+            self.teacher.generate(requests, desc=desc, on_reply=on_reply, on_send=on_send)
 
     def _fail(self, reason: str) -> None:
-        self.ledger.failures[reason] = self.ledger.failures.get(reason, 0) + 1
+        with self._lock:
+            self.ledger.failures[reason] = self.ledger.failures.get(reason, 0) + 1
 
     def close(self) -> None:
         self.teacher.close()

@@ -442,9 +442,17 @@ class OpenAITeacher:
                     on_reply(i, reply)
                 bar.update(1)
                 return reply
-            tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+            # max_concurrency workers take the requests in order: a task per request would hold every coroutine
+            # of a 100,000-request call in memory at once.
+            replies: list[TeacherReply | None] = [None] * len(requests)
+            queue = iter(enumerate(requests))
+
+            async def worker() -> None:
+                for i, r in queue:
+                    replies[i] = await one(i, r)
+            tasks = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(requests)))]
             try:
-                replies = list(await asyncio.gather(*tasks))
+                await asyncio.gather(*tasks)
             finally:  # when the breaker gives up: stop the rest and collect their outcome, so nothing is left unretrieved
                 for t in tasks:
                     t.cancel()

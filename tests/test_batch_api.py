@@ -118,7 +118,8 @@ def test_a_kill_between_upload_and_create_finds_the_batch_instead_of_creating_an
     inner = teacher.teacher
     client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
     keys = [teacher.key(r) for r in requests(5)]
-    file_id = inner._upload(client, requests(5), keys)  # recorded: the file, no batch id yet
+    file_id = inner._upload(client, requests(5), keys)
+    teacher.cache.record_batch_file(keys, file_id, server.base_url)  # recorded: the file, no batch id yet
     client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")  # created; id lost in the kill
     replies = teacher.generate(requests(5))
     assert all(not r.error for r in replies)
@@ -167,15 +168,42 @@ def test_lines_failing_every_batch_stop_the_run_to_be_resumed(tmp_path):
         server.stop()
 
 
-def test_a_failed_batch_is_one_line_and_is_forgotten(tmp_path):
+def test_a_failed_batch_is_one_line_is_forgotten_and_leaves_no_call_open(tmp_path):
     with FakeOpenAI() as s:
         s.batch_delay_s, s.batch_status_fault = 0.05, "failed"
-        cache = TeacherCache(tmp_path / "c.sqlite")
-        teacher = batch_teacher(s.base_url, cache)
+        cache, journal = TeacherCache(tmp_path / "c.sqlite"), Journal(tmp_path / "teacher_calls.jsonl")
+        teacher = batch_teacher(s.base_url, cache, journal)
         with pytest.raises(TeacherError) as e:
             teacher.generate(requests(2))
         assert "batch batch_1" in str(e.value) and "failed (invalid_request" in str(e.value) and "\n" not in str(e.value)
         assert cache.batch_jobs([teacher.key(r) for r in requests(2)], s.base_url) == {}, "nothing ran: resubmitted after a fix"
+        journal.close()
+        led = Journal.replay(tmp_path / "teacher_calls.jsonl", "generation")
+        assert led.calls == 2 and led.unconfirmed == 0 and led.failures == {"batch_failed": 2} and led.cost_usd == 0
+
+
+def test_a_resumed_job_under_a_cap_delivers_what_it_paid_for_and_never_pays_again(tmp_path):
+    """The killed run's job counts against the cap already: resumed, it is polled, not admitted (and cut) again."""
+    server = ServerProcess(tmp_path, batch_delay_s=3.0)
+    try:
+        cache_path, journal_path = tmp_path / "c.sqlite", tmp_path / "teacher_calls.jsonl"
+        code = CHILD.format(tests=str(REPO / "tests"), repo=str(REPO), cache=str(cache_path), url=server.base_url, journal=str(journal_path))
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not server.events("batch_poll") and time.time() < deadline and child.poll() is None:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        cache, journal = TeacherCache(cache_path), Journal(journal_path)
+        online = OpenAITeacher("fake-teacher", server.base_url, "", 4, 5.0, 2, backoff_s=0.05)
+        resumed = CachedTeacher(BatchTeacher(online, cache, poll_s=0.05), cache, Budget(max_calls=16, **PRICES), journal)
+        resumed.ledger = Journal.replay(journal_path, "generation")
+        replies = resumed.generate(requests(12))
+        assert all(not r.error for r in replies), {r.error for r in replies}
+        assert len(server.events("batch_create")) == 1 and len(server.events("batch_item")) == 12
+        assert resumed.ledger.calls == 12 and resumed.ledger.unconfirmed == 0
+    finally:
+        server.stop()
 
 
 def test_batch_mode_is_checked_at_config_load():

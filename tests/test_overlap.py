@@ -107,5 +107,29 @@ def test_concurrent_calls_share_the_concurrency_limit_and_never_cross_a_cap():
         for t in threads:
             t.join()
     assert peak[0] <= 4, "three calls at once still hold max_concurrency in flight"
+    assert not teacher.concurrent, "a capped budget admits pass by pass: its rounds go stage by stage"
     assert len(server.requests) == teacher.ledger.calls == 30, "the call cap holds across concurrent calls"
     assert sum(r.error == "budget_exhausted" for rs in results.values() for r in rs) == 30
+
+
+def test_an_interrupt_mid_round_stops_both_stages_at_once():
+    """Ctrl-C lands in the thread that reads the replies: the calls in flight in other threads stop too."""
+    import pytest
+
+    from generation.methods.daig import overlapped
+
+    with FakeOpenAI() as server:
+        server.latency_s = 0.2
+        teacher = CachedTeacher(OpenAITeacher("fake-teacher", server.base_url, "", 2, 10.0, 0), None, Budget())
+        first = [TeacherRequest((("user", f"instruction {i}"),), 8, 0.7, 0.9, i) for i in range(40)]
+
+        def admit(i, reply):
+            if i == 3:
+                raise KeyboardInterrupt
+            return [i]
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            overlapped(teacher, first, "instructions", admit, lambda n, i: TeacherRequest((("user", f"answer {i}"),), 8, 0.7, 0.9, n), "answers")
+        assert time.monotonic() - start < 2.0, "stopped within a few requests' latency, not after 40"
+        time.sleep(0.5)
+        assert len(server.requests) < 12

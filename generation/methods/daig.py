@@ -364,7 +364,8 @@ def overlapped(teacher: Teacher, first: list[TeacherRequest], desc: str, admit: 
     first's tail. Returns (items, second-stage requests, their replies), in order."""
     arrived: queue.Queue = queue.Queue()
     items, requests, calls = [], [], []
-    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="teacher-stage") as pool:
+    pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="teacher-stage")
+    try:
         stage = pool.submit(teacher.generate, first, desc, on_reply=lambda i, reply: arrived.put((i, reply)))
         got, next_i, sent = {}, 0, 0
         while next_i < len(first):
@@ -372,8 +373,9 @@ def overlapped(teacher: Teacher, first: list[TeacherRequest], desc: str, admit: 
                 i, reply = arrived.get(timeout=0.05)
                 got[i] = reply
             except queue.Empty:
-                if stage.done() and stage.exception() is not None:
-                    break  # raised below, once the second-stage calls in flight have ended
+                if stage.done() and arrived.empty():
+                    stage.result()  # raises what stopped the stage; a stage that ended with replies missing is a bug
+                    raise RuntimeError(f"{desc}: the teacher returned without a reply for request {next_i}")
             while next_i in got:
                 for item in admit(next_i, got.pop(next_i)):
                     requests.append(follow(len(items), item))
@@ -385,6 +387,12 @@ def overlapped(teacher: Teacher, first: list[TeacherRequest], desc: str, admit: 
                 sent = len(requests)
         stage.result()
         replies = [reply for call in calls for reply in call.result()]
+    except BaseException:  # a failed stage or Ctrl-C: stop the calls in flight and those not started, then raise
+        pool.shutdown(wait=False, cancel_futures=True)
+        teacher.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return items, requests, replies
 
 

@@ -111,6 +111,7 @@ def completion_reply(data: bytes | dict, r: TeacherRequest, options: TeacherOpti
         choice = body["choices"][0]
         text, finish = choice["message"]["content"] or "", choice.get("finish_reason") or "stop"
         usage = body.get("usage") or {}
+        prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return TeacherReply("", "error", error="malformed_reply")
     if not isinstance(text, str):
@@ -118,8 +119,7 @@ def completion_reply(data: bytes | dict, r: TeacherRequest, options: TeacherOpti
     if options.sampling_params == "omit" and r.stop:  # stop was not sent: applied here, as the endpoint would
         text, cut = cut_at_stop(text, r.stop)
         finish = "stop" if cut else finish
-    return TeacherReply(text=text, finish_reason=finish, prompt_tokens=usage.get("prompt_tokens") or 0,
-                        completion_tokens=usage.get("completion_tokens") or 0)
+    return TeacherReply(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -148,6 +148,7 @@ OnSend = Callable[[int, int], None]  # (index, attempt number from 1)
 class Teacher(Protocol):
     model: str
     options: TeacherOptions
+    concurrent: bool  # generate() may run in several threads at once (sharing one concurrency limit)
 
     def key(self, request: TeacherRequest) -> str:
         """The request's cache key with this teacher's model and options (what rows record as the request hash)."""
@@ -158,11 +159,18 @@ class Teacher(Protocol):
         records it durably, so a kill while it is in flight still counts it), on_reply(index, reply) once per request
         with its final reply (its earlier attempts' errors in reply.attempt_errors)."""
 
+    def prepaid(self, keys: list[str]) -> set[str]:
+        """Of these keys, those already paid for and on their way (a batch job a killed run submitted)."""
+
+    def cancel(self) -> None:
+        """Stop the calls under way in other threads (concurrent teachers)."""
+
     def close(self) -> None: ...
 
 
 class LocalTeacher:
     """A transformers causal LM with a chat template, generating in length-sorted batches."""
+    concurrent = False  # one model, one call at a time
 
     def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int, system_prompt: str = ""):
         """system_prompt: the only teacher option a local model honours (the others shape an HTTP request)."""
@@ -189,6 +197,12 @@ class LocalTeacher:
 
     def key(self, request: TeacherRequest) -> str:
         return request.key(self.model, self.options)
+
+    def prepaid(self, keys: list[str]) -> set[str]:
+        return set()
+
+    def cancel(self) -> None:
+        pass
 
     def _load(self) -> None:
         import torch
@@ -345,7 +359,7 @@ class OpenAITeacher:
         self.options = options or TeacherOptions()
         self._on_close = on_close  # e.g. stop a server this teacher owns
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        self.base_urls = [u.rstrip("/") for u in urls if u] or [os.environ.get("OPENAI_BASE_URL") or ""]
+        self.base_urls = [u.rstrip("/") for u in urls if u] or [(os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")]
         self._key = api_key_from_env(api_key_env)
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -357,10 +371,14 @@ class OpenAITeacher:
         self._active = 0  # generate() calls under way, from any thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._shared = None  # (session, semaphore, rate limiter) on the loop
+        self._shared = None  # (session, semaphore, rate limiter, replicas) on the loop
+        self._futures: set = set()  # the calls under way, for cancel()
 
     def key(self, request: TeacherRequest) -> str:
         return request.key(self.model, self.options)
+
+    def prepaid(self, keys: list[str]) -> set[str]:
+        return set()
 
     def check_reachable(self) -> None:
         """Fail before any model loads when no replica answers or one rejects the key; a replica that is down while
@@ -392,7 +410,8 @@ class OpenAITeacher:
                 self._thread.start()
             self._active += 1
             loop = self._loop
-        future = asyncio.run_coroutine_threadsafe(self._generate_all(requests, desc, on_reply, on_send), loop)
+            future = asyncio.run_coroutine_threadsafe(self._generate_all(requests, desc, on_reply, on_send), loop)
+            self._futures.add(future)
         try:
             return future.result()
         except BaseException:  # e.g. KeyboardInterrupt in the caller: stop this call's requests too
@@ -400,12 +419,19 @@ class OpenAITeacher:
             raise
         finally:
             with self._lock:
+                self._futures.discard(future)
                 self._active -= 1
                 if not self._active:
                     asyncio.run_coroutine_threadsafe(self._close_shared(), loop).result()
                     loop.call_soon_threadsafe(loop.stop)
                     self._thread.join()
                     loop.close()
+
+    def cancel(self) -> None:
+        """Stop every call under way, from any thread (an overlapped round's Ctrl-C): each raises CancelledError."""
+        with self._lock:
+            for future in self._futures:
+                future.cancel()
 
     async def _close_shared(self) -> None:
         if self._shared is not None:
@@ -419,21 +445,29 @@ class OpenAITeacher:
         for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")):  # as the openai client
             if os.environ.get(env):
                 headers[header] = os.environ[env]
-        connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0, ttl_dns_cache=300)
-        return aiohttp.ClientSession(connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        import ssl
+
+        import certifi
+
+        # As the openai client (httpx) does: certifi's CAs, and HTTPS_PROXY / NO_PROXY from the environment.
+        connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0, ttl_dns_cache=300,
+                                         ssl=ssl.create_default_context(cafile=certifi.where()))
+        return aiohttp.ClientSession(connector=connector, headers=headers, trust_env=True,
+                                     timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     async def _generate_all(self, requests: list[TeacherRequest], desc: str, on_reply: OnReply | None,
                             on_send: OnSend | None) -> list[TeacherReply]:
-        if self._shared is None:  # made on the loop: (session, semaphore, rate limiter), for every call
-            self._shared = (self._session(), asyncio.Semaphore(self.max_concurrency), RateLimiter(self.rpm, self.tpm))
-        session, sem, limiter = self._shared
-        replicas = Replicas(self.base_urls, self.outage_failures, self.outage_wait_s, self.backoff_s, self.max_backoff_s)
+        if self._shared is None:  # made on the loop, for every call while any is active: one pool, limit and health
+            self._shared = (self._session(), asyncio.Semaphore(self.max_concurrency), RateLimiter(self.rpm, self.tpm),
+                            Replicas(self.base_urls, self.outage_failures, self.outage_wait_s, self.backoff_s, self.max_backoff_s))
+        session, sem, limiter, replicas = self._shared
+        unanswered: list[str] = []  # this call's requests that used up their retries while a replica was up
         with tqdm(total=len(requests), desc=desc, unit="req", leave=False) as bar:
             async def one(i: int, r: TeacherRequest) -> TeacherReply:
                 settled: list[TeacherReply] = []  # its last attempt's failed reply while no attempt is out
                 try:
                     async with sem:
-                        reply = await self._with_retries(session, r, limiter, replicas, lambda a: on_send and on_send(i, a), settled)
+                        reply = await self._with_retries(session, r, limiter, replicas, lambda a: on_send and on_send(i, a), settled, unanswered)
                 except (asyncio.CancelledError, TeacherUnavailable):
                     if on_reply and settled:  # stopped between attempts: known unpaid, so the caller's ledger closes it
                         on_reply(i, settled[0])
@@ -457,11 +491,11 @@ class OpenAITeacher:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        replicas.raise_if_unanswered(len(requests), self.max_retries + 1)
+        replicas.raise_if_unanswered(unanswered, len(requests), self.max_retries + 1)
         return replies
 
     async def _with_retries(self, session, r: TeacherRequest, limiter: "RateLimiter", replicas: "Replicas",
-                            on_attempt: Callable[[int], None], settled: list[TeacherReply]) -> TeacherReply:
+                            on_attempt: Callable[[int], None], settled: list[TeacherReply], unanswered: list[str]) -> TeacherReply:
         """on_attempt(n) just before attempt n goes out; `settled` holds the last failed reply while no attempt is out."""
         failed: list[str] = []
         charged = 0  # attempts that count against max_retries: not those a replica's outage made fail
@@ -486,7 +520,7 @@ class OpenAITeacher:
                 return reply
             charged += not down
             if charged > self.max_retries:
-                replicas.unanswered.append(reply.error)
+                unanswered.append(reply.error)
                 return reply
             failed.append(reply.error)
             last = replica
@@ -524,7 +558,7 @@ class Replica:
 
 
 class Replicas:
-    """The teacher's endpoints for one generate() call: each request goes to the open replica with the fewest
+    """The teacher's endpoints while generate() calls are active: each request goes to the open replica with the fewest
     requests outstanding. A replica that keeps failing is taken out by its breaker and brought back after the pause;
     the run stops (TeacherUnavailable) only when every replica has been down for outage_wait_s."""
 
@@ -534,7 +568,6 @@ class Replicas:
             b.peers = breakers
         self.all = [Replica(u, b) for u, b in zip(base_urls, breakers)]
         self.where = ", ".join(b.where for b in breakers)
-        self.unanswered: list[str] = []  # transport errors of requests that used up their retries while a replica was up
 
     async def wait(self) -> None:
         """Until some replica is open."""
@@ -550,12 +583,13 @@ class Replicas:
     def record(self, replica: Replica, ok: bool, reason: str) -> bool:
         return replica.breaker.record(ok, reason)
 
-    def raise_if_unanswered(self, total: int, attempts: int) -> None:
-        """After every request finished: a request that failed every attempt while others got through is no row either."""
-        if self.unanswered:
-            counts = ", ".join(f"{reason} x{n}" for reason, n in collections.Counter(self.unanswered).most_common())
+    def raise_if_unanswered(self, unanswered: list[str], total: int, attempts: int) -> None:
+        """After every request of a call finished: a request that failed every attempt (with these transport errors)
+        while others got through is no row either."""
+        if unanswered:
+            counts = ", ".join(f"{reason} x{n}" for reason, n in collections.Counter(unanswered).most_common())
             raise TeacherUnavailable(
-                f"{len(self.unanswered)} of {total} teacher requests failed after {attempts} attempt{'s' * (attempts != 1)} each "
+                f"{len(unanswered)} of {total} teacher requests failed after {attempts} attempt{'s' * (attempts != 1)} each "
                 f"({counts}) at {self.where}; raise generation.teacher.timeout_s / max_retries or check the server, then "
                 f"`daig resume` on the run folder")
 

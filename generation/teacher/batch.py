@@ -40,8 +40,17 @@ class BatchTeacher:
         self.poll_s, self.window, self.retry, self.max_requests = poll_s, completion_window, retry, max_requests
         self.endpoint = online.base_urls[0] or "https://api.openai.com/v1"
 
+    concurrent = False  # a stage is one job
+
     def key(self, request: TeacherRequest) -> str:
         return self.online.key(request)
+
+    def prepaid(self, keys: list[str]) -> set[str]:
+        """Keys in a job already under way: submitted (and journaled as sent) by an earlier process."""
+        return set(self.cache.batch_jobs(keys, self.endpoint))
+
+    def cancel(self) -> None:
+        pass
 
     def check_reachable(self) -> None:
         self.online.check_reachable()
@@ -110,7 +119,11 @@ class BatchTeacher:
                             again.append(i)
                         else:
                             deliver(i, reply)
-                self._round(client, requests, keys, index, todo, attempt, on_send, desc, settle)
+                def give_up(part: list[int], reason: str) -> None:
+                    """A job refused whole: each request's outcome is known and unpaid, so the ledger closes it."""
+                    for i in part:
+                        deliver(i, TeacherReply("", "error", error=reason))
+                self._round(client, requests, keys, index, todo, attempt, on_send, desc, settle, give_up)
                 todo = again
                 if not todo:
                     break
@@ -130,10 +143,11 @@ class BatchTeacher:
 
         self.online.generate([requests[i] for i in todo], desc=f"{desc} (online)", on_reply=got, on_send=send)
 
-    def _round(self, client, requests, keys, index, todo, attempt, on_send, desc, settle) -> None:
+    def _round(self, client, requests, keys, index, todo, attempt, on_send, desc, settle, give_up) -> None:
         """One pass: resume the jobs already under way for these keys, submit the rest, wait for all of them, and hand
-        each job's results to settle(its request indices, {key: reply}) before forgetting the job; a reply with
-        finish_reason RETRYABLE is to be sent again."""
+        each job's results to settle(its request indices, {key: reply}) before forgetting those keys; a reply with
+        finish_reason RETRYABLE is to be sent again. A job that failed as a whole: give_up(its indices, reason), then
+        TeacherError."""
         under_way = self.cache.batch_jobs([keys[i] for i in todo], self.endpoint)
         jobs: dict[str, str] = {}  # file id -> batch id
         members: dict[str, list[int]] = {}  # file id -> request indices
@@ -150,28 +164,40 @@ class BatchTeacher:
             part = fresh[start:start + self.max_requests]
             file_id = self._upload(client, [requests[i] for i in part], [keys[i] for i in part])
             members[file_id] = part
-            for i in part:
+            for i in part:  # journaled before the job is recorded: a kill now over-counts, never under-counts
                 if on_send:
                     on_send(i, attempt)
+            self.cache.record_batch_file([keys[i] for i in part], file_id, self.endpoint)
             jobs[file_id] = self._create(client, file_id)
             log.info("%s: batch %s submitted (%d requests); polling every %g s, a kill resumes polling", desc,
                      jobs[file_id], len(part), self.poll_s)
+        failed = []
         for file_id, batch in self._wait(client, jobs, len(todo), desc).items():
+            mine = [keys[i] for i in members[file_id]]
+            if batch is None or batch.status == "failed":
+                self.cache.forget_batch(file_id)  # refused before any line ran (or gone): nothing was paid
+                if batch is not None:
+                    errors = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
+                    give_up(members[file_id], "batch_failed")
+                    failed.append(f"batch {jobs[file_id]} at {self.endpoint} failed ({errors or 'no reason given'})")
+                    continue
+                settle(members[file_id], {})  # gone (its files expired at the provider): sent again
+                continue
             settle(members[file_id], self._results(client, batch, index, requests))
-            self.cache.forget_batch(file_id)  # its replies are stored now; lines to send again go in new jobs
+            self.cache.forget_batch(file_id, mine)  # stored now; the job's other keys keep it for their own calls
+        if failed:
+            raise TeacherError(f"{'; '.join(failed)}; fix the request settings it names, then `daig resume` on the run folder")
 
     def _upload(self, client, requests: list[TeacherRequest], keys: list[str]) -> str:
         lines = [json.dumps({"custom_id": k, "method": "POST", "url": ENDPOINT, "body": self.options.body(self.model, r)})
                  for r, k in zip(requests, keys)]
-        uploaded = client.files.create(file=("daig_batch.jsonl", io.BytesIO(("\n".join(lines) + "\n").encode())), purpose="batch")
-        self.cache.record_batch_file(keys, uploaded.id, self.endpoint)
-        return uploaded.id
+        return client.files.create(file=("daig_batch.jsonl", io.BytesIO(("\n".join(lines) + "\n").encode())), purpose="batch").id
 
     def _create(self, client, file_id: str) -> str:
         # No client retry here: a create that timed out may have made the batch, and a second would be paid twice
         # (a resume finds it by its file instead).
-        batch = client.with_options(max_retries=0).batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window=self.window,
-                                      metadata={"daig_input_file": file_id})
+        batch = client.with_options(max_retries=0).batches.create(input_file_id=file_id, endpoint=ENDPOINT,
+                                                                  completion_window=self.window, metadata={"daig_input_file": file_id})
         self.cache.record_batch_id(file_id, batch.id)
         return batch.id
 
@@ -184,7 +210,9 @@ class BatchTeacher:
         return self._create(client, file_id)
 
     def _wait(self, client, jobs: dict[str, str], total: int, desc: str) -> dict[str, object]:
-        """Poll every job until it ends; {file id: the final batch object}. A failed job (its input refused) raises."""
+        """Poll every job until it ends: {file id: the final batch object, or None when the provider no longer knows it}."""
+        import openai
+
         done: dict[str, object] = {}
         with tqdm(total=total, desc=f"{desc} (batch)", unit="req", leave=False) as bar:
             while len(done) < len(jobs):
@@ -193,13 +221,12 @@ class BatchTeacher:
                     if file_id in done:
                         counted += _finished(done[file_id])
                         continue
-                    batch = client.batches.retrieve(batch_id)
-                    if batch.status == "failed":
-                        self.cache.forget_batch(file_id)  # refused before any line ran: nothing was paid, resubmit after the fix
-                        errors = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
-                        raise TeacherError(f"batch {batch_id} at {self.endpoint} failed ({errors or 'no reason given'}); "
-                                           "fix the request settings it names, then `daig resume` on the run folder")
-                    if batch.status in ("completed", "expired", "cancelled"):
+                    try:
+                        batch = client.batches.retrieve(batch_id)
+                    except openai.NotFoundError:
+                        done[file_id] = None
+                        continue
+                    if batch.status in ("completed", "expired", "cancelled", "failed"):
                         done[file_id] = batch
                     counted += _finished(batch)
                 bar.n = min(counted, total)
@@ -209,25 +236,32 @@ class BatchTeacher:
         return done
 
     def _results(self, client, batch, index: dict[str, int], requests: list[TeacherRequest]) -> dict[str, TeacherReply]:
-        """{custom_id: reply} from a finished job's output and error files; lines it never ran are absent."""
+        """{custom_id: reply} from a finished job's output and error files; lines it never ran, lines that are not
+        JSON and files the provider no longer has are absent (their requests are sent again)."""
+        import openai
+
         out = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            for line in client.files.content(file_id).text.splitlines():
-                if not line.strip():
+            try:
+                text = client.files.content(file_id).text
+            except openai.NotFoundError:
+                continue
+            for line in text.splitlines():
+                try:
+                    item = json.loads(line)
+                    key, response, error = item.get("custom_id"), item.get("response") or {}, item.get("error") or {}
+                    status = int(response.get("status_code") or 0)
+                except (ValueError, AttributeError, TypeError):
                     continue
-                item = json.loads(line)
-                key = item.get("custom_id")
                 if key not in index:
                     continue
-                response, error = item.get("response") or {}, item.get("error") or {}
-                status = response.get("status_code", 0)
                 if status == 200:
                     reply = completion_reply(response.get("body") or {}, requests[index[key]], self.options)
                     reply.batch = True
                 elif status in (408, 409, 429) or status >= 500 or not status:  # a transport error, or expired unrun
-                    reply = TeacherReply("", RETRYABLE, error=f"http_{status}" if status else error.get("code") or "batch_error")
+                    reply = TeacherReply("", RETRYABLE, error=f"http_{status}" if status else str(error.get("code") or "batch_error"))
                 else:  # the request itself was refused (a 4xx): a final reply, as online
                     reply = TeacherReply("", "error", error=f"http_{status}")
                 out[key] = reply

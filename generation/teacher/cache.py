@@ -151,10 +151,14 @@ class TeacherCache:
         with self._lock:
             self._db.execute("UPDATE batch_jobs SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
 
-    def forget_batch(self, file_id: str) -> None:
-        """The job is over and its replies are stored (or it never ran): its keys may be sent again."""
+    def forget_batch(self, file_id: str, keys: list[str] | None = None) -> None:
+        """These keys' replies are stored (or are to be sent again), or with keys None the job never ran: they may be
+        sent again. A job's other keys keep their record, so a later call reads their lines instead of paying again."""
         with self._lock:
-            self._db.execute("DELETE FROM batch_jobs WHERE file_id = ?", (file_id,))
+            if keys is None:
+                self._db.execute("DELETE FROM batch_jobs WHERE file_id = ?", (file_id,))
+            for part, marks in _chunks(keys or []):
+                self._db.execute(f"DELETE FROM batch_jobs WHERE file_id = ? AND key IN ({marks})", [file_id, *part])
 
     def __len__(self) -> int:
         with self._lock:
@@ -381,7 +385,9 @@ class CachedTeacher:
         self.teacher, self.cache, self.budget = teacher, cache, budget
         self.journal, self.tag, self.poll_s = journal, tag, poll_s
         self.model, self.options = teacher.model, teacher.options
-        self.concurrent = getattr(teacher, "concurrent", False)
+        # Concurrent calls (overlapped stages) only without caps: a capped budget admits pass by pass, and overlapping
+        # the stages would change which requests a cap cuts.
+        self.concurrent = teacher.concurrent and not (budget.max_calls or budget.max_tokens or budget.max_cost_usd)
         self.ledger = Ledger()
         self.exhausted = ""  # which cap stopped generation, once one did
         self._lock = threading.RLock()
@@ -389,6 +395,9 @@ class CachedTeacher:
 
     def key(self, request: TeacherRequest) -> str:
         return self.teacher.key(request)
+
+    def cancel(self) -> None:
+        self.teacher.cancel()
 
     def generate(self, requests: list[TeacherRequest], desc: str = "teacher", on_reply: OnReply | None = None) -> list[TeacherReply]:
         """Replies in request order. on_reply(i, reply), when given, hears each request's final reply as soon as it
@@ -432,7 +441,7 @@ class CachedTeacher:
                     freed = {i for i in waiting if self.cache.claimable(keys[i])}
                     pending, waiting = [i for i in waiting if i in freed], [i for i in waiting if i not in freed]
                     continue
-                admitted, held = self._admit(pending, requests)
+                admitted, held = self._admit(pending, requests, keys)
                 pending = pending[len(admitted):] if admitted else []  # nothing fits a cap: the rest is never sent
                 try:
                     mine, theirs, answered = self.cache.claim([keys[i] for i in admitted]) if self.cache is not None else ([keys[i] for i in admitted], [], {})
@@ -465,18 +474,23 @@ class CachedTeacher:
             self.ledger.cache_hits += sum(k in hits and k not in sent for k in keys)
         return out
 
-    def _admit(self, pending: list[int], requests: list[TeacherRequest]) -> tuple[list[int], dict[int, list]]:
+    def _admit(self, pending: list[int], requests: list[TeacherRequest], keys: list[str]) -> tuple[list[int], dict[int, list]]:
         """The longest prefix of pending whose worst case fits every cap, and its reservations {index: [call, tokens,
         usd]}; records which cap stopped it. Calls an earlier (killed) process sent and never saw answered count at
         their worst case, and so do calls other threads admitted and have not paid yet."""
         b, led = self.budget, self.ledger
         admitted, held = [], {}
+        prepaid = self.teacher.prepaid([keys[i] for i in pending])  # in a batch job a killed run paid for: counted already
         with self._lock:
             calls, tokens, cost = led.calls + self._reserved[0], led.prompt_tokens + led.completion_tokens + led.unconfirmed_tokens, led.cost_usd + led.unconfirmed_usd
             tokens, cost, stop = tokens + self._reserved[1], cost + self._reserved[2], ""
-            for n, i in enumerate(pending):
+            for i in pending:
+                if keys[i] in prepaid:
+                    admitted.append(i)
+                    held[i] = [0, 0, 0.0]
+                    continue
                 p, c = worst_case_tokens(requests[i], self.teacher.options.system_prompt)
-                if b.max_calls and calls + n >= b.max_calls:
+                if b.max_calls and calls >= b.max_calls:
                     stop = "max_teacher_calls"
                 elif b.max_tokens and tokens + p + c > b.max_tokens:
                     stop = "max_teacher_tokens"
@@ -487,7 +501,7 @@ class CachedTeacher:
                     break
                 admitted.append(i)
                 held[i] = [1, p + c, b.cost(p, c)]
-                tokens, cost = tokens + p + c, cost + b.cost(p, c)
+                calls, tokens, cost = calls + 1, tokens + p + c, cost + b.cost(p, c)
             for r in held.values():
                 self._reserved = [x + y for x, y in zip(self._reserved, r)]
         return admitted, held

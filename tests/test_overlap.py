@@ -6,6 +6,8 @@ Run: pytest tests/test_overlap.py -q
 """
 import hashlib
 import random
+
+import pytest
 import threading
 import time
 
@@ -114,8 +116,6 @@ def test_concurrent_calls_share_the_concurrency_limit_and_never_cross_a_cap():
 
 def test_an_interrupt_mid_round_stops_both_stages_at_once():
     """Ctrl-C lands in the thread that reads the replies: the calls in flight in other threads stop too."""
-    import pytest
-
     from generation.methods.daig import overlapped
 
     with FakeOpenAI() as server:
@@ -133,3 +133,18 @@ def test_an_interrupt_mid_round_stops_both_stages_at_once():
         assert time.monotonic() - start < 2.0, "stopped within a few requests' latency, not after 40"
         time.sleep(0.5)
         assert len(server.requests) < 12
+
+
+@pytest.mark.parametrize("judge", ["none", "both"])
+def test_a_round_in_windows_keeps_the_rows_of_one_window(judge):
+    cfg, pool, the_plan = plan(30)
+    cfg.grounding.judge = judge  # the judges' seeds continue across windows too
+    with FakeOpenAI() as server:
+        whole = round_rows(server, cfg, pool, the_plan, overlap=True)
+        cfg.daig.window = 7
+        windows = round_rows(server, cfg, pool, the_plan, overlap=True)
+        cfg.daig.overlap_stages = False
+        staged = round_rows(server, cfg, pool, the_plan, overlap=False)
+    for w in (windows, staged):
+        assert w[0] == whole[0] and w[2] == whole[2] and w[3] == whole[3], "kept rows, stats and novelty pool"
+        assert sorted(w[1], key=lambda r: r["id"]) == sorted(whole[1], key=lambda r: r["id"]), "the same rejected rows"

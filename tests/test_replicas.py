@@ -135,3 +135,18 @@ def test_the_wire_is_one_json_body_with_extra_body_on_top():
         assert s.requests == [{"model": "fake-teacher", "messages": [{"role": "user", "content": requests(1)[0].messages[0][1]}],
                                "max_completion_tokens": 32, "seed": 0, "temperature": 0.7, "top_p": 0.9, "top_k": 20}]
         assert s.auth_headers == ["Bearer no-key"] and body_key(s.requests[0])
+
+
+def test_the_environments_proxy_carries_the_requests(monkeypatch):
+    """HTTP(S)_PROXY is honoured as the openai client honoured it: here the loopback server is the proxy, and the
+    endpoint behind it does not exist."""
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeOpenAI() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1"))
+        replies = teacher("http://daig-no-such-host.invalid/v1", max_retries=0).generate(requests(3))
+        assert all(not r.error for r in replies) and len(proxy.requests) == 3
+        monkeypatch.setenv("NO_PROXY", "daig-no-such-host.invalid")
+        with pytest.raises(TeacherUnavailable):
+            teacher("http://daig-no-such-host.invalid/v1", max_retries=0, outage_wait_s=0.0).generate(requests(1))
+        assert len(proxy.requests) == 3

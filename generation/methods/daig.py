@@ -259,17 +259,36 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     closed_book: the student will not see the chunk (training.include_context false), so an instruction that
     points at "the passage" needs the passage as its input. tasks: the pool's task names (for task_mismatch).
     """
-    dc, gr = cfg.daig, cfg.grounding
+    dc = cfg.daig
     base = request_seed(seed, round_idx)
     stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
+    # A window of the plan at a time, so a large round holds one window's requests and replies (sedi decides over the
+    # whole batch, so its rounds are one window). Seeds continue across windows: one window is the round as before.
+    size = len(plan) if cfg.novelty.filter == "sedi" else dc.window
+    kept, rejected, sent = [], [], {"answers": 0, "instruction_judge": 0, "answer_judge": 0}
+    for lo in range(0, len(plan), size or 1):
+        k, r = _window(teacher, plan, lo, min(lo + size, len(plan)), cfg, round_idx, base, sent, novelty, embedder, closed_book, tasks)
+        kept += k
+        rejected += r
+    for r in rejected:
+        stats.reject(r["reason"])
+    return kept, rejected, stats
+
+
+def _window(teacher: Teacher, plan: list, lo: int, hi: int, cfg: GenerationConfig, round_idx: int, base: int, sent: dict,
+            novelty, embedder, closed_book: bool, tasks: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """Rows lo..hi-1 of the round's plan, as run_daig_round describes; `sent` counts the answers and judge prompts of
+    earlier windows (their seeds continue) and is updated."""
+    dc, gr = cfg.daig, cfg.grounding
     ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, dc.examples_shown, dc.templates, dc.json_replies), dc.instruction_max_tokens,
-                                   dc.temperature, dc.top_p, base + i, json_object=dc.json_replies)
-                    for i, (task, ex, chunk) in enumerate(plan)]
+                                   dc.temperature, dc.top_p, base + lo + j, json_object=dc.json_replies)
+                    for j, (task, ex, chunk) in enumerate(plan[lo:hi])]
     rejected_ins, rejected_nov, rejected_judge, rejected = [], [], [], []  # by stage, so either path lists them alike
 
-    def checked(i: int, reply) -> tuple | None:
-        """Row i's instruction reply parsed and checked: its pending item, or None (a rejected row is recorded)."""
-        (task, examples, chunk), req = plan[i], ins_requests[i]
+    def checked(j: int, reply) -> tuple | None:
+        """Row lo + j's instruction reply parsed and checked: its pending item, or None (a rejected row is recorded)."""
+        i = lo + j
+        (task, examples, chunk), req = plan[i], ins_requests[j]
         row = new_row(f"r{round_idx}-{i:05d}", round_idx, "daig", task, teacher.model, {"instruction": teacher.key(req)},
                       {"example_ids": [e.id for e in examples], "chunk_id": chunk.id, "heading": chunk.heading})
         if reply.error or reply.finish_reason == "length":  # a cut-off instruction is half a task
@@ -303,7 +322,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     def answer_request(n: int, item: tuple) -> TeacherRequest:  # n: the item's place among the round's answers (its seed)
         _, ins, inp, chunk, _ = item
         return TeacherRequest(answer_messages(ins, chunk, inp, dc.templates), dc.answer_max_tokens, dc.answer_temperature, dc.top_p,
-                              base + 500009 + n)
+                              base + 500009 + sent["answers"] + n)
 
     ins_desc, ans_desc = f"round {round_idx} instructions", f"round {round_idx} answers"
     if dc.overlap_stages and getattr(teacher, "concurrent", False) and cfg.novelty.filter != "sedi" and gr.judge not in ("instruction", "both"):
@@ -314,7 +333,8 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         pending = novel([item for i, reply in enumerate(ins_replies) if (item := checked(i, reply))])
         if gr.judge in ("instruction", "both"):
             verdicts = judge(teacher, [judge_instruction_prompt(c.text, ins, inp, dc.templates) for _, ins, inp, c, _ in pending],
-                             cfg, base + 700001, "instruction_judge", "judge_ungrounded")
+                             cfg, base + 700001 + sent["instruction_judge"], "instruction_judge", "judge_ungrounded")
+            sent["instruction_judge"] += len(verdicts)
             survivors = []
             for item, (reason, d, raw) in zip(pending, verdicts):
                 item[0]["filters"].append(d)
@@ -326,6 +346,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
         ans_requests = [answer_request(n, item) for n, item in enumerate(pending)]
         ans_replies = teacher.generate(ans_requests, desc=ans_desc) if ans_requests else []
     rejected = rejected_ins + rejected_nov + rejected_judge
+    sent["answers"] += len(ans_requests)
 
     answered = []
     for (row, instruction, input_text, chunk, _), req, reply in zip(pending, ans_requests, ans_replies):
@@ -342,7 +363,8 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     kept = answered
     if gr.judge in ("answer", "both"):
         verdicts = judge(teacher, [judge_answer_prompt(r["context"], r["instruction"], r["input"], r["output"], dc.templates) for r in answered],
-                         cfg, base + 900007, "answer_judge", "judge_unsupported")
+                         cfg, base + 900007 + sent["answer_judge"], "answer_judge", "judge_unsupported")
+        sent["answer_judge"] += len(verdicts)
         kept = []
         for row, (reason, d, raw) in zip(answered, verdicts):
             row["filters"] = row["filters"] + [d]
@@ -350,9 +372,7 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
                 rejected.append(rejected_row(row, "answer_judge", reason, raw))
             else:
                 kept.append(row)
-    for r in rejected:
-        stats.reject(r["reason"])
-    return kept, rejected, stats
+    return kept, rejected
 
 
 def overlapped(teacher: Teacher, first: list[TeacherRequest], desc: str, admit: Callable[[int, object], list],

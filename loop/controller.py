@@ -70,12 +70,6 @@ def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = T
                                          outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
         if check:
             teacher.check_reachable()
-        if t.mode == "batch":
-            cache = TeacherCache(t.cache_path)
-            teacher = BatchTeacher(teacher, cache, t.batch_poll_s, t.batch_completion_window, t.batch_retry, t.batch_max_requests)
-            budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens,
-                            t.usd_per_m_completion_tokens, t.batch_price_factor)
-            return CachedTeacher(teacher, cache, budget, journal)
     elif t.backend == "llamacpp":
         server = LlamaCppServer(gguf_path(t.model, cfg.cache_dir), t.model, t.num_threads or cfg.num_threads, t.n_ctx, n_parallel=t.max_concurrency)
         teacher = OpenAITeacher(t.model, server.base_url, "", t.max_concurrency, t.timeout_s, t.max_retries,
@@ -83,8 +77,13 @@ def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = T
                                 outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
     else:  # TeacherConfig refuses the other options for the local backend
         teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads, t.system_prompt)
-    budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens)
-    return CachedTeacher(teacher, TeacherCache(t.cache_path) if t.cache_path else None, budget, journal)
+    cache = TeacherCache(t.cache_path) if t.cache_path else None
+    if t.mode == "batch":  # TeacherConfig allows it only with backend openai and a cache, where the jobs are kept
+        teacher = BatchTeacher(teacher, cache, t.batch_poll_s, t.batch_completion_window, t.batch_retry, t.batch_max_requests)
+    # The batch factor prices only replies a batch job gave (TeacherReply.batch).
+    budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens,
+                    t.batch_price_factor)
+    return CachedTeacher(teacher, cache, budget, journal)
 
 
 def _slug(source: str) -> str:

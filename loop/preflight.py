@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from generation.teacher.cache import CacheError, TeacherCache
-from generation.teacher.backends import UNREACHABLE, TeacherError, api_key_from_env, check_endpoint
+from generation.teacher.backends import UNREACHABLE, TeacherError, api_key_from_env, check_replicas
 from loop.config import RunConfig
 from loop.models import ModelError, gguf_path, resolve_embedding_model, resolve_model
 
@@ -92,18 +92,6 @@ def _endpoint(t) -> list[str]:
     """The key is set, the endpoint answers, and it serves the model (when it lists its models). Of several replicas,
     one that is down is only warned about while another answers: the run takes it out until it answers."""
     try:
-        key = api_key_from_env(t.api_key_env)
-    except TeacherError as e:
+        return check_replicas(t.base_url, api_key_from_env(t.api_key_env), t.timeout_s, t.model)
+    except TeacherError as e:  # no key
         return [str(e)]
-    problems = []
-    for url in t.base_url or [None]:
-        try:
-            check_endpoint(url, key, t.timeout_s, t.model)
-        except TeacherError as e:
-            problems.append(str(e))
-    down = [p for p in problems if UNREACHABLE in p]
-    if len(t.base_url) > 1 and len(down) < len(t.base_url):
-        for problem in down:
-            log.warning("%s; it is taken out while it fails", problem)
-        problems = [p for p in problems if UNREACHABLE not in p]
-    return problems

@@ -283,7 +283,7 @@ def _window(teacher: Teacher, plan: list, lo: int, hi: int, cfg: GenerationConfi
     ins_requests = [TeacherRequest(instruction_messages(task, ex, chunk, dc.examples_shown, dc.templates, dc.json_replies), dc.instruction_max_tokens,
                                    dc.temperature, dc.top_p, base + lo + j, json_object=dc.json_replies)
                     for j, (task, ex, chunk) in enumerate(plan[lo:hi])]
-    rejected_ins, rejected_nov, rejected_judge, rejected = [], [], [], []  # by stage, so either path lists them alike
+    rejected_ins, rejected_nov, rejected_judge = [], [], []  # by stage, so either path lists them alike
 
     def checked(j: int, reply) -> tuple | None:
         """Row lo + j's instruction reply parsed and checked: its pending item, or None (a rejected row is recorded)."""
@@ -325,7 +325,7 @@ def _window(teacher: Teacher, plan: list, lo: int, hi: int, cfg: GenerationConfi
                               base + 500009 + sent["answers"] + n)
 
     ins_desc, ans_desc = f"round {round_idx} instructions", f"round {round_idx} answers"
-    if dc.overlap_stages and getattr(teacher, "concurrent", False) and cfg.novelty.filter != "sedi" and gr.judge not in ("instruction", "both"):
+    if dc.overlap_stages and teacher.concurrent and cfg.novelty.filter != "sedi" and gr.judge not in ("instruction", "both"):
         pending, ans_requests, ans_replies = overlapped(teacher, ins_requests, ins_desc, lambda i, r: novel([it]) if (it := checked(i, r)) else [],
                                                         answer_request, ans_desc)
     else:

@@ -340,13 +340,30 @@ def check_endpoint(base_url: str | None, key: str, timeout_s: float, model: str 
                            f"{' ...' if len(served) > 8 else ''}); fix the name")
 
 
+def check_replicas(base_urls: list[str], key: str, timeout_s: float, model: str = "") -> list[str]:
+    """check_endpoint on each replica ('' or none: the OpenAI API), one line per problem. A replica that does not
+    answer while another does is only warned about: a run takes it out until it answers."""
+    problems = []
+    for url in base_urls or [""]:
+        try:
+            check_endpoint(url or None, key, timeout_s, model)
+        except TeacherError as e:
+            problems.append(str(e))
+    down = [p for p in problems if UNREACHABLE in p]
+    if len(base_urls) > 1 and len(down) < len(base_urls):
+        for problem in down:
+            log.warning("%s; it is taken out while it fails", problem)
+        problems = [p for p in problems if UNREACHABLE not in p]
+    return problems
+
+
 class OpenAITeacher:
     """Any OpenAI-compatible chat endpoint, or several replicas of one: at most max_concurrency requests in flight,
     each to the replica with the fewest outstanding, optional requests/tokens-per-minute limits, retries with
     exponential backoff and jitter honouring Retry-After.
 
-    The hot path is aiohttp, not the openai client: one session per generate() call, its connection pool sized to the
-    concurrency, and a request is one json.dumps and one json.loads. The client's request transforms and response
+    The hot path is aiohttp, not the openai client: one session while generate() calls are active, its connection pool
+    sized to the concurrency, and a request is one json.dumps and one json.loads. The client's request transforms and response
     models cost about 4 ms of CPU per request, which capped a 2-core machine near 250 requests/s (LOG.md, issue 16).
     The openai client stays where it serves: the endpoint check and the Batch API."""
 
@@ -383,19 +400,12 @@ class OpenAITeacher:
     def check_reachable(self) -> None:
         """Fail before any model loads when no replica answers or one rejects the key; a replica that is down while
         another answers is only warned about (it is taken out until it answers)."""
-        down = []
-        for url in self.base_urls:
-            try:
-                check_endpoint(url or None, self._key, self.timeout_s)
-            except TeacherError as e:
-                if UNREACHABLE not in str(e) or len(self.base_urls) == 1:
-                    raise
-                down.append(str(e))
-        if len(down) == len(self.base_urls):
-            raise TeacherError(f"{UNREACHABLE}: none of the {len(down)} replicas in generation.teacher.base_url answers; "
+        problems = check_replicas(self.base_urls, self._key, self.timeout_s)
+        if len(self.base_urls) > 1 and len(problems) == len(self.base_urls) and all(UNREACHABLE in p for p in problems):
+            raise TeacherError(f"{UNREACHABLE}: none of the {len(problems)} replicas in generation.teacher.base_url answers; "
                                "start them or fix the list")
-        for problem in down:
-            log.warning("%s; it is taken out while it fails", problem)
+        if problems:
+            raise TeacherError(problems[0])
 
     concurrent = True  # generate() may be called from several threads at once; they share one concurrency limit
 
@@ -439,16 +449,15 @@ class OpenAITeacher:
             self._shared = None
 
     def _session(self):
+        import ssl
+
         import aiohttp
+        import certifi
 
         headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
         for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")):  # as the openai client
             if os.environ.get(env):
                 headers[header] = os.environ[env]
-        import ssl
-
-        import certifi
-
         # certifi's CAs, as the openai client (httpx) uses; its proxies are each replica's (Replica.proxy).
         connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0, ttl_dns_cache=300,
                                          ssl=ssl.create_default_context(cafile=certifi.where()))
@@ -514,7 +523,7 @@ class OpenAITeacher:
             reply.attempts, reply.attempt_errors = len(failed) + 1, tuple(failed)
             settled.append(reply)
             transport = retry_after is not None  # _one gives a wait exactly for the retryable, transport errors
-            down = replicas.record(replica, not transport, reply.error)
+            down = replica.breaker.record(not transport, reply.error)
             if not transport:
                 return reply
             charged += not down
@@ -592,9 +601,6 @@ class Replicas:
         open_ = [r for r in self.all if r.breaker.reopen_at <= now]
         return min((r for r in open_ if r is not avoid), key=lambda r: r.outstanding, default=open_[0])
 
-    def record(self, replica: Replica, ok: bool, reason: str) -> bool:
-        return replica.breaker.record(ok, reason)
-
     def raise_if_unanswered(self, unanswered: list[str], total: int, attempts: int) -> None:
         """After every request of a call finished: a request that failed every attempt (with these transport errors)
         while others got through is no row either."""
@@ -607,7 +613,7 @@ class Replicas:
 
 
 class Breaker:
-    """One endpoint's health across the concurrent requests of one generate() call. After `failures` transport errors
+    """One endpoint's health across the requests of the generate() calls under way. After `failures` transport errors
     in a row the endpoint counts as down: no attempt starts for a pause (backoff_s, doubling up to max_backoff_s), then
     requests go again half-open, where one more transport error reopens at once. Any reply that came back, even a
     4xx, closes it. When every one of its peers (the replicas; itself alone by default) has been down for wait_s,

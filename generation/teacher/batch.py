@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import time
+from dataclasses import replace
 
 from tqdm.auto import tqdm
 
@@ -78,15 +79,11 @@ class BatchTeacher:
             if on_reply:
                 on_reply(i, reply)
 
+        import openai
+
         try:
             todo = self._attempts(requests, keys, index, failed, deliver, on_send, desc)
-        except TeacherError:
-            raise
-        except Exception as e:  # the Batch API itself failed (openai.APIError and kin): the jobs stay recorded
-            import openai
-
-            if not isinstance(e, openai.OpenAIError):
-                raise
+        except openai.OpenAIError as e:  # the Batch API itself failed: the jobs stay recorded
             raise TeacherUnavailable(f"the Batch API at {self.endpoint} failed ({type(e).__name__}: {str(e)[:200]}); the "
                                      "jobs under way stay recorded, and `daig resume` on the run folder polls them") from None
         if todo:
@@ -139,7 +136,7 @@ class BatchTeacher:
 
         def got(j: int, reply: TeacherReply) -> None:
             failed[todo[j]].extend(reply.attempt_errors)
-            deliver(todo[j], TeacherReply(**{**reply.__dict__, "attempt_errors": ()}))
+            deliver(todo[j], replace(reply, attempt_errors=()))
 
         self.online.generate([requests[i] for i in todo], desc=f"{desc} (online)", on_reply=got, on_send=send)
 
@@ -171,22 +168,22 @@ class BatchTeacher:
             jobs[file_id] = self._create(client, file_id)
             log.info("%s: batch %s submitted (%d requests); polling every %g s, a kill resumes polling", desc,
                      jobs[file_id], len(part), self.poll_s)
-        failed = []
+        refused = []
         for file_id, batch in self._wait(client, jobs, len(todo), desc).items():
-            mine = [keys[i] for i in members[file_id]]
-            if batch is None or batch.status == "failed":
-                self.cache.forget_batch(file_id)  # refused before any line ran (or gone): nothing was paid
-                if batch is not None:
-                    errors = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
-                    give_up(members[file_id], "batch_failed")
-                    failed.append(f"batch {jobs[file_id]} at {self.endpoint} failed ({errors or 'no reason given'})")
-                    continue
-                settle(members[file_id], {})  # gone (its files expired at the provider): sent again
-                continue
-            settle(members[file_id], self._results(client, batch, index, requests))
-            self.cache.forget_batch(file_id, mine)  # stored now; the job's other keys keep it for their own calls
-        if failed:
-            raise TeacherError(f"{'; '.join(failed)}; fix the request settings it names, then `daig resume` on the run folder")
+            if batch is None:  # the provider no longer knows it (its files expired): its requests are sent again
+                self.cache.forget_batch(file_id)
+                settle(members[file_id], {})
+            elif batch.status == "failed":  # refused before any line ran: nothing was paid
+                self.cache.forget_batch(file_id)
+                give_up(members[file_id], "batch_failed")
+                errors = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
+                refused.append(f"batch {jobs[file_id]} at {self.endpoint} failed ({errors or 'no reason given'})")
+            else:
+                settle(members[file_id], self._results(client, batch, index, requests))
+                # stored now; the job's other keys keep it for their own calls
+                self.cache.forget_batch(file_id, [keys[i] for i in members[file_id]])
+        if refused:
+            raise TeacherError(f"{'; '.join(refused)}; fix the request settings it names, then `daig resume` on the run folder")
 
     def _upload(self, client, requests: list[TeacherRequest], keys: list[str]) -> str:
         lines = [json.dumps({"custom_id": k, "method": "POST", "url": ENDPOINT, "body": self.options.body(self.model, r)})

@@ -414,7 +414,6 @@ class CachedTeacher:
         for i, k in enumerate(keys):
             by_key.setdefault(k, []).append(i)
         out: list[TeacherReply | None] = [None] * len(requests)
-        sent: set[str] = set()
 
         def settle(k: str, reply: TeacherReply, paid_now: bool) -> None:
             for i in by_key[k]:
@@ -455,8 +454,6 @@ class CachedTeacher:
                     send = [i for i in admitted if keys[i] in mine]
 
                     def got(j: int, reply: TeacherReply, send=send) -> None:  # j: the position in `send`
-                        hits[keys[send[j]]] = reply
-                        sent.add(keys[send[j]])
                         settle(keys[send[j]], reply, True)
                     self._send([requests[i] for i in send], [keys[i] for i in send], desc, [held[i] for i in send], got)
                 finally:
@@ -471,7 +468,7 @@ class CachedTeacher:
                 if on_reply:
                     on_reply(i, out[i])
         with self._lock:
-            self.ledger.cache_hits += sum(k in hits and k not in sent for k in keys)
+            self.ledger.cache_hits += sum(k in hits for k in keys)  # hits: replies this call did not pay for
         return out
 
     def _admit(self, pending: list[int], requests: list[TeacherRequest], keys: list[str]) -> tuple[list[int], dict[int, list]]:

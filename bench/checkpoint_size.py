@@ -64,7 +64,7 @@ def main() -> None:
         print(f"corpus: {a.mb} MB, {len(chunks)} chunks, loaded in {time.perf_counter() - t:.1f} s")
         pool = build_pool(load_pool(g.general_pool, "general"), load_pool(g.domain_pool, "domain"), g.tasks)
         st = LoopState(method=start_method(g, pool, chunks, "", 1), rng=random.Random(0).getstate())
-        rng = random.Random(1)
+        rng, rounds_rows = random.Random(1), []
         for r in range(1, a.rounds + 1):  # kept rows shaped like DAIG's, each carrying its chunk as context
             rows = []
             for i in range(a.rows):
@@ -73,13 +73,13 @@ def main() -> None:
                              "input": "", "output": c.text[:400], "context": c.text, "provenance": {"chunk_id": c.id}, "split": "train"})
                 st.method.novelty.add([rows[-1]["instruction"]])
                 st.method.chunk_counts[c.id] = st.method.chunk_counts.get(c.id, 0) + 1
-            st.rounds_rows.append(rows)
-        st.round, st.weights = a.rounds + 1, {t: 1 / len(pool) for t in pool}
+            rounds_rows.append(rows)
+        st.round, st.rounds_with_rows, st.weights = a.rounds + 1, a.rounds, {t: 1 / len(pool) for t in pool}
         out = tmp / "run"
         out.mkdir()
         json_s = median_seconds(lambda: save_checkpoint(out, st))
         old = dataclasses.replace(st, method=dataclasses.replace(st.method, embedder=None))
-        pickle_s = median_seconds(lambda: write_atomic(out / "checkpoint.pkl", pickle.dumps(old)))
+        pickle_s = median_seconds(lambda: write_atomic(out / "checkpoint.pkl", pickle.dumps((old, rounds_rows))))  # the old state held every round's rows
         json_b, pickle_b = (out / "checkpoint.json").stat().st_size, (out / "checkpoint.pkl").stat().st_size
         print(f"{'checkpoint':<28}{'bytes':>12}{'write s':>10}")
         print(f"{'pickle of the state (before)':<28}{pickle_b:>12,}{pickle_s:>10.3f}")

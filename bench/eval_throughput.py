@@ -43,9 +43,11 @@ def main() -> None:
     args = p.parse_args()
 
     from eval.evaluate import load_student, task_losses
+    from loop.device import attention, resolve
     from loop.models import resolve_model
 
-    model, tok = load_student(resolve_model(args.model, "~/.cache/daig"), None, args.threads)
+    device, dtype = resolve("auto", "auto")  # the run's default: the GPU in bf16 when there is one, else the CPU in fp32
+    model, tok = load_student(resolve_model(args.model, "~/.cache/daig"), None, args.threads, device, dtype, attention(device, dtype))
     data = rows(args.n)
     t = time.perf_counter()
     batched = task_losses(model, tok, data, args.batch_size, 512, desc="batched")
@@ -55,7 +57,7 @@ def main() -> None:
     t_single = time.perf_counter() - t
     diff = max(abs(batched[k]["loss"] - single[k]["loss"]) for k in batched)
     tokens = sum(v["tokens"] for v in batched.values())
-    print(f"{args.n} examples, {tokens} answer tokens, {args.model}, {args.threads} threads")
+    print(f"{args.n} examples, {tokens} answer tokens, {args.model}, {args.threads} threads, {device} {dtype}")
     print(f"  batched (bs {args.batch_size}, length-sorted): {t_batched:7.1f} s  {args.n / t_batched:6.1f} ex/s")
     print(f"  one at a time (baseline):        {t_single:7.1f} s  {args.n / t_single:6.1f} ex/s")
     print(f"  speed-up: {t_single / t_batched:.2f}x   max per-task loss difference: {diff:.2e}")

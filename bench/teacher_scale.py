@@ -5,7 +5,8 @@
 
 Each size runs in a process of its own (so its peak RSS is its own), against bench/teacher_throughput.py's server
 in another process, answering every request after `latency` as tests/openai_server.py would (DAIG's parsers and
-filters read its replies), overlapped stages on, novelty filter off (every instruction gets its answer). Baseline:
+filters read its replies), overlapped stages on, novelty filter off (every instruction gets its answer), the rows
+written to disk a window at a time as a run writes them (loop/controller.py generate_to_disk). Baseline:
 the ideal rate, concurrency / latency. Printed per size: requests, wall, rate against the ideal, peak RSS, and the
 RSS growth per request between the smallest and each larger size.
 """
@@ -18,6 +19,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ def one_round(n: int, latency: float, concurrency: int) -> dict:
     from generation.methods.daig import plan_requests, run_daig_round
     from generation.teacher.backends import OpenAITeacher
     from generation.teacher.cache import Budget, CachedTeacher
+    from loop.runfolder import RowWriter
 
     chunks = [Chunk(f"manual.md#{i}", "manual.md", f"Zone {i} of the Ferncast controller waters for {i % 50 + 5} minutes. "
                     f"Its valve {i} closes when the rain sensor trips, and the pump relay waits {i % 7 + 2} seconds.") for i in range(500)]
@@ -43,11 +46,15 @@ def one_round(n: int, latency: float, concurrency: int) -> dict:
         teacher = CachedTeacher(OpenAITeacher("bench", url, "", concurrency, timeout_s=60, max_retries=0), None, Budget())
         start = time.perf_counter()
         plan = plan_requests({t: 1 / len(pool) for t in pool}, pool, chunks, cfg, random.Random(0))
-        kept, rejected, _ = run_daig_round(teacher, plan, cfg, round_idx=1, seed=0)
+        with tempfile.TemporaryDirectory() as out:  # the rows go to disk as the run writes them: a window at a time
+            data, rejects = RowWriter(Path(out) / "data.jsonl"), RowWriter(Path(out) / "rejected.jsonl")
+            run_daig_round(teacher, plan, cfg, round_idx=1, seed=0, emit=lambda k, r: (data.write(k), rejects.write(r)))
+            data.commit()
+            rejects.commit()
         wall = time.perf_counter() - start
     finally:
         proc.kill()
-    return {"instructions": n, "requests": teacher.ledger.calls, "kept": len(kept), "rejected": len(rejected), "wall_s": wall,
+    return {"instructions": n, "requests": teacher.ledger.calls, "kept": data.rows, "rejected": rejects.rows, "wall_s": wall,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "start_rss_mb": start_rss / 1024}
 
 

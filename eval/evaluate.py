@@ -18,14 +18,16 @@ from eval.sets import EvalSetError
 from eval.stats import ratio_se
 
 
-def load_student(model_path: str, adapter_dir: str | None, num_threads: int):
+def load_student(model_path: str, adapter_dir: str | None, num_threads: int, device: str = "cpu", dtype: str = "float32",
+                 attn: str = "sdpa"):
+    """The student (with its adapter) in eval mode on `device` in `dtype`, and its tokenizer."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(num_threads)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), attn_implementation=attn).to(device)
     if adapter_dir:
         model = PeftModel.from_pretrained(model, adapter_dir)
     return model.eval(), tokenizer
@@ -77,8 +79,8 @@ def sequence_nlls(model, tokenizer, seqs: list[tuple[list[int], list[int]]], bat
             for j, i in enumerate(idx):
                 x, y = seqs[i]
                 ids[j, :len(x)], labels[j, :len(y)], mask[j, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-            nll, valid = answer_nll(model, ids, mask, labels)
-            for j, part in zip(idx, torch.split(nll, valid.sum(dim=1).tolist())):
+            nll, valid = answer_nll(model, ids.to(model.device), mask.to(model.device), labels.to(model.device))
+            for j, part in zip(idx, torch.split(nll.cpu(), valid.sum(dim=1).tolist())):
                 out[j] = part.tolist()
             bar.update(len(idx))
     return out
@@ -112,7 +114,7 @@ def sample_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batc
         for b in range(0, len(rows), batch_size):
             batch = rows[b:b + batch_size]
             texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in batch]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.inference_mode():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
             for r, ids in zip(batch, gen[:, enc["input_ids"].shape[1]:]):
@@ -149,9 +151,10 @@ def score_benchmark(model, tokenizer, rows: list[dict], max_new_tokens: int) -> 
     return {"rouge_l": metrics.get("rouge_l", math.nan), "bleu": metrics.get("bleu", math.nan), "samples": scored}
 
 
-def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_new_tokens: int, num_threads: int) -> dict:
+def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_new_tokens: int, num_threads: int,
+              device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> dict:
     """score_benchmark for a model not loaded yet (the base model, once per run)."""
-    model, tokenizer = load_student(model_path, adapter_dir, num_threads)
+    model, tokenizer = load_student(model_path, adapter_dir, num_threads, device, dtype, attn)
     return score_benchmark(model, tokenizer, rows, max_new_tokens)
 
 
@@ -194,13 +197,14 @@ class EvalResult:
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
              num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty=None,
-             test_rows: list[dict] = ()) -> EvalResult:
+             test_rows: list[dict] = (), device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> EvalResult:
     """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
     benchmark scored with the same loaded model when bench_rows are given; with `uncertainty` (an
     eval.uncertainty.Uncertainty), the per-task prompt uncertainty too. With test_rows, their per-task losses too
-    ('test'), and the samples come from them: the test set is what is reported."""
+    ('test'), and the samples come from them: the test set is what is reported. device, dtype, attn: where the
+    student runs (loop/device.py resolves them)."""
     start = time.time()
-    model, tokenizer = load_student(model_path, adapter_dir, num_threads)
+    model, tokenizer = load_student(model_path, adapter_dir, num_threads, device, dtype, attn)
     losses = task_losses(model, tokenizer, rows, cfg.batch_size, max_length, desc=desc)
     test = task_losses(model, tokenizer, list(test_rows), cfg.batch_size, max_length, desc=f"{desc} (test)") if test_rows else None
     by_task: dict[str, list[dict]] = {}

@@ -174,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = build(RunConfig, read_config(args.run_dir))
         else:
             cfg = load_config(args.config, args.overrides)
+        from loop.device import placement
         from training.sft import check_hardware
 
         check_hardware(cfg.training)
+        placement(cfg)  # device: cuda on a machine without one stops here, in one line
     except (ConfigError, ValueError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from training.config import TrainConfig
 POLICIES = ("loss_softmax", "uniform", "learning_progress", "ucb", "active_uncertainty", "sedi_prune")
 UNCERTAINTY_TARGETS = ("reference", "prediction")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 log = logging.getLogger("daig")
 # Keys that moved: DAIG's knobs left the generation section and the teacher (transport, budget and local-backend
 # settings only now) for generation.daig. A config written with the old names still loads, with a warning.
@@ -77,6 +79,8 @@ class RunConfig:
     student: str = field(default="smollm2-135m-instruct", metadata={"help": "Student model: a packaged model name (see `daig models`), a local folder or .gguf file, or a Hub id."})
     num_threads: int = field(default=2, metadata={"help": "torch threads for teacher and student (they run one after the other). Use 1 per process when two share 2 cores.", "check": ">= 1"})
     cache_dir: str = field(default="~/.cache/daig", metadata={"help": "Where packaged models are unpacked and converted (shared by runs)."})
+    device: str = field(default="auto", metadata={"help": "Where the student (training and eval) and a local teacher run: 'auto' (the GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'. Training always takes the GPU trl/accelerate picks (the first visible one, or one per process under accelerate launch): to pin every stage to one GPU, set CUDA_VISIBLE_DEVICES. Checked at start: 'cuda' on a machine without one stops the run.", "pattern": (r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")})
+    dtype: str = field(default="auto", metadata={"help": "Weights and compute dtype of those models: 'auto' (bfloat16 on a GPU that supports it, else float16; float32 on the CPU), 'float32', 'bfloat16', 'float16'. Half precision on the CPU is refused (emulated there: trl's bf16 measured 10x slower); a CPU with native bf16 can still train in it with training.sft_args.bf16=true.", "choices": DTYPES})
     plateau_rounds: int = field(default=0, metadata={"help": "Stop early when the best eval loss of the last N rounds beats the best before them by less than plateau_min_delta (0: never; the run also stops at `rounds` or a teacher budget cap).", "check": ">= 0"})
     plateau_min_delta: float = field(default=0.01, metadata={"help": "Smallest eval-loss improvement over plateau_rounds rounds that counts as progress.", "check": ">= 0"})
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation stage."})
@@ -156,16 +160,18 @@ def build(cls, data: dict | None, prefix: str = ""):
 
 def field_problems(cls, values: dict, prefix: str = "") -> list[str]:
     """Every field of cls whose value (given, else its default) breaks the field's own rule: metadata 'check' (">= 1",
-    "> 0", "[0, 2]", "(0, 1]", ...) or 'choices'. One checker for every config section; __post_init__ keeps only the
-    checks that read several fields."""
+    "> 0", "[0, 2]", "(0, 1]", ...), 'choices' or 'pattern' (a regular expression the whole value must match, and how
+    to say it). One checker for every config section; __post_init__ keeps only the checks that read several fields."""
     problems = []
     for f in dataclasses.fields(cls):
-        rule, choices = f.metadata.get("check"), f.metadata.get("choices")
-        if not rule and not choices:
+        rule, choices, pattern = f.metadata.get("check"), f.metadata.get("choices"), f.metadata.get("pattern")
+        if not rule and not choices and not pattern:
             continue
         value = values[f.name] if f.name in values else f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if choices and value not in choices:
             problems.append(f"{prefix}{f.name}: {value!r} is not one of {', '.join(choices)}")
+        elif pattern and not re.fullmatch(pattern[0], str(value)):
+            problems.append(f"{prefix}{f.name}: {value!r} is not one of {pattern[1]}")
         elif rule and not _within(value, rule):
             problems.append(f"{prefix}{f.name}: must be {rule if rule[0] in '<>' else 'in ' + rule}, got {value}")
     return problems

@@ -14,6 +14,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,16 @@ from eval.stats import macro_mean, shrink
 from eval.uncertainty import Uncertainty
 from generation.data.corpus import DataError, load_corpus
 from generation.data.pool import load_pools
-from generation.rows import chunk_id
+from generation.rows import RoundStats, chunk_id
 from generation.teacher.cache import Budget, CachedTeacher, Journal, Ledger, TeacherCache
 from generation.teacher.backends import LocalTeacher, OpenAITeacher, Teacher, TeacherOptions, TeacherRequest
 from generation.teacher.batch import BatchTeacher
 from generation.filters.novelty import NoveltyFilter
-from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, clean_stale, read_checkpoint, read_config, round_dir,
-                            save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)
+from loop.runfolder import (CHECKPOINT, JOURNAL, LEGACY_CHECKPOINT, METRICS, LoopState, RowWriter, clean_stale, read_checkpoint, read_config,
+                            round_dir, round_rows, run_rows, save_checkpoint, save_config, state_from_json, write_atomic, write_jsonl)
 from loop.config import ConfigError, RunConfig, build, to_dict
 from loop.evalsets import build_daig_sets, heldout_chunk_ids, load_benchmark, load_eval_set, read_heldout, write_heldout
+from loop.device import placement
 from loop.feedback import next_weights, sedi_prune
 from loop.methods import generate_round, start_method, steered, task_universe
 from generation.teacher.llamacpp import LlamaCppServer
@@ -76,10 +78,12 @@ def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = T
                                 t.rpm, t.tpm, t.backoff_s, t.max_backoff_s, on_close=server.stop,
                                 outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
     else:  # TeacherConfig refuses the other options for the local backend
-        teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads, t.system_prompt)
+        teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads, t.system_prompt,
+                               **placement(cfg))
     cache = TeacherCache(t.cache_path) if t.cache_path else None
     if t.mode == "batch":  # TeacherConfig allows it only with backend openai and a cache, where the jobs are kept
-        teacher = BatchTeacher(teacher, cache, t.batch_poll_s, t.batch_completion_window, t.batch_retry, t.batch_max_requests)
+        teacher = BatchTeacher(teacher, cache, t.batch_poll_s, t.batch_completion_window, t.batch_retry, t.batch_max_requests,
+                               t.batch_max_bytes)
     # The batch factor prices only replies a batch job gave (TeacherReply.batch).
     budget = Budget(t.max_teacher_calls, t.max_teacher_tokens, t.max_cost_usd, t.usd_per_m_prompt_tokens, t.usd_per_m_completion_tokens,
                     t.batch_price_factor)
@@ -114,7 +118,7 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
     return {k: _num(v) for k, v in d.items()}
 
 
-def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], adapter: Path | None,
+def train_round(cfg: RunConfig, student: str, rounds_rows: list[Iterable[dict]], adapter: Path | None,
                 rdir: Path, r: int, rng: random.Random, on_log=None) -> tuple[Path | None, dict]:
     """Train this round's adapter (restart fresh, or continue the last one) on the rows training.data_mix picks.
     on_log: gets each trainer log entry as it is written (in-process training; W&B's live curve)."""
@@ -127,14 +131,52 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[list[dict]], ada
         return adapter, {}
     tmp = Path(tempfile.mkdtemp(dir=rdir, prefix=".adapter."))
     if cfg.training.launcher == "accelerate":
-        stats = train_adapter_launched(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init, rdir / ".trainer")
+        stats = train_adapter_launched(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init, rdir / ".trainer",
+                                       **placement(cfg))
     else:
-        stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init, rdir / ".trainer", on_log)
+        stats = train_adapter(student, train_rows, tmp, cfg.training, cfg.seed + r, cfg.num_threads, init, rdir / ".trainer", on_log,
+                              **placement(cfg))
     shutil.rmtree(rdir / ".trainer", ignore_errors=True)
     stats["data_sha256"], stats["rows_trained"] = data_hash(train_rows), len(train_rows)
     shutil.rmtree(rdir / "adapter", ignore_errors=True)  # left by a run killed before its checkpoint
     os.replace(tmp, rdir / "adapter")
     return rdir / "adapter", stats
+
+
+def generate_to_disk(cfg: RunConfig, st: LoopState, teacher: CachedTeacher, sets: dict[str, list[dict]], rdir: Path,
+                     rng: random.Random) -> RoundStats:
+    """Generate the round into rounds/<r>/data.jsonl and rejected.jsonl as its rows are decided (DAIG: a window of
+    requests at a time), decontaminated and split on the way, so a large round is never held whole. Each file
+    replaces an older one only when whole: a round killed midway is run again from the teacher cache (no call paid
+    twice) and writes the same bytes."""
+    g = cfg.generation
+    data, rejects, contaminated = RowWriter(rdir / "data.jsonl"), RowWriter(rdir / "rejected.jsonl"), RoundStats()
+    rolling = cfg.eval.rolling_heldout and "validation" not in sets  # the old rolling split, only when asked for
+    held = []  # it picks held-out rows per task over the whole round, so those rounds are held until the end
+
+    def emit(kept: list[dict], rejected: list[dict]) -> None:
+        kept = decontaminate(kept, rejected, contaminated, sets, cfg.eval.decontamination_threshold)
+        if rolling:
+            held.extend(kept)
+        else:  # decisions read the fixed validation set (or nothing): every generated row trains
+            for x in kept:
+                x["split"] = "train"
+            data.write(kept)
+        rejects.write(rejected)
+
+    try:
+        stats = generate_round(teacher, st.method, g, st.weights, st.round, cfg.seed, rng, not cfg.training.include_context, emit)[2]
+        if rolling:
+            split_per_task(held, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
+            data.write(held)
+        data.commit()
+        rejects.commit()
+    finally:
+        data.discard()
+        rejects.discard()
+    for reason, n in contaminated.rejected.items():
+        stats.rejected[reason] = stats.rejected.get(reason, 0) + n
+    return stats
 
 
 def decontaminate(kept: list[dict], rejected: list[dict], stats, sets: dict[str, list[dict]], threshold: float) -> list[dict]:
@@ -160,10 +202,10 @@ def decontaminate(kept: list[dict], rejected: list[dict], stats, sets: dict[str,
     return clean
 
 
-def eval_rows(all_rows: list[dict], sets: dict[str, list[dict]]) -> list[dict]:
-    """The rows decisions read: the validation set (yours or DAIG-built), else (eval.rolling_heldout) every held-out
-    generated row so far; none without either."""
-    return sets.get("validation") or [x for x in all_rows if x["split"] == "eval"]
+def eval_rows(rows: list[dict], sets: dict[str, list[dict]]) -> list[dict]:
+    """The rows decisions read: the validation set (yours or DAIG-built), else (eval.rolling_heldout) the held-out
+    rows among the generated `rows`; none without either."""
+    return sets.get("validation") or [x for x in rows if x["split"] == "eval"]
 
 
 def load_sets(cfg: RunConfig, out: Path) -> dict[str, list[dict]]:
@@ -211,18 +253,18 @@ def sets_source(cfg: RunConfig, out: Path) -> str | None:
     return "rolling held-out rows" if ev.rolling_heldout else None
 
 
-def eval_round(cfg: RunConfig, student: str, adapter: Path | None, all_rows: list[dict], bench_rows: list[dict], r: int,
+def eval_round(cfg: RunConfig, student: str, adapter: Path | None, heldout: list[dict], bench_rows: list[dict], r: int,
                uncertainty: Uncertainty | None = None, sets: dict[str, list[dict]] | None = None) -> EvalResult:
     """Per-task loss on the validation rows (see eval_rows) with this round's adapter, the test set's when given;
     the benchmark with the same model load."""
     sets = sets or {}
-    rows = [student_row(x, cfg.training.include_context) for x in eval_rows(all_rows, sets)]
+    rows = [student_row(x, cfg.training.include_context) for x in eval_rows(heldout, sets)]
     test = [student_row(x, cfg.training.include_context) for x in sets.get("test", [])]
     bench_rows = bench_rows if adapter else []  # the base model was scored once at the start
     if not rows and not bench_rows and not test:
         return EvalResult()
     return evaluate(student, str(adapter) if adapter else None, rows, cfg.eval, cfg.training.max_length, cfg.num_threads,
-                    desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty, test_rows=test)
+                    desc=f"round {r} eval", bench_rows=bench_rows, uncertainty=uncertainty, test_rows=test, **placement(cfg))
 
 
 def judge_samples(cfg: RunConfig, teacher: CachedTeacher, ledger: Ledger, samples: list[dict], r: int) -> dict:
@@ -353,7 +395,8 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
     held_set = set(held)  # held-out chunks never reach a training request
     train_chunks = [c for c in chunks if c.id not in held_set]
-    method = start_method(g, pool, train_chunks, cfg.cache_dir, cfg.num_threads)
+    where = placement(cfg)
+    method = start_method(g, pool, train_chunks, cfg.cache_dir, cfg.num_threads, where["device"], where["dtype"])
     st = LoopState(method=method) if fresh else state_from_json(saved, out, method)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size, g.datasets.get(cfg.eval.benchmark_path)) \
         if cfg.eval.benchmark_path else []
@@ -364,6 +407,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
                           "(the policies weigh pool tasks only)")
 
     check_hardware(cfg.training)
+    placement(cfg)  # a device this machine lacks stops the run here, before anything is written or paid
     problems = check_models_and_services(cfg)  # before anything is written or paid
     if problems:
         raise PreflightError(problems)
@@ -397,7 +441,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
         if ev_cfg.judge and not sets.get("test"):
             log.warning("eval.judge: the test set is empty, so nothing is graded")
         if fresh:
-            base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads) if bench_rows else None
+            base = benchmark(student, None, bench_rows, cfg.eval.max_new_tokens, cfg.num_threads, **placement(cfg)) if bench_rows else None
             if base:
                 write_jsonl(out / "benchmark_base.jsonl", base["samples"])
                 log.info("benchmark: base model ROUGE-L %.4f on %d tasks", base["rouge_l"], len(bench_rows))
@@ -413,23 +457,16 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
             r, rdir = st.round, round_dir(out, st.round)
             start = time.time()
             if st.stage == "start":
-                kept, rejected, st.stats = generate_round(teacher, st.method, g, st.weights, r, cfg.seed, rng, not cfg.training.include_context)
-                kept = decontaminate(kept, rejected, st.stats, sets, cfg.eval.decontamination_threshold)
-                if cfg.eval.rolling_heldout and "validation" not in sets:  # the old rolling split, only when asked for
-                    split_per_task(kept, cfg.eval.heldout_fraction, cfg.eval.min_heldout_per_task, rng)
-                else:  # decisions read the fixed validation set (or nothing): every generated row trains
-                    for x in kept:
-                        x["split"] = "train"
-                write_jsonl(rdir / "data.jsonl", kept)
-                write_jsonl(rdir / "rejected.jsonl", rejected)
-                st.rounds_rows.append(kept)
+                st.stats = generate_to_disk(cfg, st, teacher, sets, rdir, rng)
+                st.rounds_with_rows += 1
                 st.gen_seconds, st.stage, st.rng = round(time.time() - start, 2), "generated", rng.getstate()
                 save_checkpoint(out, st, teacher.journal)
             if st.stage == "generated":
                 for stale in rdir.glob(".adapter.*"):  # a training killed midway
                     shutil.rmtree(stale, ignore_errors=True)
                 prev = Path(st.adapter) if st.adapter else None
-                adapter, st.train_stats = train_round(cfg, student, st.rounds_rows, prev, rdir, r, rng, tracker.train_logger(r))
+                rounds = [round_rows(out, i) for i in range(1, st.rounds_with_rows + 1)]
+                adapter, st.train_stats = train_round(cfg, student, rounds, prev, rdir, r, rng, tracker.train_logger(r))
                 st.adapter, st.stage, st.rng = str(adapter) if adapter else None, "trained", rng.getstate()
                 save_checkpoint(out, st, teacher.journal)
             finish_round(cfg, st, out, teacher, tracker, pool, train_chunks, bench_rows, student, sets)
@@ -446,14 +483,15 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
                  bench_rows: list[dict], student: str, sets: dict[str, list[dict]] | None = None) -> None:
     """Evaluate, reweight, record and log the round, and move the state to the next round's start."""
     sets, r = sets or {}, st.round
-    all_rows = [x for rows in st.rounds_rows for x in rows]
+    # the rolling held-out rows, where decisions read them (none are needed with a validation set)
+    heldout = [] if sets.get("validation") else [x for x in run_rows(out, st.rounds_with_rows) if x["split"] == "eval"]
     adapter = Path(st.adapter) if st.adapter else None
-    ev = eval_round(cfg, student, adapter, all_rows, bench_rows, r, uncertainty_settings(cfg, all_rows, sets, r), sets)
+    ev = eval_round(cfg, student, adapter, heldout, bench_rows, r, uncertainty_settings(cfg, heldout, sets, r), sets)
     judged = {}
     if cfg.eval.judge and ev.test and ev.samples:
         judged = judge_samples(cfg, teacher, st.judge_ledger, ev.samples, r)
         save_checkpoint(out, st, teacher.journal)  # the judge's paid calls are in the saved ledger before anything else can fail
-    rw = reweight(cfg, st, ev, task_universe(cfg.generation, pool, all_rows))
+    rw = reweight(cfg, st, out, ev, task_universe(cfg.generation, pool, run_rows(out, st.rounds_with_rows)))
     metrics = round_metrics(cfg, st, out, teacher, ev, judged, rw, chunks, sets)
     st.stopped = "budget" if teacher.exhausted else plateau(st.history + [metrics], cfg.plateau_rounds, cfg.plateau_min_delta)
     metrics["stopped"] = st.stopped or None
@@ -462,13 +500,13 @@ def finish_round(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeache
     st.round_ledger_start = teacher.ledger.copy()
 
 
-def uncertainty_settings(cfg: RunConfig, all_rows: list[dict], sets: dict[str, list[dict]], r: int) -> Uncertainty | None:
+def uncertainty_settings(cfg: RunConfig, rows: list[dict], sets: dict[str, list[dict]], r: int) -> Uncertainty | None:
     """What active_uncertainty measures prompt uncertainty on: the validation rows as the student sees them."""
     fb = cfg.feedback
     if fb.policy != "active_uncertainty":
         return None
     by_task: dict[str, list[dict]] = {}
-    for x in eval_rows(all_rows, sets):
+    for x in eval_rows(rows, sets):
         by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
     return Uncertainty(by_task, fb.uncertainty_perturbations, fb.uncertainty_drop, cfg.training.max_length, cfg.seed + r,
                        cfg.eval.batch_size, fb.uncertainty_rows, fb.uncertainty_target, cfg.eval.max_new_tokens)
@@ -488,10 +526,10 @@ class Reweighting:
     evidence: dict
 
 
-def reweight(cfg: RunConfig, st: LoopState, ev: EvalResult, tasks: list[str]) -> Reweighting:
+def reweight(cfg: RunConfig, st: LoopState, out: Path, ev: EvalResult, tasks: list[str]) -> Reweighting:
     """Next round's task weights from this round's losses; logged only for the unsteered methods. Updates the loss
     history and task counts, and (sedi_prune) prunes the method's pool."""
-    g, fb, kept = cfg.generation, cfg.feedback, st.rounds_rows[-1]
+    g, fb = cfg.generation, cfg.feedback
     weights = {t: st.weights.get(t, math.nan) for t in tasks}
     raw = {t: ev.task_loss.get(t, math.nan) for t in tasks}
     ses = {t: ev.task_se.get(t, math.nan) for t in tasks}
@@ -499,7 +537,7 @@ def reweight(cfg: RunConfig, st: LoopState, ev: EvalResult, tasks: list[str]) ->
     # with the rows would read as a loss change to learning_progress and ucb.
     shrinking = fb.shrink and fb.policy in ("loss_softmax", "sedi_prune")
     losses, own_weight = shrink(raw, ses) if shrinking else (raw, {})
-    for x in kept:
+    for x in round_rows(out, st.round):
         st.task_counts[x["task"]] = st.task_counts.get(x["task"], 0) + 1
     policy = fb if steered(g.method) else _logged_only(fb, len(tasks))
     unc = ev.prompt_uncertainty
@@ -507,14 +545,14 @@ def reweight(cfg: RunConfig, st: LoopState, ev: EvalResult, tasks: list[str]) ->
                                          uncertainty={t: unc.get(t, math.nan) for t in tasks} if unc is not None else None)
     st.loss_history.append(raw)
     if fb.policy == "sedi_prune" and steered(g.method):
-        st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, kept, st.loss_history, fb.sedi_min_per_task or g.daig.examples_in_prompt)
+        st.method.pool, evidence["pool_pruning"] = sedi_prune(st.method.pool, list(round_rows(out, st.round)), st.loss_history, fb.sedi_min_per_task or g.daig.examples_in_prompt)
     return Reweighting(tasks, weights, raw, ses, losses, own_weight, shrinking, new_weights, evidence)
 
 
 def round_metrics(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeacher, ev: EvalResult, judged: dict,
                   rw: Reweighting, chunks: list, sets: dict[str, list[dict]]) -> dict:
     """The round's line of metrics.jsonl."""
-    kept, n_rows = st.rounds_rows[-1], sum(len(rows) for rows in st.rounds_rows)
+    kept, covered = row_counts(out, st.rounds_with_rows)
     test, bench, base_bench, stats, train_stats = ev.test or {}, ev.benchmark, st.base_bench, st.stats, st.train_stats
     shrinking = rw.shrinking
     return {
@@ -544,13 +582,13 @@ def round_metrics(cfg: RunConfig, st: LoopState, out: Path, teacher: CachedTeach
         "benchmark_rouge_l_base": _num(base_bench["rouge_l"]) if base_bench else None,
         "benchmark_bleu_base": _num(base_bench["bleu"]) if base_bench else None,
         "n_generated": stats.requests,
-        "n_kept": len(kept),
-        "n_train": sum(x["split"] == "train" for x in kept),
-        "n_eval": sum(x["split"] == "eval" for x in kept),
+        "n_kept": kept["last"],
+        "n_train": kept["train"],
+        "n_eval": kept["eval"],
         "rejected": stats.rejected,
-        **coverage(chunks, st.rounds_rows, stats),
-        **ledger_metrics(teacher.ledger.minus(st.round_ledger_start), len(kept)),
-        **ledger_metrics(teacher.ledger, n_rows, prefix="run_"),
+        **coverage(chunks, covered, stats),
+        **ledger_metrics(teacher.ledger.minus(st.round_ledger_start), kept["last"]),
+        **ledger_metrics(teacher.ledger, kept["all"], prefix="run_"),
         "budget_exhausted": teacher.exhausted or None,
         "train_loss": train_stats.get("train_loss"),
         "train_steps": train_stats.get("steps", 0),
@@ -590,10 +628,26 @@ def record_round(cfg: RunConfig, st: LoopState, rdir: Path, tracker: Tracker, ev
         log.info("eval loss improved by less than %s over the last %d rounds: stopping after round %d", cfg.plateau_min_delta, cfg.plateau_rounds, r)
 
 
-def coverage(chunks: list, rounds_rows: list[list[dict]], stats) -> dict:
-    """Which of the training chunks (and their documents) the kept rows so far are about; None without a corpus."""
-    covered = {chunk_id(x) for rows in rounds_rows for x in rows} - {None}
-    before = {chunk_id(x) for rows in rounds_rows[:-1] for x in rows}
+def row_counts(out: Path, rounds: int) -> tuple[dict[str, int], tuple[set, set]]:
+    """One pass over the run's kept rows (rounds 1..rounds, the last one just finished): how many the last round
+    kept (and of them trains and held out) and the whole run kept; the chunks covered up to and before the last."""
+    counts, covered, before = {"last": 0, "train": 0, "eval": 0, "all": 0}, set(), set()
+    for r in range(1, rounds + 1):
+        for x in round_rows(out, r):
+            counts["all"] += 1
+            covered.add(chunk_id(x))
+            if r < rounds:
+                before.add(chunk_id(x))
+            else:
+                counts["last"] += 1
+                counts[x["split"]] = counts.get(x["split"], 0) + 1
+    return counts, (covered - {None}, before)
+
+
+def coverage(chunks: list, covered: tuple[set, set], stats) -> dict:
+    """Which of the training chunks (and their documents) the kept rows so far are about; None without a corpus.
+    covered: the chunk ids the rows so far are about, and those of the rounds before this one (row_counts)."""
+    covered, before = covered
     return {"chunks_covered": len(covered) if chunks else None, "chunks_total": len(chunks) or None,
             "round_chunks_requested": stats.chunks or None,  # DAIG: distinct chunks / documents this round asked about
             "round_documents_requested": stats.documents or None,

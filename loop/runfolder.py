@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -61,27 +62,68 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def read_jsonl(path: Path, strict: bool = False) -> list[dict]:
     """Rows of a .jsonl file, none if it is missing. A line torn by a kill (only the last can be) is skipped with a
     warning, unless strict, where it raises (rows the loop itself reads back)."""
+    return list(iter_jsonl(path, strict))
+
+
+def iter_jsonl(path: Path, strict: bool = False) -> Iterator[dict]:
+    """read_jsonl a line at a time, so a large file is never held whole."""
     if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if strict:
-                raise
-            log.warning("%s:%d is not valid JSON (torn by a kill?); skipped", path, n)
-    return rows
+        return
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                if strict:
+                    raise
+                log.warning("%s:%d is not valid JSON (torn by a kill?); skipped", path, n)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+class RowWriter:
+    """A .jsonl file written a batch of rows at a time, atomically as a whole: the lines go to a hidden file beside
+    it, which replaces it (fsynced) at commit(), so a kill leaves the old file or none, never part of one."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.rows = path, 0
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        self.f = os.fdopen(fd, "w", encoding="utf-8")
+
+    def write(self, rows: list[dict]) -> None:
+        self.f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self.f.flush()  # on disk (in the hidden file) as they come, not in a buffer
+        self.rows += len(rows)
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.f.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
 def round_dir(out: Path, r: int) -> Path:
     return out / "rounds" / str(r)
+
+
+def round_rows(out: Path, r: int) -> Iterator[dict]:
+    """Round r's kept rows (rounds/<r>/data.jsonl) one at a time, in the current schema."""
+    return (upgrade(x) for x in iter_jsonl(round_dir(out, r) / "data.jsonl", strict=True))
+
+
+def run_rows(out: Path, rounds: int) -> Iterator[dict]:
+    """The kept rows of rounds 1..rounds, one at a time."""
+    for r in range(1, rounds + 1):
+        yield from round_rows(out, r)
 
 
 def round_numbers(out: Path) -> list[int]:
@@ -109,7 +151,7 @@ class LoopState:
     weights: dict = field(default_factory=dict)
     loss_history: list = field(default_factory=list)  # per-task eval loss of each finished round
     task_counts: dict = field(default_factory=dict)  # kept rows per task so far (ucb)
-    rounds_rows: list = field(default_factory=list)  # kept rows of each round (on disk in rounds/<r>/data.jsonl)
+    rounds_with_rows: int = 0  # rounds whose kept rows are written (rounds/<r>/data.jsonl, read back with run_rows)
     adapter: str | None = None
     history: list = field(default_factory=list)  # metrics of each finished round
     method: object = None  # the method's State (generation/methods/<name>.py)
@@ -132,9 +174,9 @@ def save_checkpoint(out: Path, st: LoopState, journal=None) -> None:
 
 
 def _checkpoint_json(st: LoopState, method: dict) -> dict:
-    return {"version": 1, **{f.name: getattr(st, f.name) for f in fields(st) if f.name not in ("method", "rounds_rows", "rng")},
+    return {"version": 1, **{f.name: getattr(st, f.name) for f in fields(st) if f.name not in ("method", "rounds_with_rows", "rng")},
             "rng": [st.rng[0], list(st.rng[1]), st.rng[2]] if st.rng else [],
-            "rounds_with_rows": len(st.rounds_rows),
+            "rounds_with_rows": st.rounds_with_rows,
             "ledger": asdict(st.ledger), "round_ledger_start": asdict(st.round_ledger_start), "judge_ledger": asdict(st.judge_ledger),
             "stats": asdict(st.stats) if st.stats is not None else None, "method": method}
 
@@ -181,10 +223,11 @@ def _state_from_json(saved: dict, out: Path, method) -> LoopState:
     s = dict(saved)
     method.restore(s.pop("method"))
     rng = s.pop("rng")
-    rows = [[upgrade(x) for x in read_jsonl(round_dir(out, r) / "data.jsonl", strict=True)] for r in range(1, s.pop("rounds_with_rows") + 1)]
+    for _ in run_rows(out, s["rounds_with_rows"]):  # every line readable, without holding them
+        pass
     stats = s.pop("stats")
     s.pop("version")
-    return LoopState(**{**s, "rng": (rng[0], tuple(rng[1]), rng[2]) if rng else (), "rounds_rows": rows, "method": method,
+    return LoopState(**{**s, "rng": (rng[0], tuple(rng[1]), rng[2]) if rng else (), "method": method,
                         "stats": RoundStats(**stats) if stats is not None else None,
                         **{k: Ledger(**s[k]) for k in ("ledger", "round_ledger_start", "judge_ledger")}})
 
@@ -215,7 +258,9 @@ class _LegacyUnpickler(pickle.Unpickler):
 
 def _legacy_json(st: LoopState) -> dict:
     """An older pickled LoopState in checkpoint.json's form (its novelty pool whole: no start count was kept)."""
+    held = st.__dict__.pop("rounds_rows", [])  # older states held every round's rows; their count is what is kept now
     fill_defaults(st)  # first, so a missing judge_ledger is a fresh Ledger before the ledgers get their missing fields
+    st.rounds_with_rows = len(held)
     for obj in (st.ledger, st.round_ledger_start, st.judge_ledger, *([st.stats] if st.stats else [])):
         fill_defaults(obj)
     m = st.method.__dict__

@@ -62,6 +62,28 @@ def test_a_stage_is_one_batch_job_priced_at_the_batch_price(tmp_path, server):
     assert cache.batch_jobs([teacher.key(r) for r in requests(10)], server.base_url) == {}, "a finished job is forgotten"
 
 
+def test_a_stage_over_the_file_limit_goes_as_several_jobs_each_under_it(tmp_path, server):
+    sizes = [len(x) + 1 for x in _first_file(tmp_path, server).splitlines()]  # each line's bytes, as uploaded
+    limit = sum(sizes[:3])
+    online = OpenAITeacher("fake-teacher", server.base_url, "", 4, 5.0, 0)
+    cache = TeacherCache(tmp_path / "split.sqlite")
+    teacher = CachedTeacher(BatchTeacher(online, cache, poll_s=0.05, max_bytes=limit), cache, Budget(**PRICES))
+    uploads = len(server.events("file_upload"))
+    replies = teacher.generate(requests(10))
+    files = server.events("file_upload")[uploads:]
+    assert [f["bytes"] for f in files] == [sum(sizes[i:i + 3]) for i in range(0, 10, 3)], "cut at the limit, in order"
+    assert all(f["bytes"] <= limit for f in files) and [e["lines"] for e in server.events("batch_create")][-4:] == [3, 3, 3, 1]
+    assert all(not r.error for r in replies) and teacher.ledger.calls == 10
+    with pytest.raises(TeacherError, match="over generation.teacher.batch_max_bytes"):  # one request over the limit: said before any upload
+        CachedTeacher(BatchTeacher(online, TeacherCache(tmp_path / "tiny.sqlite"), max_bytes=100), None, Budget()).generate(requests(2))
+    assert len(server.events("file_upload")) == uploads + 4
+
+
+def _first_file(tmp_path, server) -> str:
+    batch_teacher(server.base_url, TeacherCache(tmp_path / "first.sqlite")).generate(requests(10))
+    return server_file(server, server.events("file_upload")[0]["file"])
+
+
 def server_file(server, file_id: str) -> str:
     import openai
 
@@ -118,7 +140,7 @@ def test_a_kill_between_upload_and_create_finds_the_batch_instead_of_creating_an
     inner = teacher.teacher
     client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
     keys = [teacher.key(r) for r in requests(5)]
-    file_id = inner._upload(client, requests(5), keys)
+    file_id = inner._upload(client, b"".join(inner.line(r, k) for r, k in zip(requests(5), keys)))
     teacher.cache.record_batch_file(keys, file_id, server.base_url)  # recorded: the file, no batch id yet
     client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")  # created; id lost in the kill
     replies = teacher.generate(requests(5))

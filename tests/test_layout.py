@@ -113,6 +113,7 @@ def test_every_method_module_has_the_contract_and_a_name():
         section = {"evol_instruct": "evol"}.get(name, name)  # the method's config section is generation.<section>
         assert dataclasses.is_dataclass(module.Config) and typing.get_type_hints(GenerationConfig)[section] is module.Config, name
         assert list(inspect.signature(module.start).parameters) == ["g", "pool", "chunks", "load_embedder"], name
+        assert isinstance(module.STREAMS, bool), name
         assert list(inspect.signature(module.run_round).parameters) == ["teacher", "state", "g", "weights", "round_idx", "seed",
-                                                                         "rng", "closed_book"], name
+                                                                         "rng", "closed_book"] + ["emit"] * module.STREAMS, name
         assert callable(module.State.to_json) and callable(module.State.restore), name

@@ -48,24 +48,30 @@ def student_row(row: dict, include_context: bool) -> dict:
             "completion": [{"role": "assistant", "content": row["output"]}]}
 
 
-def load_student_for_training(model_path: str, cfg: TrainConfig):
+def load_student_for_training(model_path: str, cfg: TrainConfig, dtype: str = "float32", attn: str = "sdpa"):
+    """The base model in `dtype` (the Trainer moves it to its device); 4-bit NF4 on this process's GPU for QLoRA."""
+    import os
+
     import torch
     from transformers import AutoModelForCausalLM
 
     if not cfg.load_in_4bit:
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), attn_implementation=attn)
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
-    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    compute = getattr(torch, dtype)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute)
-    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=compute, device_map={"": 0})
+    gpu = int(os.environ.get("LOCAL_RANK", "0"))  # under accelerate launch, each process's own GPU
+    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=compute, device_map={"": gpu},
+                                                 attn_implementation=attn)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def train_adapter_launched(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
-                           num_threads: int, init_adapter: str | Path | None, work_dir: str | Path) -> dict:
+                           num_threads: int, init_adapter: str | Path | None, work_dir: str | Path,
+                           device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> dict:
     """The same training step as train_adapter, run by `accelerate launch` in child processes."""
     import dataclasses
     import subprocess
@@ -79,7 +85,8 @@ def train_adapter_launched(model_path: str, rows: list[dict], out_dir: str | Pat
     if cfg.accelerate_config:
         cmd += ["--config_file", cfg.accelerate_config]
     cmd += ["-m", "training.run", "--model", model_path, "--rows", str(work / "rows.jsonl"), "--config", str(work / "train.json"),
-            "--out", str(out_dir), "--seed", str(seed), "--threads", str(num_threads), "--work-dir", str(work / "trainer")]
+            "--out", str(out_dir), "--seed", str(seed), "--threads", str(num_threads), "--work-dir", str(work / "trainer"),
+            "--device", device, "--dtype", dtype, "--attn", attn]
     if init_adapter:
         cmd += ["--init-adapter", str(init_adapter)]
     with open(work / "launch.log", "w") as logf:
@@ -100,11 +107,14 @@ def lora_config(cfg: TrainConfig):
 
 def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
                   num_threads: int, init_adapter: str | Path | None = None, work_dir: str | Path | None = None,
-                  on_log: Callable[[dict], None] | None = None) -> dict:
+                  on_log: Callable[[dict], None] | None = None, device: str = "cpu", dtype: str = "float32",
+                  attn: str = "sdpa") -> dict:
     """Train a LoRA adapter on rows ({'prompt': [msgs], 'completion': [msgs]}) and save it to out_dir.
 
     init_adapter: continue training that adapter instead of starting a fresh one.
     on_log: called with each trainer log entry ({step, loss, learning_rate, grad_norm, epoch, ...}) as it is written.
+    device, dtype, attn: resolved by the caller (loop/device.py); the base loads in dtype and trains with bf16/fp16
+    autocast to match. "cuda" means the GPU the Trainer picks (cuda:0, or each process's own under accelerate).
     Returns training figures (loss, steps, seconds, tokens).
     """
     import torch
@@ -119,7 +129,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     torch.set_num_threads(num_threads)
     start = time.time()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = load_student_for_training(model_path, cfg)
+    model = load_student_for_training(model_path, cfg, dtype, attn)
     peft_config = None
     if init_adapter is not None:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
@@ -141,9 +151,10 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         save_strategy="no",
         report_to="none",
         seed=seed,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device == "cpu",
         # trl defaults to bf16=True; on a CPU without native bf16 that emulates every matmul (10x slower, measured).
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name; trl's default is on
         # Padding-free relies on transformers finding the packed sequences from position_ids, which it does only
         # without a KV cache; trl's compute_loss passes use_cache=False, so the attention stays per example.

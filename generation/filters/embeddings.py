@@ -44,9 +44,10 @@ def read_pipeline(model_path: str | Path) -> tuple[int, bool]:
 
 
 class Embedder:
-    """Mean-pooled, L2-normalised sentence embeddings (float32, one row per text), batched on CPU."""
+    """Mean-pooled, L2-normalised sentence embeddings (float32, one row per text), batched, on `device` in `dtype`
+    (pooling runs in float32 whatever the model's dtype)."""
 
-    def __init__(self, model_path: str, num_threads: int = 1, batch_size: int = 64):
+    def __init__(self, model_path: str, num_threads: int = 1, batch_size: int = 64, device: str = "cpu", dtype: str = "float32"):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -55,7 +56,7 @@ class Embedder:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.tok = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModel.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.model = AutoModel.from_pretrained(model_path, dtype=getattr(torch, dtype), attn_implementation="sdpa").to(device).eval()
         self.dim = self.model.config.hidden_size
         self._pool = np.zeros((0, self.dim), dtype=np.float32)  # vectors of the pool's first len(_pool) texts
         self._pool_last = ""  # the last pool text embedded: a cheap check that the pool only grew
@@ -71,13 +72,14 @@ class Embedder:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                enc = self.tok([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state
+                enc = self.tok([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_len,
+                               return_tensors="pt").to(self.model.device)
+                hidden = self.model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 if self.normalize:
                     vec = torch.nn.functional.normalize(vec, p=2, dim=1)
-                out[idx] = vec.numpy()
+                out[idx] = vec.cpu().numpy()
         return out
 
     def pool_vectors(self, pool_texts: list[str]) -> np.ndarray:

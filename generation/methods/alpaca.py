@@ -138,6 +138,7 @@ def alpaca_request(shown: list[SeedTask], ac: AlpacaConfig, seed: int) -> Teache
 
 Config = AlpacaConfig  # its section of the run config: generation.alpaca
 STEERED = False  # a faithful baseline: it samples seeds uniformly, as published; its task weights are only logged
+STREAMS = False  # run_round returns its rows whole, at the end of its round
 
 
 State = SeedState  # seeds, machine-written instructions, novelty pool (generation/data/seeds.py)

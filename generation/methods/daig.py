@@ -247,7 +247,8 @@ def check_answer(answer: str, reply, instruction: str, input_text: str, chunk: C
 
 def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk]], cfg: GenerationConfig,
                    round_idx: int, seed: int, novelty: NoveltyFilter | None = None,
-                   embedder=None, closed_book: bool = True, tasks: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], RoundStats]:
+                   embedder=None, closed_book: bool = True, tasks: tuple[str, ...] = (),
+                   emit: Callable[[list[dict], list[dict]], None] | None = None) -> tuple[list[dict], list[dict], RoundStats]:
     """Teacher passes over the plan (instructions, optional judge, answers, optional judge); returns kept rows,
     rejected rows, stats.
 
@@ -258,20 +259,23 @@ def run_daig_round(teacher: Teacher, plan: list[tuple[str, list[PoolItem], Chunk
     round); sedi and the instruction judge decide over the whole batch, so those rounds go stage by stage.
     closed_book: the student will not see the chunk (training.include_context false), so an instruction that
     points at "the passage" needs the passage as its input. tasks: the pool's task names (for task_mismatch).
+    emit: given, it gets each window's (kept, rejected) rows as soon as they are decided, and the round holds none
+    of them (the returned lists are empty): a 100,000-row round goes to disk a window at a time.
     """
     dc = cfg.daig
     base = request_seed(seed, round_idx)
     stats = RoundStats(requests=len(plan), chunks=len({c.id for _, _, c in plan}), documents=len({c.source for _, _, c in plan}))
+    kept, rejected = [], []
+    emit = emit or (lambda k, r: (kept.extend(k), rejected.extend(r)))
     # A window of the plan at a time, so a large round holds one window's requests and replies (sedi decides over the
     # whole batch, so its rounds are one window). Seeds continue across windows: one window is the round as before.
     size = len(plan) if cfg.novelty.filter == "sedi" else dc.window
-    kept, rejected, sent = [], [], {"answers": 0, "instruction_judge": 0, "answer_judge": 0}
+    sent = {"answers": 0, "instruction_judge": 0, "answer_judge": 0}
     for lo in range(0, len(plan), size or 1):
         k, r = _window(teacher, plan, lo, min(lo + size, len(plan)), cfg, round_idx, base, sent, novelty, embedder, closed_book, tasks)
-        kept += k
-        rejected += r
-    for r in rejected:
-        stats.reject(r["reason"])
+        for x in r:
+            stats.reject(x["reason"])
+        emit(k, r)
     return kept, rejected, stats
 
 
@@ -420,6 +424,7 @@ def overlapped(teacher: Teacher, first: list[TeacherRequest], desc: str, admit: 
 
 Config = DaigConfig  # its section of the run config: generation.daig
 STEERED = True  # the task weights choose which task each request is about
+STREAMS = True  # run_round hands its rows to emit a window at a time (loop/methods.py)
 
 
 @dataclass
@@ -452,11 +457,22 @@ def start(g: GenerationConfig, pool: dict[str, list[PoolItem]], chunks: list[Chu
 
 
 def run_round(teacher: Teacher, state: State, g: GenerationConfig, weights: dict[str, float], round_idx: int, seed: int,
-              rng: random.Random, closed_book: bool = True) -> tuple[list[dict], list[dict], RoundStats]:
+              rng: random.Random, closed_book: bool = True,
+              emit: Callable[[list[dict], list[dict]], None] | None = None) -> tuple[list[dict], list[dict], RoundStats]:
+    """emit: as run_daig_round's."""
     plan = plan_requests(weights, state.pool, state.chunks, g, rng, state.chunk_counts, state.chunk_requests)
     for _, _, chunk in plan:
         state.chunk_requests[chunk.id] = state.chunk_requests.get(chunk.id, 0) + 1
-    kept, rejected, stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder, closed_book, tuple(state.pool))
-    for row in kept:
-        state.chunk_counts[chunk_id(row)] = state.chunk_counts.get(chunk_id(row), 0) + 1
-    return kept, rejected, stats
+    kept_all, rejected_all = [], []
+
+    def counted(kept: list[dict], rejected: list[dict]) -> None:
+        for row in kept:
+            state.chunk_counts[chunk_id(row)] = state.chunk_counts.get(chunk_id(row), 0) + 1
+        if emit:
+            emit(kept, rejected)
+        else:
+            kept_all.extend(kept)
+            rejected_all.extend(rejected)
+
+    stats = run_daig_round(teacher, plan, g, round_idx, seed, state.novelty, state.embedder, closed_book, tuple(state.pool), counted)[2]
+    return kept_all, rejected_all, stats

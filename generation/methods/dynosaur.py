@@ -376,6 +376,7 @@ def run_dynosaur_round(teacher: Teacher, meta: DatasetMeta, seen: set, cfg: Gene
 
 Config = DynosaurConfig  # its section of the run config: generation.dynosaur
 STEERED = False  # a faithful baseline: the tasks come from the dataset's metadata; their weights are only logged
+STREAMS = False  # run_round returns its rows whole, at the end of its round
 
 
 @dataclass

@@ -301,6 +301,7 @@ def run_evol_round(teacher: Teacher, pool: dict[str, list[PoolItem]], weights: d
 
 Config = EvolConfig  # its section of the run config: generation.evol
 STEERED = True  # the task weights choose which pool items are evolved
+STREAMS = False  # run_round returns its rows whole, at the end of its round
 
 
 @dataclass

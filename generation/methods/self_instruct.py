@@ -297,6 +297,7 @@ def check_seed_count(n_seeds: int, sc: SelfInstructConfig) -> None:
 
 Config = SelfInstructConfig  # its section of the run config: generation.self_instruct
 STEERED = False  # a faithful baseline: it samples seeds uniformly, as published; its task weights are only logged
+STREAMS = False  # run_round returns its rows whole, at the end of its round
 
 
 State = SeedState  # seeds, machine-written instructions, novelty pool (generation/data/seeds.py)

@@ -172,13 +172,16 @@ class LocalTeacher:
     """A transformers causal LM with a chat template, generating in length-sorted batches."""
     concurrent = False  # one model, one call at a time
 
-    def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int, system_prompt: str = ""):
-        """system_prompt: the only teacher option a local model honours (the others shape an HTTP request)."""
+    def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int, system_prompt: str = "",
+                 device: str = "cpu", dtype: str = "float32", attn: str = "sdpa"):
+        """system_prompt: the only teacher option a local model honours (the others shape an HTTP request).
+        device, dtype, attn: where the model runs (resolved by the caller)."""
         self.model = model_name
         self.options = TeacherOptions(system_prompt=system_prompt)
         self.model_path = model_path
         self.batch_size = batch_size
         self.num_threads = num_threads
+        self.device, self.dtype, self.attn = device, dtype, attn
         self.lm = None  # loaded on the first request, so a run served from the cache never loads it
         from transformers import AutoTokenizer
 
@@ -209,7 +212,8 @@ class LocalTeacher:
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(self.num_threads)
-        self.lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32).eval()
+        self.lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype),
+                                                       attn_implementation=self.attn).to(self.device).eval()
         eos = self.lm.generation_config.eos_token_id
         self.eos_ids = sorted({self.tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
 
@@ -247,18 +251,18 @@ class LocalTeacher:
         import torch
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
         processors = [PresencePenalty(params.presence_penalty, enc.input_ids.shape[1])] if params.presence_penalty else []
         if params.temperature > 0 and params.top_p > 0:  # sampling as processors + argmax, each row with its own seed
             processors += [TemperatureLogitsWarper(params.temperature)] + ([TopPLogitsWarper(params.top_p)] if params.top_p < 1 else [])
-            processors.append(SeededSampler(seeds))
+            processors.append(SeededSampler(seeds, self.lm.device))
         extra = {"stop_strings": list(params.stop), "tokenizer": self.tok} if params.stop else {}
         with torch.inference_mode():
             out = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=False, temperature=None, top_p=None,
                                    top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id,
                                    logits_processor=LogitsProcessorList(processors), **extra)
         replies = []
-        for row, mask in zip(out[:, enc.input_ids.shape[1]:].tolist(), enc.attention_mask):
+        for row, mask in zip(out[:, enc.input_ids.shape[1]:].tolist(), enc.attention_mask.cpu()):
             stop = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             ids = row if stop is None else row[:stop]
             text, cut = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), params.stop)
@@ -275,17 +279,21 @@ class LocalTeacher:
 class SeededSampler:
     """Sampling with one generator per row, seeded by that row's request: Gumbel-max over the (temperature, top_p)
     processed logits draws exactly from their softmax, and a reply depends only on its own request, not on which
-    requests share its batch (a resumed run sends only the uncached ones, so its batches differ)."""
+    requests share its batch (a resumed run sends only the uncached ones, so its batches differ).
 
-    def __init__(self, seeds: list[int]):
+    On a GPU each row's generator lives there too (CUDA's Philox: a row's noise depends only on its seed, so the exactness
+    holds, without copying a vocabulary of noise per row per token from the CPU). A seed's noise differs between CPU and
+    GPU, so one request may get different replies on the two; the CPU path is unchanged."""
+
+    def __init__(self, seeds: list[int], device="cpu"):
         import torch
 
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
     def __call__(self, input_ids, scores):
         import torch
 
-        u = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators]).clamp_min(1e-20)
+        u = torch.stack([torch.rand(scores.shape[1], generator=g, device=g.device) for g in self.generators]).clamp_min(1e-20)
         return scores + (-torch.log(-torch.log(u))).to(scores.dtype)
 
 

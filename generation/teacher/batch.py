@@ -35,10 +35,10 @@ class BatchTeacher:
     key and retries. `cache` holds the jobs under way (its batch_jobs table), so batch mode needs the cache."""
 
     def __init__(self, online: OpenAITeacher, cache: TeacherCache, poll_s: float = 30.0, completion_window: str = "24h",
-                 retry: str = "batch", max_requests: int = 50_000):
+                 retry: str = "batch", max_requests: int = 50_000, max_bytes: int = 200_000_000):
         self.online, self.cache = online, cache
         self.model, self.options = online.model, online.options
-        self.poll_s, self.window, self.retry, self.max_requests = poll_s, completion_window, retry, max_requests
+        self.poll_s, self.window, self.retry, self.max_requests, self.max_bytes = poll_s, completion_window, retry, max_requests, max_bytes
         self.endpoint = online.base_urls[0] or "https://api.openai.com/v1"
 
     concurrent = False  # a stage is one job
@@ -157,9 +157,9 @@ class BatchTeacher:
             log.info("%s: resuming %d batch job%s under way (%s); nothing is submitted twice", desc, len(jobs),
                      "s" * (len(jobs) > 1), ", ".join(jobs.values()))
         fresh = [i for i in todo if keys[i] not in under_way]
-        for start in range(0, len(fresh), self.max_requests):
-            part = fresh[start:start + self.max_requests]
-            file_id = self._upload(client, [requests[i] for i in part], [keys[i] for i in part])
+        lines = {i: self.line(requests[i], keys[i]) for i in fresh}
+        for part in job_parts(fresh, lines, self.max_requests, self.max_bytes):
+            file_id = self._upload(client, b"".join(lines[i] for i in part))
             members[file_id] = part
             for i in part:  # journaled before the job is recorded: a kill now over-counts, never under-counts
                 if on_send:
@@ -185,10 +185,12 @@ class BatchTeacher:
         if refused:
             raise TeacherError(f"{'; '.join(refused)}; fix the request settings it names, then `daig resume` on the run folder")
 
-    def _upload(self, client, requests: list[TeacherRequest], keys: list[str]) -> str:
-        lines = [json.dumps({"custom_id": k, "method": "POST", "url": ENDPOINT, "body": self.options.body(self.model, r)})
-                 for r, k in zip(requests, keys)]
-        return client.files.create(file=("daig_batch.jsonl", io.BytesIO(("\n".join(lines) + "\n").encode())), purpose="batch").id
+    def line(self, request: TeacherRequest, key: str) -> bytes:
+        """The request as a line of a job's input file; custom_id is its cache key."""
+        return (json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": self.options.body(self.model, request)}) + "\n").encode()
+
+    def _upload(self, client, data: bytes) -> str:
+        return client.files.create(file=("daig_batch.jsonl", io.BytesIO(data)), purpose="batch").id
 
     def _create(self, client, file_id: str) -> str:
         # No client retry here: a create that timed out may have made the batch, and a second would be paid twice
@@ -263,6 +265,23 @@ class BatchTeacher:
                     reply = TeacherReply("", "error", error=f"http_{status}")
                 out[key] = reply
         return out
+
+
+def job_parts(order: list[int], lines: dict[int, bytes], max_requests: int, max_bytes: int) -> list[list[int]]:
+    """The requests, in order, cut into jobs the provider takes: at most max_requests lines and max_bytes bytes of
+    input file each (OpenAI: 50,000 and 200 MB)."""
+    parts, part, size = [], [], 0
+    for i in order:
+        n = len(lines[i])
+        if n > max_bytes:
+            raise TeacherError(f"one batch request is {n:,} bytes, over generation.teacher.batch_max_bytes ({max_bytes:,}): "
+                               "raise it to the provider's file limit, or shorten the prompts (generation.chunk_words)")
+        if part and (len(part) == max_requests or size + n > max_bytes):
+            parts.append(part)
+            part, size = [], 0
+        part.append(i)
+        size += n
+    return parts + [part] * bool(part)
 
 
 def _finished(batch) -> int:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# bash bench/gpu_check.sh [--cpu]
+# The GPU checks of issue 17 in one command and one table (bench/gpu_check.py says what each row measures).
+# Offline: config-built random-weight models and a tokenizer trained on the spot; nothing from the Hub.
+# --cpu: tiny shapes on the CPU, so the script is known to run before a GPU machine is spent on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+PY="${PYTHON:-python}"
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+"$PY" - <<'PYEOF'
+import importlib.metadata as md
+have = []
+for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "flash-attn"):
+    try:
+        have.append(f"{name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        have.append(f"{name} MISSING")
+print("packages: " + ", ".join(have))
+PYEOF
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+exec "$PY" bench/gpu_check.py "$@"

@@ -204,6 +204,43 @@ def test_a_failed_batch_is_one_line_is_forgotten_and_leaves_no_call_open(tmp_pat
         assert led.calls == 2 and led.unconfirmed == 0 and led.failures == {"batch_failed": 2} and led.cost_usd == 0
 
 
+def test_a_batch_cancelled_at_the_provider_stops_the_run_and_resume_sends_the_rest_once(tmp_path):
+    import threading
+
+    import openai
+
+    server = ServerProcess(tmp_path, batch_delay_s=2.0)
+    try:
+        cache, journal = TeacherCache(tmp_path / "c.sqlite"), Journal(tmp_path / "teacher_calls.jsonl")
+        raised = []
+        run = threading.Thread(target=lambda: raised.append(_raises(batch_teacher(server.base_url, cache, journal).generate, requests(5))))
+        run.start()
+        deadline = time.time() + 30
+        while not server.events("batch_create") and time.time() < deadline:
+            time.sleep(0.02)
+        batch_id = server.events("batch_create")[0]["batch"]
+        openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0).batches.cancel(batch_id)  # the user, at the provider
+        run.join(timeout=30)
+        assert raised and isinstance(raised[0], TeacherError), raised
+        assert "was cancelled at the provider" in str(raised[0]) and "\n" not in str(raised[0])
+        assert len(server.events("batch_create")) == 1 and not server.events("batch_item"), "nothing sent again by itself"
+        journal.close()
+        led = Journal.replay(tmp_path / "teacher_calls.jsonl", "generation")
+        assert led.unconfirmed == 0 and led.failures == {"batch_cancelled": 5}, "every call closed, none paid"
+        replies = batch_teacher(server.base_url, cache).generate(requests(5))  # `daig resume`
+        assert all(not r.error for r in replies)
+        assert [e["lines"] for e in server.events("batch_create")] == [5, 5] and len(server.events("batch_item")) == 5
+    finally:
+        server.stop()
+
+
+def _raises(call, *args):
+    try:
+        call(*args)
+    except Exception as e:  # handed to the test thread
+        return e
+
+
 def test_a_resumed_job_under_a_cap_delivers_what_it_paid_for_and_never_pays_again(tmp_path):
     """The killed run's job counts against the cap already: resumed, it is polled, not admitted (and cut) again."""
     server = ServerProcess(tmp_path, batch_delay_s=3.0)

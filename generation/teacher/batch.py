@@ -143,8 +143,8 @@ class BatchTeacher:
     def _round(self, client, requests, keys, index, todo, attempt, on_send, desc, settle, give_up) -> None:
         """One pass: resume the jobs already under way for these keys, submit the rest, wait for all of them, and hand
         each job's results to settle(its request indices, {key: reply}) before forgetting those keys; a reply with
-        finish_reason RETRYABLE is to be sent again. A job that failed as a whole: give_up(its indices, reason), then
-        TeacherError."""
+        finish_reason RETRYABLE is to be sent again. A job that failed as a whole, or that someone cancelled at the
+        provider (its finished lines are settled): give_up(the indices left, reason), then TeacherError."""
         under_way = self.cache.batch_jobs([keys[i] for i in todo], self.endpoint)
         jobs: dict[str, str] = {}  # file id -> batch id
         members: dict[str, list[int]] = {}  # file id -> request indices
@@ -177,13 +177,22 @@ class BatchTeacher:
                 self.cache.forget_batch(file_id)
                 give_up(members[file_id], "batch_failed")
                 errors = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
-                refused.append(f"batch {jobs[file_id]} at {self.endpoint} failed ({errors or 'no reason given'})")
+                refused.append(f"batch {jobs[file_id]} at {self.endpoint} failed ({errors or 'no reason given'}): fix the "
+                               "request settings it names")
+            elif batch.status == "cancelled":  # by someone at the provider (this client never cancels): keep what ran, send no more
+                outcome = self._results(client, batch, index, requests)
+                ran = [i for i in members[file_id] if keys[i] in outcome and outcome[keys[i]].finish_reason != RETRYABLE]
+                settle(ran, outcome)
+                give_up(sorted(set(members[file_id]) - set(ran)), "batch_cancelled")
+                self.cache.forget_batch(file_id)
+                refused.append(f"batch {jobs[file_id]} at {self.endpoint} was cancelled at the provider: its {len(ran)} finished "
+                               f"lines are kept and the other {len(members[file_id]) - len(ran)} were not sent again")
             else:
                 settle(members[file_id], self._results(client, batch, index, requests))
                 # stored now; the job's other keys keep it for their own calls
                 self.cache.forget_batch(file_id, [keys[i] for i in members[file_id]])
         if refused:
-            raise TeacherError(f"{'; '.join(refused)}; fix the request settings it names, then `daig resume` on the run folder")
+            raise TeacherError(f"{'; '.join(refused)}; `daig resume` on the run folder sends what is missing as a new job")
 
     def line(self, request: TeacherRequest, key: str) -> bytes:
         """The request as a line of a job's input file; custom_id is its cache key."""

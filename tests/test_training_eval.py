@@ -152,17 +152,19 @@ def test_padding_free_training_loss_matches_padded(tiny_model, tmp_path):
     cfg = dict(max_steps=1, batch_size=4, learning_rate=1e-9, logging_steps=1)
     rows = VARIED
     free = train_adapter(tiny_model, rows, tmp_path / "free", TrainConfig(padding_free=True, **cfg), seed=0, num_threads=1)
-    padded = train_adapter(tiny_model, rows, tmp_path / "pad", TrainConfig(**cfg), seed=0, num_threads=1)
+    padded = train_adapter(tiny_model, rows, tmp_path / "pad", TrainConfig(padding_free=False, **cfg), seed=0, num_threads=1)
     assert free["first_logged_loss"] == pytest.approx(padded["first_logged_loss"], rel=1e-4)
     assert free["tokens_per_epoch"] == padded["tokens_per_epoch"]
 
 
-def test_padding_free_warns_about_rows_it_cannot_truncate(tiny_model, tmp_path, caplog):
-    import logging
-
-    with caplog.at_level(logging.WARNING, logger="training.sft"):
-        train_adapter(tiny_model, VARIED, tmp_path / "a", TrainConfig(padding_free=True, max_length=20, max_steps=1), seed=0, num_threads=1)
-    assert "rows exceed training.max_length=20" in caplog.text
+def test_padding_free_truncates_to_max_length_as_padded_training_does(tiny_model, tmp_path):
+    """trl does not truncate with padding_free; we cut as it does for padded rows, so the same tokens train either way."""
+    cfg = dict(max_steps=1, batch_size=4, learning_rate=1e-9, logging_steps=1, max_length=40)  # prompts of 24-51 tokens, rows of 36-117
+    free = train_adapter(tiny_model, VARIED, tmp_path / "free", TrainConfig(padding_free=True, **cfg), seed=0, num_threads=1)
+    padded = train_adapter(tiny_model, VARIED, tmp_path / "pad", TrainConfig(padding_free=False, **cfg), seed=0, num_threads=1)
+    whole = train_adapter(tiny_model, VARIED, tmp_path / "whole", TrainConfig(**{**cfg, "max_length": 512}), seed=0, num_threads=1)
+    assert free["tokens_per_epoch"] == padded["tokens_per_epoch"] < whole["tokens_per_epoch"], "cut to 40 tokens a row, and the rows left with no answer token dropped"
+    assert free["first_logged_loss"] == pytest.approx(padded["first_logged_loss"], rel=1e-4)
 
 
 def test_answer_only_head_equals_full_logits(tiny_model, tmp_path):

@@ -145,7 +145,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        max_length=None if cfg.padding_free else cfg.max_length,  # trl refuses max_length with padding_free (it cannot truncate there)
+        max_length=None if cfg.padding_free else cfg.max_length,  # trl refuses max_length with padding_free: truncated() below cuts instead
         completion_only_loss=True,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
@@ -161,14 +161,11 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         padding_free=cfg.padding_free,
         dataloader_num_workers=0,
     ), **cfg.sft_args})  # sft_args: checked against SFTConfig's fields when the config was built; may override the defaults above
-    if cfg.padding_free:
-        too_long = sum(len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"])
-                       > cfg.max_length for r in rows)
-        if too_long:
-            log.warning("%d rows exceed training.max_length=%d and are not truncated with padding_free", too_long, cfg.max_length)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[_Forward(on_log)] if on_log else None)
+    if cfg.padding_free:
+        trainer.train_dataset = truncated(trainer.train_dataset, cfg.max_length)
     result = trainer.train()
     trainer.save_model(str(out_dir))  # adapter + tokenizer, written by the main process only under accelerate
     n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -190,6 +187,14 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     if not math.isfinite(stats["train_loss"]):
         log.warning("training loss is not finite (%s); check the learning rate", stats["train_loss"])
     return stats
+
+
+def truncated(dataset, max_length: int):
+    """trl's own cut for padded training (keep the start, then drop rows left with no answer token), which it skips
+    with padding_free: the same rows train either way."""
+    cut = dataset.map(lambda x: {"input_ids": x["input_ids"][:max_length], "labels": x["labels"][:max_length]},
+                      desc=f"Truncating to {max_length} tokens")
+    return cut.filter(lambda x: any(label != -100 for label in x["labels"]), desc="Dropping rows with no answer token left")
 
 
 def _Forward(on_log: Callable[[dict], None]):

@@ -11,7 +11,8 @@ in its own process, so its peak memory is its own and a crash costs one row, not
   no gradient checkpointing); same rows, batch 4, LoRA r 8; the median step after the first two;
 - eval: answer-loss tokens/s of eval.evaluate's length-sorted batches;
 - teacher: LocalTeacher generation tokens/s at batch 1 and 64 with the seeded sampler, and whether the replies made
-  alone equal the same requests' replies in the batch of 64;
+  alone equal the same requests' replies in the batch of 64; then batch 64 with the static KV cache (after a warm-up
+  pass, where transformers compiles on a GPU) and whether its replies equal the dynamic cache's;
 - qlora: 4-bit training, save, reload, eval loss; accelerate: training.run under `accelerate launch` with
   configs/accelerate/single_gpu.yaml, and with fsdp.yaml at world size 1.
 """
@@ -174,6 +175,14 @@ def teacher(a) -> list[dict]:
                      "peak_gb": peak_gb(), "note": f"{n} requests x {a.new_tokens} tokens"})
     same = sum(x.text == y.text for x, y in zip(replies[1], replies[64]))
     rows[-1]["note"] += f"; alone == batched: {same}/4"
+    t.static_cache = True  # generation.teacher.static_cache: one pass to compile, then the timed one
+    t.generate(reqs, desc="")
+    start = time.perf_counter()
+    static = t.generate(reqs, desc="")
+    seconds = time.perf_counter() - start
+    same = sum(x.text == y.text for x, y in zip(static, replies[64]))
+    rows.append({"check": "teacher batch 64 static", "tokens_per_s": sum(r.completion_tokens for r in static) / seconds,
+                 "peak_gb": peak_gb(), "note": f"static KV cache, after a warm-up pass; == dynamic: {same}/64"})
     return rows
 
 

@@ -195,6 +195,13 @@ class EvalResult:
     seconds: float = 0.0
 
 
+def batch_for(asked: int, device: str) -> int:
+    """eval.batch_size, 0 resolved by device: 8 rows a pass on the CPU (as before there was a choice), 64 on a GPU,
+    whose memory holds far more and whose kernels need wide batches to be busy (eval keeps no activations for a
+    backward pass, and its LM head runs on answer positions only)."""
+    return asked or (64 if device.startswith("cuda") else 8)
+
+
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
              num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty=None,
              test_rows: list[dict] = (), device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> EvalResult:
@@ -205,14 +212,15 @@ def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: Ev
     student runs (loop/device.py resolves them)."""
     start = time.time()
     model, tokenizer = load_student(model_path, adapter_dir, num_threads, device, dtype, attn)
-    losses = task_losses(model, tokenizer, rows, cfg.batch_size, max_length, desc=desc)
-    test = task_losses(model, tokenizer, list(test_rows), cfg.batch_size, max_length, desc=f"{desc} (test)") if test_rows else None
+    batch = batch_for(cfg.batch_size, device)
+    losses = task_losses(model, tokenizer, rows, batch, max_length, desc=desc)
+    test = task_losses(model, tokenizer, list(test_rows), batch, max_length, desc=f"{desc} (test)") if test_rows else None
     by_task: dict[str, list[dict]] = {}
     for r in test_rows or rows:
         by_task.setdefault(r["task"], []).append(r)
     # Round-robin over tasks so the samples cover every task before repeating one.
     picks = [rs[i] for i in range(max(map(len, by_task.values()), default=0)) for rs in by_task.values() if i < len(rs)]
-    samples = sample_answers(model, tokenizer, picks[:cfg.generation_samples], cfg.max_new_tokens) if cfg.generation_samples else []
+    samples = sample_answers(model, tokenizer, picks[:cfg.generation_samples], cfg.max_new_tokens, batch) if cfg.generation_samples else []
     tokens = sum(v["tokens"] for v in losses.values())
     return EvalResult(
         task_loss={t: v["loss"] for t, v in losses.items()},

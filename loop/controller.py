@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from eval.evaluate import EvalResult, benchmark, evaluate
+from eval.evaluate import EvalResult, batch_for, benchmark, evaluate
 from eval.judge import judge_prompt, judge_score, parse_verdict
 from eval.stats import macro_mean, shrink
 from eval.uncertainty import Uncertainty
@@ -79,7 +79,7 @@ def make_teacher(cfg: RunConfig, journal: Journal | None = None, check: bool = T
                                 outage_failures=t.outage_failures, outage_wait_s=t.outage_wait_s, options=options)
     else:  # TeacherConfig refuses the other options for the local backend
         teacher = LocalTeacher(resolve_model(t.model, cfg.cache_dir), t.model, t.batch_size, t.num_threads or cfg.num_threads, t.system_prompt,
-                               **placement(cfg))
+                               **placement(cfg), static_cache=t.static_cache)
     cache = TeacherCache(t.cache_path) if t.cache_path else None
     if t.mode == "batch":  # TeacherConfig allows it only with backend openai and a cache, where the jobs are kept
         teacher = BatchTeacher(teacher, cache, t.batch_poll_s, t.batch_completion_window, t.batch_retry, t.batch_max_requests,
@@ -509,7 +509,8 @@ def uncertainty_settings(cfg: RunConfig, rows: list[dict], sets: dict[str, list[
     for x in eval_rows(rows, sets):
         by_task.setdefault(x["task"], []).append({**student_row(x, cfg.training.include_context), "instruction": x["instruction"]})
     return Uncertainty(by_task, fb.uncertainty_perturbations, fb.uncertainty_drop, cfg.training.max_length, cfg.seed + r,
-                       cfg.eval.batch_size, fb.uncertainty_rows, fb.uncertainty_target, cfg.eval.max_new_tokens)
+                       batch_for(cfg.eval.batch_size, placement(cfg)["device"]), fb.uncertainty_rows, fb.uncertainty_target,
+                       cfg.eval.max_new_tokens)
 
 
 @dataclass

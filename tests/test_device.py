@@ -130,6 +130,23 @@ def test_local_teacher_replies_are_the_same_under_the_policy_alone_or_batched(ti
     assert len({r.text for r in today}) > 1, "the seeds drew different replies"
 
 
+def test_a_static_kv_cache_gives_the_same_replies(tiny_model):
+    """generation.teacher.static_cache (meant for a GPU, where transformers compiles the decoding step for it): the
+    same seeded and greedy replies as the dynamic cache, in a batch of prompts of different lengths."""
+    reqs = [TeacherRequest((("user", f"Write one new task about zone {i} " + "x " * (3 * i)),), 12, t, 0.9, 100 + i)
+            for i in range(5) for t in (1.0, 0.0)]
+    dynamic = LocalTeacher(tiny_model, "tiny", batch_size=5, num_threads=1).generate(reqs)
+    static = LocalTeacher(tiny_model, "tiny", batch_size=5, num_threads=1, static_cache=True).generate(reqs)
+    assert [r.text for r in static] == [r.text for r in dynamic] and len({r.text for r in dynamic}) > 2
+
+
+def test_the_eval_batch_is_sized_by_device_unless_given():
+    from eval.evaluate import batch_for
+
+    assert (batch_for(0, "cpu"), batch_for(0, "cuda"), batch_for(0, "cuda:1")) == (8, 64, 64), "8 on the CPU: as before the policy"
+    assert batch_for(3, "cuda") == 3 and batch_for(3, "cpu") == 3
+
+
 def tiny_sentence_model(tiny_model: str, folder: Path) -> Path:
     """A random-weight BERT in the sentence-transformers layout (Transformer -> mean Pooling -> Normalize)."""
     from transformers import AutoTokenizer, BertConfig, BertModel

@@ -173,15 +173,16 @@ class LocalTeacher:
     concurrent = False  # one model, one call at a time
 
     def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int, system_prompt: str = "",
-                 device: str = "cpu", dtype: str = "float32", attn: str = "sdpa"):
+                 device: str = "cpu", dtype: str = "float32", attn: str = "sdpa", static_cache: bool = False):
         """system_prompt: the only teacher option a local model honours (the others shape an HTTP request).
-        device, dtype, attn: where the model runs (resolved by the caller)."""
+        device, dtype, attn: where the model runs (resolved by the caller). static_cache: generate() with a static KV
+        cache (the same replies; on a GPU transformers compiles the decoding step for it)."""
         self.model = model_name
         self.options = TeacherOptions(system_prompt=system_prompt)
         self.model_path = model_path
         self.batch_size = batch_size
         self.num_threads = num_threads
-        self.device, self.dtype, self.attn = device, dtype, attn
+        self.device, self.dtype, self.attn, self.static_cache = device, dtype, attn, static_cache
         self.lm = None  # loaded on the first request, so a run served from the cache never loads it
         from transformers import AutoTokenizer
 
@@ -257,6 +258,8 @@ class LocalTeacher:
             processors += [TemperatureLogitsWarper(params.temperature)] + ([TopPLogitsWarper(params.top_p)] if params.top_p < 1 else [])
             processors.append(SeededSampler(seeds, self.lm.device))
         extra = {"stop_strings": list(params.stop), "tokenizer": self.tok} if params.stop else {}
+        if self.static_cache:
+            extra["cache_implementation"] = "static"
         with torch.inference_mode():
             out = self.lm.generate(**enc, max_new_tokens=params.max_tokens, do_sample=False, temperature=None, top_p=None,
                                    top_k=None, eos_token_id=self.eos_ids, pad_token_id=self.tok.pad_token_id,

@@ -3,11 +3,29 @@
 # The GPU checks of issue 17 in one command and one table (bench/gpu_check.py says what each row measures).
 # Offline: config-built random-weight models and a tokenizer trained on the spot; nothing from the Hub.
 # --cpu: tiny shapes on the CPU, so the script is known to run before a GPU machine is spent on it.
+# bench/wheels/ (bash bench/gpu_wheels.sh, carried to the machine): pinned wheels installed where the machine lacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 PY="${PYTHON:-python}"
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+if [ -d bench/wheels ]; then  # brought by bench/gpu_wheels.sh: install those the machine lacks or has at another version
+  "$PY" - <<'PYEOF'
+import importlib.metadata as md, pathlib, re, subprocess, sys
+need = []
+for wheel in sorted(pathlib.Path("bench/wheels").glob("*.whl")):
+    name, version = wheel.name.split("-")[:2]
+    try:
+        have = md.version(re.sub(r"[-_.]+", "-", name))
+    except md.PackageNotFoundError:
+        have = None
+    if have != version:
+        need.append(str(wheel))
+        print(f"installing {name} {version} (machine has {have or 'none'})")
+if need:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *need], check=True)
+PYEOF
+fi
 "$PY" - <<'PYEOF'
 import importlib.metadata as md
 have = []

@@ -130,11 +130,11 @@ def train(a, kind: str, shape: str) -> dict:
         else:  # hand-tuned: weights and autocast in the policy's dtype, no gradient checkpointing, same batch
             args = SFTConfig(**common, use_cpu=kw["device"] == "cpu", bf16=kw["dtype"] == "bfloat16", fp16=kw["dtype"] == "float16",
                              activation_checkpointing=False)
-            lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, kw["dtype"]), attn_implementation=kw["attn"])
+            lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, kw["dtype"]), **({"attn_implementation": kw["attn"]} if kw["attn"] else {}))
         SFTTrainer(model=lm, args=args, train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "completion")} for r in rows]),
                    processing_class=AutoTokenizer.from_pretrained(model), peft_config=lora_config(cfg), callbacks=[Stamp()]).train()
     step = statistics.median([t1 - t0 for t0, t1 in zip(stamps[1:], stamps[2:])])  # the median step: robust to a stall
-    setup = "trl defaults (bf16 autocast, checkpointing)" if kind == "plain" else f"{kw['dtype']}, {kw['attn']}, no checkpointing"
+    setup = "trl defaults (bf16 autocast, checkpointing)" if kind == "plain" else f"{kw['dtype']}, {kw['attn'] or 'sdpa'}, no checkpointing"
     return {"tokens_per_s": 4 * a.seq / step, "peak_gb": peak_gb(), "note": f"{setup}, {len(stamps)} steps"}  # rows are seq tokens
 
 
@@ -250,7 +250,7 @@ def machine(a) -> str:
 
 def arms(a) -> list[str]:
     names = ["build"] + [f"train:{kind}:{shape}" for shape in a.shapes for kind in ("ours", "plain", "hand")]
-    return names + ["eval", "teacher", "qlora", "accelerate:single_gpu.yaml", "accelerate:fsdp.yaml"]
+    return names + ["eval", "qlora", "accelerate:single_gpu.yaml", "accelerate:fsdp.yaml", "teacher"]  # the teacher last: its static cache compiles
 
 
 def table(rows: list[dict]) -> str:
@@ -277,13 +277,20 @@ def main() -> None:
     p.add_argument("--cpu", action="store_true", help="tiny shapes on the CPU; QLoRA and FSDP skipped")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: 2 with --cpu, else up to 8)")
     p.add_argument("--timeout", type=int, default=240, help="seconds allowed to each check")
+    p.add_argument("--budget", type=int, default=450, help="seconds for the whole run: a check that would start later is skipped, "
+                   "one that would run past it is cut there (device time is scarce)")
+    p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) / "gpu_check.jsonl" if os.environ.get("OUT") else None,
+                   help="also append each row to this JSONL as it is measured (default: $OUT/gpu_check.jsonl when $OUT is set)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (models, adapters, logs)")
     p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     a.threads = a.threads or (2 if a.cpu else min(8, os.cpu_count() or 1))
     a.shapes = ["tiny"] if a.cpu else ["qwen2-0.5b", "qwen2-1.5b"]
-    a.seq, a.steps, a.eval_batch, a.new_tokens = (256, 12, 8, 16) if a.cpu else (1024, 10, 16, 64)
+    from eval.evaluate import batch_for
+
+    a.seq, a.steps, a.new_tokens = (256, 12, 16) if a.cpu else (1024, 10, 64)
+    a.eval_batch = batch_for(0, "cpu" if a.cpu else "cuda")  # what a run's eval uses on this device
     if a.arm:
         import torch
 
@@ -299,8 +306,15 @@ def main() -> None:
             if a.cpu and name in ("qlora", "accelerate:fsdp.yaml"):
                 rows.append({"check": name.replace(":fsdp.yaml", " fsdp"), "note": "skipped: needs CUDA"})
                 continue
-            found = run_sub(a, name)
-            print(f"  {name} done at {time.time() - start:.0f} s", flush=True)
+            left = a.budget - (time.time() - start)
+            if left < 20:
+                rows.append({"check": name, "note": f"skipped: the {a.budget} s budget is spent"})
+                continue
+            found = run_sub(a, name, min(a.timeout, int(left)))
+            print(f"  {name} done at {time.time() - start:.0f} s: " + "; ".join(json.dumps(r) for r in found), flush=True)
+            if a.out:  # each row kept as it comes: a run cut short by the device's limit still returns what it measured
+                with open(a.out, "a") as f:
+                    f.write("".join(json.dumps({"arm": name, **r}) + "\n" for r in found))
             if name == "build":  # the child reports the machine, so this process never opens a CUDA context
                 print(f"machine: {found[0].get('machine') or found[0]['note']}", flush=True)
                 if found[0].get("failed"):
@@ -315,13 +329,13 @@ def main() -> None:
     sys.exit(1 if any(r.get("failed") for r in rows) else 0)
 
 
-def run_sub(a, name: str) -> list[dict]:
+def run_sub(a, name: str, timeout: int) -> list[dict]:
     """One check in its own process; a failure or a timeout is one row naming it."""
     cmd = [sys.executable, __file__, "--arm", name, "--work", str(a.work), "--threads", str(a.threads)] + (["--cpu"] if a.cpu else [])
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=a.timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [{"check": name, "note": f"FAILED: over {a.timeout} s", "failed": True}]
+        return [{"check": name, "note": f"FAILED: over {timeout} s", "failed": True}]
     found = [json.loads(x[7:]) for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or (name != "build" and not found):
         tail = [x for x in proc.stderr.strip().splitlines() if x.strip()][-15:] or [f"exit {proc.returncode}"]

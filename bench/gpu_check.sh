@@ -7,12 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python3 || command -v python)}"  # the GPU image's python3 holds its torch
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
-if [ -d bench/wheels ]; then  # brought by bench/gpu_wheels.sh: install those the machine lacks or has at another version
-  "$PY" - <<'PYEOF'
-import importlib.metadata as md, pathlib, re, subprocess, sys
-need = []
+if [ -d bench/wheels ]; then  # brought by bench/gpu_wheels.sh: those the machine lacks or has at another version go
+  # to /tmp/site, ahead of the image's own on PYTHONPATH (the device notes' way: the image's site-packages stay as they are)
+  need=$("$PY" - <<'PYEOF'
+import importlib.metadata as md, pathlib, re
 for wheel in sorted(pathlib.Path("bench/wheels").glob("*.whl")):
     name, version = wheel.name.split("-")[:2]
     try:
@@ -20,16 +20,19 @@ for wheel in sorted(pathlib.Path("bench/wheels").glob("*.whl")):
     except md.PackageNotFoundError:
         have = None
     if have != version:
-        need.append(str(wheel))
-        print(f"installing {name} {version} (machine has {have or 'none'})")
-if need:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *need], check=True)
+        print(wheel)
 PYEOF
+)
+  if [ -n "$need" ]; then
+    echo "installing into /tmp/site: $(echo $need | xargs -n1 basename | tr '\n' ' ')"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $need
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
 fi
 "$PY" - <<'PYEOF'
 import importlib.metadata as md
 have = []
-for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "flash-attn"):
+for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow", "fsspec", "bitsandbytes", "flash-attn"):
     try:
         have.append(f"{name} {md.version(name)}")
     except md.PackageNotFoundError:

@@ -9,7 +9,7 @@ class EvalConfig:
     rolling_heldout: bool = field(default=False, metadata={"help": "The old rolling split, off by default: hold out eval.heldout_fraction of each round's generated rows per task and steer by every held-out row so far (a set that grows and changes every round, and differs between ablation arms). Used only when there is no validation set (eval.validation_per_task=0 and no eval.validation_path)."})
     heldout_fraction: float = field(default=0.2, metadata={"help": "With eval.rolling_heldout: fraction of each task's kept examples held out for eval (split per task, before training).", "check": "(0, 1)"})
     min_heldout_per_task: int = field(default=1, metadata={"help": "With eval.rolling_heldout: hold out at least this many examples of a task that has two or more.", "check": ">= 0"})
-    batch_size: int = field(default=0, metadata={"help": "Examples per forward pass (length-sorted) for eval loss and the greedy samples; 0: by device, 8 on the CPU and 64 on a GPU.", "check": ">= 0"})
+    batch_size: int = field(default=0, metadata={"help": "Examples per forward pass (length-sorted) for eval loss and the greedy samples; 0: by device, 8 on the CPU and 32 on a GPU.", "check": ">= 0"})
     generation_samples: int = field(default=12, metadata={"help": "Eval rows the student answers greedily each round, scored by ROUGE-L against the reference (logged as samples and test_rouge_l): a fixed subset of the test set when there is one (round robin over its tasks), else of the rows decisions read. 0 disables.", "check": ">= 0"})
     max_new_tokens: int = field(default=96, metadata={"help": "Max new tokens for those sample answers.", "check": ">= 1"})
 

@@ -19,7 +19,7 @@ from eval.stats import ratio_se
 
 
 def load_student(model_path: str, adapter_dir: str | None, num_threads: int, device: str = "cpu", dtype: str = "float32",
-                 attn: str = "sdpa"):
+                 attn: str = ""):
     """The student (with its adapter) in eval mode on `device` in `dtype`, and its tokenizer."""
     import torch
     from peft import PeftModel
@@ -27,7 +27,7 @@ def load_student(model_path: str, adapter_dir: str | None, num_threads: int, dev
 
     torch.set_num_threads(num_threads)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), attn_implementation=attn).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), **({"attn_implementation": attn} if attn else {})).to(device)
     if adapter_dir:
         model = PeftModel.from_pretrained(model, adapter_dir)
     return model.eval(), tokenizer
@@ -152,7 +152,7 @@ def score_benchmark(model, tokenizer, rows: list[dict], max_new_tokens: int) -> 
 
 
 def benchmark(model_path: str, adapter_dir: str | None, rows: list[dict], max_new_tokens: int, num_threads: int,
-              device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> dict:
+              device: str = "cpu", dtype: str = "float32", attn: str = "") -> dict:
     """score_benchmark for a model not loaded yet (the base model, once per run)."""
     model, tokenizer = load_student(model_path, adapter_dir, num_threads, device, dtype, attn)
     return score_benchmark(model, tokenizer, rows, max_new_tokens)
@@ -196,15 +196,15 @@ class EvalResult:
 
 
 def batch_for(asked: int, device: str) -> int:
-    """eval.batch_size, 0 resolved by device: 8 rows a pass on the CPU (as before there was a choice), 64 on a GPU,
-    whose memory holds far more and whose kernels need wide batches to be busy (eval keeps no activations for a
-    backward pass, and its LM head runs on answer positions only)."""
-    return asked or (64 if device.startswith("cuda") else 8)
+    """eval.batch_size, 0 resolved by device: 8 rows a pass on the CPU (as before there was a choice), 32 on a GPU,
+    whose kernels need wide batches to be busy. Eval keeps no activations for a backward pass; what grows is the LM
+    head's output on answer positions: 32 rows x 300 answer tokens x a 152k vocabulary is 5.8 GB in float32."""
+    return asked or (32 if device.startswith("cuda") else 8)
 
 
 def evaluate(model_path: str, adapter_dir: str | None, rows: list[dict], cfg: EvalConfig, max_length: int,
              num_threads: int, desc: str = "eval", bench_rows: list[dict] = (), uncertainty=None,
-             test_rows: list[dict] = (), device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> EvalResult:
+             test_rows: list[dict] = (), device: str = "cpu", dtype: str = "float32", attn: str = "") -> EvalResult:
     """Per-task eval loss on rows (each with 'task', 'prompt', 'completion') plus sample generations, and the
     benchmark scored with the same loaded model when bench_rows are given; with `uncertainty` (an
     eval.uncertainty.Uncertainty), the per-task prompt uncertainty too. With test_rows, their per-task losses too

@@ -35,10 +35,11 @@ def resolve(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
 
 
 def attention(device: str, dtype: str) -> str:
-    """FlashAttention 2 where it is installed and can run (CUDA, half precision), else PyTorch's SDPA (transformers'
-    own default, so the CPU path is unchanged)."""
+    """"flash_attention_2" where it is installed and can run (CUDA, half precision); else "": transformers' own choice
+    (SDPA where the model supports it, eager where not), as before the policy. Naming "sdpa" would refuse the models
+    without it (MPNet, DeBERTa-v2 embedders; Bloom, MPT, GPT-J students)."""
     fast = device.startswith("cuda") and dtype != "float32" and importlib.util.find_spec("flash_attn") is not None
-    return "flash_attention_2" if fast else "sdpa"
+    return "flash_attention_2" if fast else ""
 
 
 def placement(cfg: RunConfig) -> dict[str, str]:

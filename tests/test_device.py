@@ -32,10 +32,10 @@ def cfg(**kw) -> RunConfig:
     return RunConfig(generation=GenerationConfig(domain_path="docs"), **kw)
 
 
-def test_auto_is_cpu_float32_and_sdpa_without_cuda(monkeypatch):
+def test_auto_is_cpu_float32_and_transformers_own_attention_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CUDA absence, simulated on a GPU machine too
     assert resolve("auto", "auto") == ("cpu", "float32")
-    assert placement(cfg()) == {"device": "cpu", "dtype": "float32", "attn": "sdpa"}
+    assert placement(cfg()) == {"device": "cpu", "dtype": "float32", "attn": ""}, "'': transformers picks (SDPA, or eager where unsupported)"
 
 
 def test_auto_picks_cuda_and_half_precision_when_cuda_is_there(monkeypatch):
@@ -49,7 +49,7 @@ def test_auto_picks_cuda_and_half_precision_when_cuda_is_there(monkeypatch):
     assert resolve("auto", "auto") == ("cuda", "float16")
     with pytest.raises(ConfigError, match=r"^device: 'cuda:2' but this machine has 2 CUDA device\(s\); set device=auto or device=cpu$"):
         resolve("cuda:2", "auto")
-    assert attention("cuda", "float32") == "sdpa"  # FlashAttention needs half precision
+    assert attention("cuda", "float32") == ""  # FlashAttention needs half precision
 
 
 def test_cuda_asked_without_cuda_fails_at_start_in_one_line(tmp_path):
@@ -143,7 +143,7 @@ def test_a_static_kv_cache_gives_the_same_replies(tiny_model):
 def test_the_eval_batch_is_sized_by_device_unless_given():
     from eval.evaluate import batch_for
 
-    assert (batch_for(0, "cpu"), batch_for(0, "cuda"), batch_for(0, "cuda:1")) == (8, 64, 64), "8 on the CPU: as before the policy"
+    assert (batch_for(0, "cpu"), batch_for(0, "cuda"), batch_for(0, "cuda:1")) == (8, 32, 32), "8 on the CPU: as before the policy"
     assert batch_for(3, "cuda") == 3 and batch_for(3, "cpu") == 3
 
 

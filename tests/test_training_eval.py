@@ -157,14 +157,33 @@ def test_padding_free_training_loss_matches_padded(tiny_model, tmp_path):
     assert free["tokens_per_epoch"] == padded["tokens_per_epoch"]
 
 
-def test_padding_free_truncates_to_max_length_as_padded_training_does(tiny_model, tmp_path):
+@pytest.mark.parametrize("mode", ["keep_start", "keep_end"])
+def test_padding_free_truncates_to_max_length_as_padded_training_does(mode, tiny_model, tmp_path):
     """trl does not truncate with padding_free; we cut as it does for padded rows, so the same tokens train either way."""
-    cfg = dict(max_steps=1, batch_size=4, learning_rate=1e-9, logging_steps=1, max_length=40)  # prompts of 24-51 tokens, rows of 36-117
+    cfg = dict(max_steps=1, batch_size=4, learning_rate=1e-9, logging_steps=1, max_length=40,  # prompts of 24-51 tokens, rows of 36-117
+               sft_args={"truncation_mode": mode})
     free = train_adapter(tiny_model, VARIED, tmp_path / "free", TrainConfig(padding_free=True, **cfg), seed=0, num_threads=1)
     padded = train_adapter(tiny_model, VARIED, tmp_path / "pad", TrainConfig(padding_free=False, **cfg), seed=0, num_threads=1)
     whole = train_adapter(tiny_model, VARIED, tmp_path / "whole", TrainConfig(**{**cfg, "max_length": 512}), seed=0, num_threads=1)
-    assert free["tokens_per_epoch"] == padded["tokens_per_epoch"] < whole["tokens_per_epoch"], "cut to 40 tokens a row, and the rows left with no answer token dropped"
+    assert free["tokens_per_epoch"] == padded["tokens_per_epoch"] < whole["tokens_per_epoch"], "cut to 40 tokens a row (and, keeping the start, the rows left with no answer token dropped)"
     assert free["first_logged_loss"] == pytest.approx(padded["first_logged_loss"], rel=1e-4)
+
+
+def test_trl_packing_asked_in_sft_args_still_trains(tiny_model, tmp_path):
+    """sft_args.packing needs max_length, so it takes the padded path instead of padding-free (the default)."""
+    stats = train_adapter(tiny_model, VARIED, tmp_path / "p", TrainConfig(max_steps=1, batch_size=2, max_length=64, sft_args={"packing": True}),
+                          seed=0, num_threads=1)
+    assert stats["steps"] == 1
+
+
+def test_half_precision_training_keeps_every_trained_weight_in_float32(tiny_model, tmp_path):
+    """peft upcasts LoRA A/B; a modules_to_save copy would stay in the load dtype (fp16's GradScaler refuses it)."""
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(max_steps=1, batch_size=4, lora_args={"modules_to_save": ["lm_head"]})
+    train_adapter(tiny_model, VARIED, tmp_path / "a", cfg, seed=0, num_threads=1, device="cpu", dtype="bfloat16")
+    saved = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    assert any("lm_head" in k for k in saved) and {t.dtype for t in saved.values()} == {torch.float32}
 
 
 def test_answer_only_head_equals_full_logits(tiny_model, tmp_path):

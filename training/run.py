@@ -2,7 +2,7 @@
 
     accelerate launch --config_file configs/accelerate/ddp.yaml -m training.run \
         --model MODEL_DIR --rows rows.jsonl --config train.json --out ADAPTER_DIR [--init-adapter DIR] \
-        [--device cuda --dtype bfloat16 --attn sdpa]
+        [--device cuda --dtype bfloat16 --attn flash_attention_2]
 
 rows.jsonl holds conversational {"prompt", "completion"} rows; train.json a TrainConfig as JSON. The
 main process writes the adapter and training_stats.json to --out.
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", help="scratch folder for the trainer (default: beside --out)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the Trainer takes each process's GPU)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or flash_attention_2")
+    p.add_argument("--attn", default="", help="attention implementation: flash_attention_2, or '' for transformers' own choice")
     args = p.parse_args(argv)
     with open(args.rows, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]

@@ -48,7 +48,7 @@ def student_row(row: dict, include_context: bool) -> dict:
             "completion": [{"role": "assistant", "content": row["output"]}]}
 
 
-def load_student_for_training(model_path: str, cfg: TrainConfig, dtype: str = "float32", attn: str = "sdpa"):
+def load_student_for_training(model_path: str, cfg: TrainConfig, dtype: str = "float32", attn: str = ""):
     """The base model in `dtype` (the Trainer moves it to its device); 4-bit NF4 on this process's GPU for QLoRA."""
     import os
 
@@ -56,7 +56,7 @@ def load_student_for_training(model_path: str, cfg: TrainConfig, dtype: str = "f
     from transformers import AutoModelForCausalLM
 
     if not cfg.load_in_4bit:
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), attn_implementation=attn)
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype), **({"attn_implementation": attn} if attn else {}))
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
@@ -65,13 +65,13 @@ def load_student_for_training(model_path: str, cfg: TrainConfig, dtype: str = "f
                                bnb_4bit_compute_dtype=compute)
     gpu = int(os.environ.get("LOCAL_RANK", "0"))  # under accelerate launch, each process's own GPU
     model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=compute, device_map={"": gpu},
-                                                 attn_implementation=attn)
+                                                 **({"attn_implementation": attn} if attn else {}))
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def train_adapter_launched(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
                            num_threads: int, init_adapter: str | Path | None, work_dir: str | Path,
-                           device: str = "cpu", dtype: str = "float32", attn: str = "sdpa") -> dict:
+                           device: str = "cpu", dtype: str = "float32", attn: str = "") -> dict:
     """The same training step as train_adapter, run by `accelerate launch` in child processes."""
     import dataclasses
     import subprocess
@@ -108,7 +108,7 @@ def lora_config(cfg: TrainConfig):
 def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: TrainConfig, seed: int,
                   num_threads: int, init_adapter: str | Path | None = None, work_dir: str | Path | None = None,
                   on_log: Callable[[dict], None] | None = None, device: str = "cpu", dtype: str = "float32",
-                  attn: str = "sdpa") -> dict:
+                  attn: str = "") -> dict:
     """Train a LoRA adapter on rows ({'prompt': [msgs], 'completion': [msgs]}) and save it to out_dir.
 
     init_adapter: continue training that adapter instead of starting a fresh one.
@@ -136,6 +136,10 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     else:
         peft_config = lora_config(cfg)
     out_dir = Path(out_dir)
+    # Padding-free packs a batch into one row: a win where the attention skips across examples (FlashAttention 2) or
+    # rows are short (a CPU's); a GPU's SDPA would compute the packed row's whole masked square. trl's own packing
+    # (sft_args.packing) needs max_length, so it keeps the padded path.
+    free = cfg.padding_free and not cfg.sft_args.get("packing") and (device == "cpu" or attn == "flash_attention_2")
     args = SFTConfig(**{**dict(
         output_dir=str(work_dir or out_dir.parent / "trainer"),
         per_device_train_batch_size=cfg.batch_size,
@@ -145,7 +149,7 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        max_length=None if cfg.padding_free else cfg.max_length,  # trl refuses max_length with padding_free: truncated() below cuts instead
+        max_length=None if free else cfg.max_length,  # trl refuses max_length with padding_free: truncated() below cuts instead
         completion_only_loss=True,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
@@ -158,14 +162,18 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name; trl's default is on
         # Padding-free relies on transformers finding the packed sequences from position_ids, which it does only
         # without a KV cache; trl's compute_loss passes use_cache=False, so the attention stays per example.
-        padding_free=cfg.padding_free,
+        padding_free=free,
         dataloader_num_workers=0,
     ), **cfg.sft_args})  # sft_args: checked against SFTConfig's fields when the config was built; may override the defaults above
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[_Forward(on_log)] if on_log else None)
-    if cfg.padding_free:
-        trainer.train_dataset = truncated(trainer.train_dataset, cfg.max_length)
+    if free:
+        trainer.train_dataset = truncated(trainer.train_dataset, cfg.max_length, args.truncation_mode)
+    if dtype != "float32" and not cfg.load_in_4bit:  # peft upcasts LoRA A/B only: modules_to_save copies and trained
+        for p in trainer.model.parameters():  # biases would stay half (fp16's GradScaler refuses them; bf16 loses precision)
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
     result = trainer.train()
     trainer.save_model(str(out_dir))  # adapter + tokenizer, written by the main process only under accelerate
     n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -189,10 +197,11 @@ def train_adapter(model_path: str, rows: list[dict], out_dir: str | Path, cfg: T
     return stats
 
 
-def truncated(dataset, max_length: int):
-    """trl's own cut for padded training (keep the start, then drop rows left with no answer token), which it skips
-    with padding_free: the same rows train either way."""
-    cut = dataset.map(lambda x: {"input_ids": x["input_ids"][:max_length], "labels": x["labels"][:max_length]},
+def truncated(dataset, max_length: int, mode: str = "keep_start"):
+    """trl's own cut for padded training (the start or the end, as sft_args.truncation_mode says, then drop rows left
+    with no answer token), which it skips with padding_free: the same rows train either way."""
+    keep = slice(None, max_length) if mode == "keep_start" else slice(-max_length, None)
+    cut = dataset.map(lambda x: {"input_ids": x["input_ids"][keep], "labels": x["labels"][keep]},
                       desc=f"Truncating to {max_length} tokens")
     return cut.filter(lambda x: any(label != -100 for label in x["labels"]), desc="Dropping rows with no answer token left")
 

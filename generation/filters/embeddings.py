@@ -56,7 +56,7 @@ class Embedder:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.tok = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModel.from_pretrained(model_path, dtype=getattr(torch, dtype), attn_implementation="sdpa").to(device).eval()
+        self.model = AutoModel.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device).eval()
         self.dim = self.model.config.hidden_size
         self._pool = np.zeros((0, self.dim), dtype=np.float32)  # vectors of the pool's first len(_pool) texts
         self._pool_last = ""  # the last pool text embedded: a cheap check that the pool only grew

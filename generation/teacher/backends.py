@@ -173,7 +173,7 @@ class LocalTeacher:
     concurrent = False  # one model, one call at a time
 
     def __init__(self, model_path: str, model_name: str, batch_size: int, num_threads: int, system_prompt: str = "",
-                 device: str = "cpu", dtype: str = "float32", attn: str = "sdpa", static_cache: bool = False):
+                 device: str = "cpu", dtype: str = "float32", attn: str = "", static_cache: bool = False):
         """system_prompt: the only teacher option a local model honours (the others shape an HTTP request).
         device, dtype, attn: where the model runs (resolved by the caller). static_cache: generate() with a static KV
         cache (the same replies; on a GPU transformers compiles the decoding step for it)."""
@@ -214,7 +214,7 @@ class LocalTeacher:
 
         torch.set_num_threads(self.num_threads)
         self.lm = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype),
-                                                       attn_implementation=self.attn).to(self.device).eval()
+                                                       **({"attn_implementation": self.attn} if self.attn else {})).to(self.device).eval()
         eos = self.lm.generation_config.eos_token_id
         self.eos_ids = sorted({self.tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
 

@@ -184,7 +184,8 @@ class BatchTeacher:
                 ran = [i for i in members[file_id] if keys[i] in outcome and outcome[keys[i]].finish_reason != RETRYABLE]
                 settle(ran, outcome)
                 give_up(sorted(set(members[file_id]) - set(ran)), "batch_cancelled")
-                self.cache.forget_batch(file_id)
+                # this call's keys only: another call's finished lines in the job still read it from the record
+                self.cache.forget_batch(file_id, [keys[i] for i in members[file_id]])
                 refused.append(f"batch {jobs[file_id]} at {self.endpoint} was cancelled at the provider: its {len(ran)} finished "
                                f"lines are kept and the other {len(members[file_id]) - len(ran)} were not sent again")
             else:

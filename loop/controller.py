@@ -43,7 +43,7 @@ from loop.models import gguf_path, hub_id, resolve_model
 from loop.preflight import PreflightError, check_models_and_services, output_folder
 from loop.tracking import Tracker
 from training.artifacts import data_hash, set_adapter_base, write_adapter_card
-from training.sft import check_hardware, mix_rows, student_row, train_adapter, train_adapter_launched
+from training.sft import check_hardware, data_mix, mix_rows, student_row, train_adapter, train_adapter_launched
 
 log = logging.getLogger("daig")
 
@@ -123,6 +123,8 @@ def train_round(cfg: RunConfig, student: str, rounds_rows: list[Iterable[dict]],
     """Train this round's adapter (restart fresh, or continue the last one) on the rows training.data_mix picks.
     on_log: gets each trainer log entry as it is written (in-process training; W&B's live curve)."""
     continuing = cfg.training.adapter_mode == "continue" and adapter is not None
+    if data_mix(cfg.training, continuing) == "new":  # this round's rows only: the earlier rounds' are not read
+        rounds_rows = rounds_rows[-1:]
     per_round = [[student_row(x, cfg.training.include_context) for x in rows if x["split"] == "train"] for rows in rounds_rows]
     train_rows = mix_rows(per_round, cfg.training, continuing, rng)
     init = adapter if continuing else None

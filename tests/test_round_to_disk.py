@@ -103,3 +103,21 @@ def test_a_run_killed_mid_round_leaves_no_half_file_and_resumes_to_the_same_byte
     ref_metrics = json.loads((ref / "metrics.jsonl").read_text().splitlines()[0])
     assert (metrics["n_kept"], metrics["rejected"], metrics["run_teacher_requests"]) == \
         (ref_metrics["n_kept"], ref_metrics["rejected"], ref_metrics["run_teacher_requests"])
+
+
+def test_training_reads_the_rounds_its_data_mix_picks_from_disk(tmp_path, tiny_corpus, tiny_model, fake_openai):
+    """The run holds no rows: each round's training reads them back, every round's (restart: all) or this round's
+    only (continue: new)."""
+    trained = {}
+    for mode in ("restart", "continue"):
+        cfg = _config(tiny_corpus, fake_openai.base_url, tiny_model, tmp_path / "c.sqlite", window=4)
+        cfg.rounds, cfg.training.adapter_mode = 2, mode
+        out = tmp_path / mode
+        run(cfg, out)
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        cards = [json.loads((out / f"rounds/{r}/adapter/daig_adapter.json").read_text()) for r in (1, 2)]
+        trained[mode] = ([m["n_train"] for m in metrics], [c["rows"] for c in cards])
+    (n1, n2), rows = trained["restart"]
+    assert n1 and n2 and rows == [n1, n1 + n2], "restart trains on every round's rows so far"
+    (n1, n2), rows = trained["continue"]
+    assert rows == [n1, n2], "continue (data_mix auto: new) trains round 2 on its own rows"

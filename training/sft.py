@@ -28,9 +28,14 @@ def check_hardware(cfg: TrainConfig) -> None:
         raise ValueError("training.load_in_4bit needs bitsandbytes: pip install bitsandbytes")
 
 
+def data_mix(cfg: TrainConfig, continuing: bool) -> str:
+    """training.data_mix with auto resolved: a continued adapter has seen the earlier rounds' rows."""
+    return cfg.data_mix if cfg.data_mix != "auto" else ("new" if continuing else "all")
+
+
 def mix_rows(rows_by_round: list[list[dict]], cfg: TrainConfig, continuing: bool, rng) -> list[dict]:
     """The rows a round trains on, by training.data_mix (rows_by_round[-1] is this round's)."""
-    mix = cfg.data_mix if cfg.data_mix != "auto" else ("new" if continuing else "all")
+    mix = data_mix(cfg, continuing)
     new, earlier = rows_by_round[-1], [r for rows in rows_by_round[:-1] for r in rows]
     if mix == "new":
         return list(new)

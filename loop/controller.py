@@ -397,7 +397,7 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
     held = read_heldout(held_path) if held_path.exists() else heldout_chunk_ids(chunks, ev_cfg.heldout_chunks, ev_cfg.set_seed) if build_sets else []
     held_set = set(held)  # held-out chunks never reach a training request
     train_chunks = [c for c in chunks if c.id not in held_set]
-    where = placement(cfg)
+    where = placement(cfg)  # a device this machine lacks stops the run here, before anything is written or paid
     method = start_method(g, pool, train_chunks, cfg.cache_dir, cfg.num_threads, where["device"], where["dtype"])
     st = LoopState(method=method) if fresh else state_from_json(saved, out, method)
     bench_rows = load_benchmark(cfg.eval.benchmark_path, cfg.eval.benchmark_size, g.datasets.get(cfg.eval.benchmark_path)) \
@@ -409,7 +409,6 @@ def _run(cfg: RunConfig, out: Path, saved: dict | None) -> list[dict]:
                           "(the policies weigh pool tasks only)")
 
     check_hardware(cfg.training)
-    placement(cfg)  # a device this machine lacks stops the run here, before anything is written or paid
     problems = check_models_and_services(cfg)  # before anything is written or paid
     if problems:
         raise PreflightError(problems)

@@ -81,8 +81,13 @@ def iter_jsonl(path: Path, strict: bool = False) -> Iterator[dict]:
                 log.warning("%s:%d is not valid JSON (torn by a kill?); skipped", path, n)
 
 
+def jsonl(rows: list[dict]) -> str:
+    """Rows as .jsonl text, the one format every row file of a run is written in (so a resumed round's bytes match)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(path, jsonl(rows))
 
 
 class RowWriter:
@@ -96,7 +101,7 @@ class RowWriter:
         self.f = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, rows: list[dict]) -> None:
-        self.f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self.f.write(jsonl(rows))
         self.f.flush()  # on disk (in the hidden file) as they come, not in a buffer
         self.rows += len(rows)
 

@@ -179,18 +179,17 @@ class BatchTeacher:
                 errors = "; ".join(f"{e.code}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
                 refused.append(f"batch {jobs[file_id]} at {self.endpoint} failed ({errors or 'no reason given'}): fix the "
                                "request settings it names")
-            elif batch.status == "cancelled":  # by someone at the provider (this client never cancels): keep what ran, send no more
-                outcome = self._results(client, batch, index, requests)
-                ran = [i for i in members[file_id] if keys[i] in outcome and outcome[keys[i]].finish_reason != RETRYABLE]
-                settle(ran, outcome)
-                give_up(sorted(set(members[file_id]) - set(ran)), "batch_cancelled")
-                # this call's keys only: another call's finished lines in the job still read it from the record
-                self.cache.forget_batch(file_id, [keys[i] for i in members[file_id]])
-                refused.append(f"batch {jobs[file_id]} at {self.endpoint} was cancelled at the provider: its {len(ran)} finished "
-                               f"lines are kept and the other {len(members[file_id]) - len(ran)} were not sent again")
             else:
-                settle(members[file_id], self._results(client, batch, index, requests))
-                # stored now; the job's other keys keep it for their own calls
+                outcome = self._results(client, batch, index, requests)
+                if batch.status == "cancelled":  # by someone at the provider (this client never cancels): keep what ran, send no more
+                    ran = [i for i in members[file_id] if keys[i] in outcome and outcome[keys[i]].finish_reason != RETRYABLE]
+                    settle(ran, outcome)
+                    give_up(sorted(set(members[file_id]) - set(ran)), "batch_cancelled")
+                    refused.append(f"batch {jobs[file_id]} at {self.endpoint} was cancelled at the provider: its {len(ran)} "
+                                   f"finished lines are kept and the other {len(members[file_id]) - len(ran)} were not sent again")
+                else:
+                    settle(members[file_id], outcome)
+                # this call's keys only (stored now): the job's other keys keep it for their own calls
                 self.cache.forget_batch(file_id, [keys[i] for i in members[file_id]])
         if refused:
             raise TeacherError(f"{'; '.join(refused)}; `daig resume` on the run folder sends what is missing as a new job")
